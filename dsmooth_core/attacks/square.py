@@ -1,0 +1,168 @@
+"""Square Attack, l_inf, untargeted (Andriushchenko et al. 2020; MATH.md section 5).
+
+A score-based random search: start from vertical stripes of +-eps, then repeatedly overwrite one
+random square of the perturbation with a fresh +-eps per channel and keep it only if the margin loss
+drops. Query accounting: every forward pass of an image counts, and no image exceeds ``n_queries``:
+
+* query 1 is the clean image; an image already misclassified there stops, unchanged;
+* query 2 is the stripes initialization (kept unconditionally, as in the reference);
+* each further iteration costs one query per image still correctly classified, for at most
+  ``n_queries - 2`` iterations. An image stops as soon as its margin is negative.
+
+So an image that is not misclassified from the start uses at least 2 queries (when ``n_queries >= 2``)
+and an image never fooled uses exactly ``n_queries``.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+
+import torch
+
+from dsmooth_core.attacks._checks import check_batch, check_count, check_p_init, check_positive
+from dsmooth_core.attacks._model import margin_loss
+from dsmooth_core.attacks._streams import below, draw_keys, random_words, signs
+from dsmooth_core.device import model_device
+from dsmooth_core.progress import ProgressCallback, report
+
+# Iterations (on the reference's 10000-query scale) after which p is halved once more.
+_HALVING_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+# Fresh sign draws tried when a proposal would leave the image unchanged (the reference redraws until
+# something changes; the bound keeps inputs outside [0, 1] from looping forever).
+_MAX_DRAWS = 8
+
+
+@dataclass(frozen=True)
+class SquareResult:
+    """Square Attack output: images (B, C, H, W), queries used (B,) int64, fooled (B,) bool."""
+
+    adversarial: torch.Tensor
+    queries: torch.Tensor
+    success: torch.Tensor
+
+
+def p_selection(p_init: float, iteration: int, n_queries: int) -> float:
+    """The published piecewise-constant schedule of p, rescaled from a 10000-query budget.
+
+    Past the last halving point p stays at ``p_init / 512`` (the reference would jump back to
+    ``p_init`` beyond its budget, which its loop never reaches).
+    """
+    scaled = int(iteration / n_queries * 10000)
+    return p_init / 2 ** bisect_left(_HALVING_POINTS, scaled)
+
+
+def square_side(p: float, height: int, width: int) -> int:
+    """Side of the square that covers a fraction ``p`` of the pixels: at least 1, below the image size."""
+    side = round(math.sqrt(p * height * width))
+    return max(min(side, min(height, width) - 1), 1)
+
+
+def square_attack(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    n_queries: int,
+    p_init: float = 0.05,
+    generator: torch.Generator,
+    progress: ProgressCallback | None = None,
+) -> SquareResult:
+    """Attack images ``x`` in [0, 1] with true labels ``y`` inside the l_inf ball of radius ``eps``.
+
+    Runs on the model's device and returns tensors on ``x``'s device. All randomness comes from
+    ``generator`` (one key per image, see ``_streams``). ``progress`` gets (iteration, iterations)
+    once per iteration, and (iterations, iterations) when every image stops early.
+    """
+    check_batch(x, y)
+    keys = draw_keys(generator, x.shape[0])
+    return square_attack_keyed(
+        model,
+        x,
+        y,
+        keys,
+        eps=check_positive("eps", eps),
+        n_queries=check_count("n_queries", n_queries),
+        p_init=check_p_init(p_init),
+        progress=progress,
+    )
+
+
+def square_attack_keyed(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    eps: float,
+    n_queries: int,
+    p_init: float,
+    progress: ProgressCallback | None,
+) -> SquareResult:
+    """``square_attack`` with the per-image keys given, so a chunk of a batch replays exactly."""
+    device = model_device(model)
+    clean, labels, keys = x.detach().to(device), y.to(device), keys.to(device)
+    height, width = clean.shape[2:]
+    iterations = max(n_queries - 2, 0)
+    with torch.no_grad():
+        best = clean.clone()
+        margin = margin_loss(model(clean), labels)
+        queries = torch.ones(clean.shape[0], dtype=torch.long, device=device)
+        active = _not_fooled(margin)
+        if n_queries >= 2 and active.numel():
+            best[active] = _stripes(clean[active], keys[active], eps)
+            margin[active] = margin_loss(model(best[active]), labels[active])
+            queries[active] += 1
+        for iteration in range(iterations):
+            active = _not_fooled(margin)
+            if not active.numel():
+                report(progress, iterations, iterations)
+                break
+            side = square_side(p_selection(p_init, iteration, n_queries), height, width)
+            candidate = _propose(clean[active], best[active], keys[active], iteration, side, eps)
+            candidate_margin = margin_loss(model(candidate), labels[active])
+            queries[active] += 1
+            improved = candidate_margin < margin[active]
+            best[active[improved]] = candidate[improved]
+            margin[active[improved]] = candidate_margin[improved]
+            report(progress, iteration + 1, iterations)
+    return SquareResult(best.to(x.device), queries.to(x.device), (margin < 0).to(x.device))
+
+
+def _not_fooled(margin: torch.Tensor) -> torch.Tensor:
+    """Indices of images still classified correctly (a tie, margin 0, is not yet a success)."""
+    return (margin >= 0).nonzero().squeeze(1)
+
+
+def _stripes(clean: torch.Tensor, keys: torch.Tensor, eps: float) -> torch.Tensor:
+    """Vertical stripes: one random sign per image, channel and column, times eps, clipped to [0, 1]."""
+    batch, channels, _, width = clean.shape
+    stripe = signs(random_words(keys, 0, channels * width), clean.dtype).view(batch, channels, 1, width)
+    return (clean + eps * stripe).clamp(0, 1)
+
+
+def _propose(
+    clean: torch.Tensor, best: torch.Tensor, keys: torch.Tensor, iteration: int, side: int, eps: float
+) -> torch.Tensor:
+    """Overwrite one random square per image with +-eps per channel (redrawn if nothing would change)."""
+    batch, channels, height, width = clean.shape
+    words = random_words(keys, iteration + 1, 2 + _MAX_DRAWS * channels)
+    top = below(words[:, 0], height - side + 1)[:, None]
+    left = below(words[:, 1], width - side + 1)[:, None]
+    rows = torch.arange(height, device=clean.device)[None, :]
+    cols = torch.arange(width, device=clean.device)[None, :]
+    in_rows = (rows >= top) & (rows < top + side)
+    in_cols = (cols >= left) & (cols < left + side)
+    inside = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+    draws = signs(words[:, 2:], clean.dtype).view(batch, _MAX_DRAWS, channels, 1, 1)
+    proposal = best
+    unchanged = torch.ones(batch, dtype=torch.bool, device=clean.device)
+    for draw in range(_MAX_DRAWS):
+        candidate = torch.where(inside, (clean + eps * draws[:, draw]).clamp(0, 1), best)
+        proposal = torch.where(unchanged[:, None, None, None], candidate, proposal)
+        unchanged &= (candidate == best).flatten(1).all(dim=1)
+        if not unchanged.any():
+            break
+    return proposal

@@ -1,0 +1,170 @@
+"""Monte Carlo prediction and certification of the smoothed classifier (MATH.md section 4).
+
+``certify`` is Cohen's CERTIFY (the paper's DCERT) and ``predict`` is Cohen's PREDICT; the
+smoothing distribution object supplies the noise and the radius, so the same two functions serve
+RandSmooth, LSmooth and DSmooth.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from dsmooth_core.device import is_out_of_memory, model_device
+from dsmooth_core.noise import SmoothingNoise
+from dsmooth_core.progress import ProgressCallback, report
+from dsmooth_core.stats import clopper_pearson_lower, top_two_significant
+
+ABSTAIN = -1
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The outcome of one certification, with everything needed to interpret it."""
+
+    prediction: int  # ABSTAIN when no class is certified
+    radius: float  # in ``metric``; 0 when abstaining
+    metric: str
+    method: str
+    p_lower: float
+    counts_selection: tuple[int, ...]
+    counts_estimation: tuple[int, ...]
+    n0: int
+    n: int
+    alpha: float
+    radius_ceiling: float  # the largest radius n samples can certify at this alpha
+    seconds: float
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
+
+
+class _VoteCounter:
+    """Counts the base model's votes under noise, in batches, with progress and OOM recovery."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        noise: SmoothingNoise,
+        batch_size: int,
+        generator: torch.Generator,
+        progress: ProgressCallback | None,
+        total: int,
+    ) -> None:
+        self.model = model
+        self.device = model_device(model)
+        self.x = x.to(self.device, torch.float32).unsqueeze(0)
+        self.noise = noise
+        self.batch_size = batch_size
+        self.generator = generator
+        self.progress = progress
+        self.total = total
+        self.done = 0
+
+    @torch.inference_mode()
+    def count(self, num: int) -> torch.Tensor:
+        counts: torch.Tensor | None = None
+        remaining = num
+        while remaining:
+            size = min(self.batch_size, remaining)
+            try:
+                noise = self.noise.sample(size, self.x.shape[1:], self.generator, self.device)
+                logits = self.model(self.x + noise)
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc) or self.batch_size == 1:
+                    raise
+                # Draws from a failed batch are discarded unseen, so the estimate stays unbiased.
+                self.batch_size //= 2
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            votes = torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1]).cpu()
+            counts = votes if counts is None else counts + votes
+            remaining -= size
+            self.done += size
+            report(self.progress, self.done, self.total)
+        assert counts is not None
+        return counts
+
+
+def _validate(x: torch.Tensor, noise: SmoothingNoise, alpha: float, batch_size: int, **sizes: int) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if x.dim() != 3:
+        raise ValueError(f"x must be one image of shape (C, H, W), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError("x must hold finite pixel values in [0, 1]")
+    noise.check_shape(tuple(x.shape))
+
+
+def predict(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    noise: SmoothingNoise,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    generator: torch.Generator,
+    progress: ProgressCallback | None = None,
+) -> int:
+    """The smoothed prediction, or ABSTAIN when the top two classes are not separated at level alpha."""
+    _validate(x, noise, alpha, batch_size, n=n)
+    counts = _VoteCounter(model, x, noise, batch_size, generator, progress, n).count(n)
+    top2 = counts.topk(min(2, counts.numel()))
+    count_a = int(top2.values[0])
+    count_b = int(top2.values[1]) if counts.numel() > 1 else 0
+    return int(top2.indices[0]) if top_two_significant(count_a, count_b, alpha) else ABSTAIN
+
+
+def certify(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    noise: SmoothingNoise,
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    generator: torch.Generator,
+    progress: ProgressCallback | None = None,
+) -> Certificate:
+    """Select the top class on n0 draws, then bound its probability on n fresh draws."""
+    _validate(x, noise, alpha, batch_size, n0=n0, n=n)
+    start = time.perf_counter()
+    counter = _VoteCounter(model, x, noise, batch_size, generator, progress, n0 + n)
+    selection = counter.count(n0)
+    top_class = int(selection.argmax())
+    estimation = counter.count(n)
+    p_lower = clopper_pearson_lower(int(estimation[top_class]), n, alpha)
+    certified = p_lower > 0.5
+    return Certificate(
+        prediction=top_class if certified else ABSTAIN,
+        radius=noise.radius(p_lower) if certified else 0.0,
+        metric=noise.metric,
+        method=noise.method,
+        p_lower=p_lower,
+        counts_selection=tuple(selection.tolist()),
+        counts_estimation=tuple(estimation.tolist()),
+        n0=n0,
+        n=n,
+        alpha=alpha,
+        radius_ceiling=radius_ceiling(noise, n, alpha),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def radius_ceiling(noise: SmoothingNoise, n: int, alpha: float) -> float:
+    """The radius when all n votes go to the top class: p_lower = alpha ** (1 / n).
+
+    It is 0 when even a unanimous vote cannot push the bound above 1/2 (n too small for alpha).
+    """
+    best = alpha ** (1.0 / n)
+    return noise.radius(best) if best > 0.5 else 0.0
