@@ -158,3 +158,20 @@ class AnisotropicGaussian(SmoothingNoise):
 
     def describe(self) -> str:
         return f"DSmooth, sigma={self.sigma:g}, k={self.covariance.k} (Mahalanobis of St)"
+
+
+METHODS = ("dsmooth", "randsmooth", "lsmooth")
+
+
+def make_noise(method: str, sigma: float, covariance: LowRankCovariance | None = None) -> SmoothingNoise:
+    """Build a method's noise at per-pixel standard deviation ``sigma`` (Laplace matched in variance)."""
+    key = method.lower()
+    if key == "randsmooth":
+        return IsotropicGaussian(sigma)
+    if key == "lsmooth":
+        return Laplace.from_sigma(sigma)
+    if key == "dsmooth":
+        if covariance is None:
+            raise ValueError("DSmooth needs a threat profile (a fitted covariance)")
+        return AnisotropicGaussian(sigma, covariance)
+    raise ValueError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")

@@ -5,8 +5,9 @@ FGSM is applied to every image, fooled by Square or not, as the paper composes t
 the FGSM gradient when FGSM runs. The forward passes that report ``clean_pred`` and ``adv_pred`` are
 the evaluation of the result, not part of the attack, and are not counted.
 
-Chunking (``batch_size``) does not change the result: each image's randomness comes from its own key,
-drawn for the whole batch before chunking (up to floating-point differences of batched forwards).
+Chunking (``batch_size``) does not change Square's result: each image's randomness comes from its own
+key, drawn for the whole batch before chunking. Only the FGSM gradient may differ in the last float
+bits, as batched convolutions round differently for different batch sizes.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def square_then_fgsm(
     for index, start in enumerate(starts):
         part = slice(start, start + size)
         offset = index * steps_per_chunk
-        chunks.append(_attack_chunk(model, x[part], y[part], keys[part], config, _shifted(progress, offset, total)))
+        chunks.append(
+            _attack_chunk(model, x[part], y[part], keys[part], config, _shifted(progress, offset, total))
+        )
         report(progress, offset + steps_per_chunk, total)
     adversarial, queries, clean_pred, adv_pred = (torch.cat(column) for column in zip(*chunks, strict=True))
     clean, labels = x.detach().clone(), y.detach().to(x.device).clone()
@@ -98,7 +101,14 @@ def _attack_chunk(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Adversarial images, queries, clean and adversarial predictions of one chunk."""
     square = square_attack_keyed(
-        model, x, y, keys, eps=config.eps_inf, n_queries=config.n_queries, p_init=config.p_init, progress=progress
+        model,
+        x,
+        y,
+        keys,
+        eps=config.eps_inf,
+        n_queries=config.n_queries,
+        p_init=config.p_init,
+        progress=progress,
     )
     adversarial, queries = square.adversarial, square.queries
     if config.fgsm is not None:

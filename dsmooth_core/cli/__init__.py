@@ -1,0 +1,25 @@
+"""Command-line entry: one sub-command per module, each registering its own parser."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dsmooth_core.cli import certify_cmd, train_cmd
+
+COMMANDS = (certify_cmd, train_cmd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dsmooth_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv  # recorded in the files a command writes, for reproducibility
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(2, f"error: {exc}\n")

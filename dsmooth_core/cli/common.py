@@ -1,0 +1,49 @@
+"""Pieces shared by the sub-commands: terminal progress, devices, git identity."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dsmooth_core.device import pick_device
+from dsmooth_core.progress import ProgressCallback
+
+
+def terminal_progress(label: str, every_seconds: float = 2.0) -> ProgressCallback:
+    """A callback that rewrites one terminal line at most every ``every_seconds``."""
+    start = time.perf_counter()
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] < every_seconds and done < total:
+            return
+        last[0] = now
+        rate = done / max(now - start, 1e-9)
+        end = "\n" if done >= total else ""
+        print(f"\r{label}: {done}/{total} ({rate:.0f}/s)", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def resolve_device(name: str) -> torch.device:
+    return pick_device() if name == "auto" else torch.device(name)
+
+
+def git_commit() -> str:
+    """The commit the code runs from, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

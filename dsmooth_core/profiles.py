@@ -1,0 +1,212 @@
+"""Threat profiles: DSmooth's covariance fitted to real attack perturbations (MATH.md sections 3, 5).
+
+A profile records what produced it (model, data split and indices, attack) because a covariance is
+only meaningful for the model it was attacked on, and a certificate only holds for images that were
+not part of the calibration set: that is checked here, not left to the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from dsmooth_core.attacks import AttackConfig, square_then_fgsm
+from dsmooth_core.covariance import LowRankCovariance
+from dsmooth_core.progress import ProgressCallback
+
+Keep = Literal["successful", "nonzero"]
+
+
+class ProfileMismatchError(ValueError):
+    """The profile was made for another model, input shape or overlapping images."""
+
+
+@dataclass(frozen=True, eq=False)
+class ThreatProfile:
+    covariance: LowRankCovariance
+    model_name: str
+    model_hash: str
+    dataset: str
+    split: str
+    indices: tuple[int, ...]
+    attack: dict[str, Any]
+    keep: Keep
+    n_attacked: int
+    n_kept: int
+    seed: int
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "kind": "threat-profile",
+            "model_name": self.model_name,
+            "model_hash": self.model_hash,
+            "dataset": self.dataset,
+            "split": self.split,
+            "indices": list(self.indices),
+            "attack": dict(self.attack),
+            "keep": self.keep,
+            "n_attacked": self.n_attacked,
+            "n_kept": self.n_kept,
+            "seed": self.seed,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What a reader needs to judge the profile, without the index list."""
+        meta = {key: value for key, value in self.metadata().items() if key != "indices"}
+        return {**meta, **self.covariance.summary()}
+
+    def save(self, path: str | Path) -> None:
+        replace(self.covariance, metadata=self.metadata()).save(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ThreatProfile:
+        covariance = LowRankCovariance.load(path)
+        meta = covariance.metadata
+        if meta.get("kind") != "threat-profile":
+            raise ValueError(f"{path} holds a covariance but no threat-profile metadata")
+        return cls(
+            covariance=covariance,
+            model_name=meta["model_name"],
+            model_hash=meta["model_hash"],
+            dataset=meta["dataset"],
+            split=meta["split"],
+            indices=tuple(meta["indices"]),
+            attack=meta["attack"],
+            keep=meta["keep"],
+            n_attacked=meta["n_attacked"],
+            n_kept=meta["n_kept"],
+            seed=meta["seed"],
+        )
+
+    def check_matches(self, model: nn.Module) -> None:
+        """Refuse to use this profile with a model it was not made for."""
+        info = model.info
+        if info.weights_hash != self.model_hash:
+            raise ProfileMismatchError(
+                f"this threat profile was built on model '{self.model_name}' "
+                f"(weights {self.model_hash[:12]}), not on '{info.name}' (weights {info.weights_hash[:12]}); "
+                "build a profile for this model"
+            )
+        if tuple(info.input_shape) != tuple(self.covariance.shape):
+            raise ProfileMismatchError(
+                f"this threat profile is for inputs of shape {self.covariance.shape}, "
+                f"the model takes {info.input_shape}"
+            )
+
+    def check_disjoint(self, dataset: str, split: str, indices: list[int] | tuple[int, ...]) -> None:
+        """Refuse to certify images the covariance was calibrated on (the certificate would leak)."""
+        if (dataset, split) != (self.dataset, self.split):
+            return
+        overlap = sorted(set(indices) & set(self.indices))
+        if overlap:
+            shown = ", ".join(map(str, overlap[:5])) + (" ..." if len(overlap) > 5 else "")
+            raise ProfileMismatchError(
+                f"{len(overlap)} image(s) to certify were used to calibrate this profile "
+                f"({dataset} {split}: {shown}); use images outside the calibration split"
+            )
+
+
+def build_profile(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    dataset: str,
+    split: str,
+    indices: list[int] | tuple[int, ...],
+    attack: AttackConfig,
+    k: int,
+    keep: Keep = "successful",
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> ThreatProfile:
+    """Attack the calibration images and fit the covariance of the perturbations kept."""
+    if len(indices) != len(images):
+        raise ValueError(f"{len(indices)} indices given for {len(images)} calibration images")
+    if keep not in ("successful", "nonzero"):
+        raise ValueError(f"keep must be 'successful' or 'nonzero', got {keep!r}")
+    generator = torch.Generator().manual_seed(seed)
+    result = square_then_fgsm(
+        model, images, labels, attack, generator=generator, progress=progress, batch_size=batch_size
+    )
+    mask = result.success if keep == "successful" else result.perturbation.flatten(1).abs().amax(dim=1) > 0
+    kept = result.perturbation[mask.to(result.perturbation.device)]
+    if len(kept) < 2:
+        raise ValueError(
+            f"only {len(kept)} of {len(images)} attacks gave a perturbation to keep ({keep}); "
+            "attack more images, raise the budget, or keep all non-zero perturbations"
+        )
+    return ThreatProfile(
+        covariance=LowRankCovariance.fit(kept.cpu(), k),
+        model_name=model.info.name,
+        model_hash=model.info.weights_hash,
+        dataset=dataset,
+        split=split,
+        indices=tuple(int(i) for i in indices),
+        attack=asdict(attack),
+        keep=keep,
+        n_attacked=len(images),
+        n_kept=len(kept),
+        seed=seed,
+    )
+
+
+def profile_identity(
+    model_hash: str, dataset: str, split: str, indices, attack: AttackConfig, k: int, keep: Keep, seed: int
+) -> str:
+    """A short hash of everything that determines a profile: its cache key on disk."""
+    key = json.dumps(
+        [model_hash, dataset, split, [int(i) for i in indices], asdict(attack), k, keep, seed], sort_keys=True
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def load_or_build_profile(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    cache_dir: str | Path,
+    dataset: str,
+    split: str,
+    indices: list[int] | tuple[int, ...],
+    attack: AttackConfig,
+    k: int,
+    keep: Keep = "successful",
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> ThreatProfile:
+    """Build a profile once per identity and reuse the file afterwards."""
+    identity = profile_identity(model.info.weights_hash, dataset, split, indices, attack, k, keep, seed)
+    path = Path(cache_dir) / f"profile-{identity}.pt"
+    if path.exists():
+        profile = ThreatProfile.load(path)
+        profile.check_matches(model)
+        return profile
+    profile = build_profile(
+        model,
+        images,
+        labels,
+        dataset=dataset,
+        split=split,
+        indices=indices,
+        attack=attack,
+        k=k,
+        keep=keep,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    profile.save(temporary)
+    temporary.replace(path)
+    return profile
