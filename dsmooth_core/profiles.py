@@ -136,7 +136,10 @@ def build_profile(
     result = square_then_fgsm(
         model, images, labels, attack, generator=generator, progress=progress, batch_size=batch_size
     )
-    mask = result.success if keep == "successful" else result.perturbation.flatten(1).abs().amax(dim=1) > 0
+    # A zero perturbation (an image misclassified before any attack, with FGSM off) is no sample of the
+    # threat, so it is never kept, even when it counts as a success.
+    changed = result.perturbation.flatten(1).abs().amax(dim=1) > 0
+    mask = changed & result.success if keep == "successful" else changed
     kept = result.perturbation[mask.to(result.perturbation.device)]
     if len(kept) < 2:
         raise ValueError(
@@ -168,6 +171,10 @@ def profile_identity(
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
+def cached_profile_path(cache_dir: str | Path, identity: str) -> Path:
+    return Path(cache_dir) / f"profile-{identity}.pt"
+
+
 def load_or_build_profile(
     model: nn.Module,
     images: torch.Tensor,
@@ -186,7 +193,7 @@ def load_or_build_profile(
 ) -> ThreatProfile:
     """Build a profile once per identity and reuse the file afterwards."""
     identity = profile_identity(model.info.weights_hash, dataset, split, indices, attack, k, keep, seed)
-    path = Path(cache_dir) / f"profile-{identity}.pt"
+    path = cached_profile_path(cache_dir, identity)
     if path.exists():
         profile = ThreatProfile.load(path)
         profile.check_matches(model)

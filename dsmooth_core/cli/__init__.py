@@ -6,9 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dsmooth_core.cli import certify_cmd, train_cmd
+from dsmooth_core.cli import attack_cmd, certify_cmd, experiment_cmd, profile_cmd, train_cmd
+from dsmooth_core.data import DataUnavailableError
+from dsmooth_core.models import ModelLoadError, ModelUnavailableError
+from dsmooth_core.progress import Cancelled
 
-COMMANDS = (certify_cmd, train_cmd)
+# Failures whose message already tells the user what to do: print it, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, DataUnavailableError, ModelUnavailableError, ModelLoadError, Cancelled)
+
+COMMANDS = (certify_cmd, train_cmd, experiment_cmd, attack_cmd, profile_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,5 +27,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv  # recorded in the files a command writes, for reproducibility
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError) as exc:
+    except USER_ERRORS as exc:
         parser.exit(2, f"error: {exc}\n")

@@ -1,0 +1,87 @@
+"""Options shared by ``attack`` and ``profile``: which model, and which threat (a preset plus overrides)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from fractions import Fraction
+from typing import Any
+
+import torch
+
+from dsmooth_core.attacks import PRESETS, AttackConfig
+from dsmooth_core.cli.common import resolve_device
+from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
+
+
+def number(text: str) -> float:
+    """A float written as a decimal or a fraction, so the usual 8/255 can be typed as is."""
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
+
+
+UNTRAINED_SEED = 0
+
+# The override flag of every AttackConfig field (a test checks none is missing): flag, argparse options.
+_OVERRIDES: dict[str, tuple[str, dict[str, Any]]] = {
+    "eps_inf": ("--eps-inf", {"type": number, "help": "Square's l_inf radius, e.g. 8/255"}),
+    "n_queries": ("--n-queries", {"type": int, "help": "Square's query budget per image"}),
+    "p_init": ("--p-init", {"type": float, "help": "Square's initial fraction of pixels per square"}),
+    "fgsm": ("--fgsm", {"choices": ("l2", "linf", "none"), "help": "FGSM variant after Square, or none"}),
+    "eps_fgsm": ("--eps-fgsm", {"type": number, "help": "FGSM step size"}),
+    "project_linf": (
+        "--project-linf",
+        {"action": argparse.BooleanOptionalAction, "help": "project the result back into the l_inf ball"},
+    ),
+}
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a CIFAR-10 model of the registry")
+    parser.add_argument(
+        "--untrained",
+        action="store_true",
+        help="untrained weights drawn from a fixed seed (no download): for tests and offline demos only",
+    )
+    parser.add_argument("--device", default="auto")
+
+
+def add_attack_options(parser: argparse.ArgumentParser) -> None:
+    """--preset, then one override per AttackConfig field (unset flags keep the preset's value)."""
+    group = parser.add_argument_group("threat", "Square Attack then FGSM (MATH.md section 5)")
+    group.add_argument("--preset", choices=sorted(PRESETS), default="conventional")
+    for name, (flag, options) in _OVERRIDES.items():
+        group.add_argument(flag, dest=name, default=None, **options)
+
+
+def attack_config(args: argparse.Namespace) -> AttackConfig:
+    """The preset with the overrides given on the command line (validated by AttackConfig)."""
+    overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
+    if overrides.get("fgsm") == "none":
+        overrides["fgsm"] = None
+    return replace(PRESETS[args.preset], **overrides)
+
+
+def describe_attack(config: AttackConfig) -> str:
+    fgsm = "no FGSM" if config.fgsm is None else f"FGSM {config.fgsm} {config.eps_fgsm:g}"
+    projected = ", projected into the l_inf ball" if config.project_linf else ""
+    return (
+        f"Square eps_inf {config.eps_inf:.4g} ({config.eps_inf * 255:.3g}/255), {config.n_queries} queries, "
+        f"p_init {config.p_init:g}; {fgsm}{projected}"
+    )
+
+
+def load_cifar_model(args: argparse.Namespace) -> Normalized:
+    """The chosen registry model, refused unless it takes CIFAR-10 images (the only data set attacked here).
+
+    Untrained weights are drawn from a fixed seed, so repeated runs get the same weights hash and a
+    cached profile is found again.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        model = load_model(args.model, device=resolve_device(args.device), pretrained=not args.untrained)
+    if model.info.dataset != "cifar10":
+        raise ValueError(f"model {args.model!r} is a {model.info.dataset} model; these commands attack CIFAR-10")
+    return model

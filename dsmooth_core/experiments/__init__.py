@@ -1,0 +1,71 @@
+"""Experiments: certify a dataset subset with several methods against one attack and one profile.
+
+``run_experiment`` writes one JSON record per (image, setting), resumably; the analyses, tables and
+charts are functions of the records alone, so shards and reruns merge by concatenation.
+"""
+
+from dsmooth_core.experiments.analysis import (
+    METHOD_NAMES,
+    Group,
+    ablation_groups,
+    attack_table,
+    certified_accuracy,
+    curve,
+    curves_table,
+    group_records,
+    high_probability_lower_bound,
+    time_table,
+)
+from dsmooth_core.experiments.figures import ablation_figure, accuracy_figure, attack_figure, time_figure
+from dsmooth_core.experiments.geometry import inscribed_radii, is_covered, perturbation_distances
+from dsmooth_core.experiments.plan import (
+    ExperimentSpec,
+    Setting,
+    attack_config,
+    derive_seed,
+    evaluation_indices,
+    parse_shard,
+)
+from dsmooth_core.experiments.records import RecordStore, load_records, merge_records, read_records, record_key
+from dsmooth_core.experiments.report import ReportFiles, report_figures, report_tables, write_report
+from dsmooth_core.experiments.runner import RunSummary, run_experiment
+from dsmooth_core.experiments.setup import load_experiment_model, prepare_profile
+
+__all__ = [
+    "METHOD_NAMES",
+    "ExperimentSpec",
+    "Group",
+    "RecordStore",
+    "ReportFiles",
+    "RunSummary",
+    "Setting",
+    "ablation_figure",
+    "ablation_groups",
+    "accuracy_figure",
+    "attack_config",
+    "attack_figure",
+    "attack_table",
+    "certified_accuracy",
+    "curve",
+    "curves_table",
+    "derive_seed",
+    "evaluation_indices",
+    "group_records",
+    "high_probability_lower_bound",
+    "inscribed_radii",
+    "is_covered",
+    "load_experiment_model",
+    "load_records",
+    "merge_records",
+    "parse_shard",
+    "perturbation_distances",
+    "prepare_profile",
+    "read_records",
+    "record_key",
+    "report_figures",
+    "report_tables",
+    "run_experiment",
+    "time_figure",
+    "time_table",
+    "write_report",
+]

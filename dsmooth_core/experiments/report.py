@@ -1,0 +1,97 @@
+"""An experiment's analysis as files: CSV tables and charts, PNG through kaleido or else HTML.
+
+PNG export needs a Chromium for kaleido; where it is missing or fails, the charts are written as
+HTML (plotly.js beside them, so they open offline) and the returned note says why, so a report is
+never lost to a missing browser.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from dsmooth_core.experiments.analysis import (
+    ABLATION_PARAMS,
+    Group,
+    ablation_groups,
+    attack_table,
+    curves_table,
+    group_records,
+    time_table,
+)
+from dsmooth_core.experiments.figures import ablation_figure, accuracy_figure, attack_figure, time_figure
+from dsmooth_core.experiments.records import Record
+
+CURVES = {"certified_accuracy": "radius", "certified_accuracy_l2": "l2_inscribed", "certified_accuracy_l1": "l1_radius"}
+CHART_WIDTH = 1100
+ImageFormat = Literal["png", "html"]
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    tables: list[Path]
+    charts: list[Path]
+    note: str | None  # why the charts are HTML rather than PNG, if they are
+
+
+def report_tables(groups: Sequence[Group], gamma: float | None = None) -> dict[str, list[dict]]:
+    """Every table by file stem: three accuracy curves, the attack comparison, the timings."""
+    tables = {name: curves_table(groups, field, gamma) for name, field in CURVES.items()}
+    tables["certified_against_attack"] = attack_table(groups, gamma)
+    tables["time_per_image"] = time_table(groups)
+    return tables
+
+
+def report_figures(groups: Sequence[Group], gamma: float | None = None) -> dict[str, go.Figure]:
+    """Every chart by file stem; an ablation chart only where records vary that parameter."""
+    figures = {name: accuracy_figure(groups, field, gamma=gamma) for name, field in CURVES.items()}
+    figures["certified_against_attack"] = attack_figure(attack_table(groups, gamma))
+    figures["time_per_image"] = time_figure(time_table(groups))
+    for param in ABLATION_PARAMS:
+        family = ablation_groups(groups, param)
+        if family:
+            figures[f"ablation_{param}"] = ablation_figure(family, param, gamma=gamma)
+    return figures
+
+
+def write_report(
+    records: Iterable[Record], out_dir: str | Path, *, gamma: float | None = None, image_format: ImageFormat = "png"
+) -> ReportFiles:
+    """Write the tables as CSV and the charts as PNG (or HTML) into ``out_dir``."""
+    groups = group_records(records)
+    if not groups:
+        raise ValueError("there are no records to analyse")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = [_write_csv(out / f"{name}.csv", rows) for name, rows in report_tables(groups, gamma).items()]
+    charts, note = _write_charts(report_figures(groups, gamma), out, image_format)
+    return ReportFiles(tables, charts, note)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _write_charts(figures: dict[str, go.Figure], out: Path, image_format: ImageFormat) -> tuple[list[Path], str | None]:
+    note = None
+    if image_format == "png":
+        paths = [out / f"{name}.png" for name in figures]
+        try:
+            pio.write_images(list(figures.values()), paths, width=CHART_WIDTH)
+            return paths, None
+        except Exception as exc:  # kaleido without a usable Chromium raises many kinds of error
+            note = f"PNG export failed ({type(exc).__name__}: {exc}); the charts were written as HTML instead"
+    paths = [out / f"{name}.html" for name in figures]
+    for path, fig in zip(paths, figures.values(), strict=True):
+        fig.write_html(path, include_plotlyjs="directory")
+    return paths, note

@@ -1,0 +1,196 @@
+"""Certify a subset of images with every setting of a grid, against one attack and one profile.
+
+Per image: one Square + FGSM run (seeded from the image), then one certificate per setting not yet
+in the store, each written as soon as it exists. The perturbation is measured in every metric once
+and checked against each certificate in that certificate's own metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dsmooth_core.attacks import square_then_fgsm
+from dsmooth_core.certify import certify
+from dsmooth_core.covariance import LowRankCovariance
+from dsmooth_core.data import ImageSet
+from dsmooth_core.device import model_device
+from dsmooth_core.experiments.geometry import inscribed_radii, is_covered, perturbation_distances
+from dsmooth_core.experiments.plan import ExperimentSpec, Setting, derive_seed
+from dsmooth_core.experiments.records import Record, RecordStore, record_key
+from dsmooth_core.noise import AnisotropicGaussian, SmoothingNoise, make_noise
+from dsmooth_core.profiles import ThreatProfile
+from dsmooth_core.progress import ProgressCallback
+
+
+@dataclass(frozen=True)
+class _Attacked:
+    """One image with the perturbation its attack found."""
+
+    idx: int
+    x: torch.Tensor
+    label: int
+    perturbation: torch.Tensor
+    success: bool
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    images: int
+    images_skipped: int  # every record of the image was already in the store
+    records_written: int
+
+
+class _Tracker:
+    """Maps the progress of each step (attack, certificate) onto one bar over the whole run."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.done = 0
+
+    def part(self, units: int) -> ProgressCallback | None:
+        if self.callback is None:
+            return None
+        start, callback = self.done, self.callback
+
+        def forward(done: int, total: int) -> bool | None:
+            return callback(start + min(units, units * done // max(total, 1)), self.total)
+
+        return forward
+
+    def advance(self, units: int) -> None:
+        """Move past a finished step (whose own progress already reported its end)."""
+        self.done += units
+
+
+def run_experiment(
+    model: torch.nn.Module,
+    images: ImageSet,
+    indices: Sequence[int],
+    profile: ThreatProfile,
+    spec: ExperimentSpec,
+    store: RecordStore,
+    *,
+    dataset: str = "cifar10",
+    split: str = "test",
+    batch_size: int = 400,
+    progress: ProgressCallback | None = None,
+) -> RunSummary:
+    """Write the missing records of ``indices`` x ``spec``'s settings to ``store``.
+
+    Raises :class:`~dsmooth_core.progress.Cancelled` when ``progress`` asks to stop; records already
+    written stay, and a rerun continues from them.
+    """
+    profile.check_matches(model)
+    profile.check_disjoint(dataset, split, indices)
+    max_k = profile.covariance.k
+    if "dsmooth" in spec.methods and max(spec.ks) > max_k:
+        warnings.warn(f"the profile has rank {max_k}: DSmooth's ranks above it use k = {max_k}", stacklevel=2)
+    settings = spec.settings(max_k)
+    noises = _noises(settings, profile.covariance)
+    context = {
+        "dataset": dataset,
+        "split": split,
+        "model": model.info.name,
+        "model_hash": model.info.weights_hash,
+        "profile_hash": profile.covariance.content_hash(),
+        "profile_k": max_k,
+        "attack": spec.attack_name,
+        "attack_config": dataclasses.asdict(spec.attack),
+        "seed": spec.seed,
+        "n0": spec.n0,
+    }
+    todo = {int(idx): _missing(store, context, settings, int(idx)) for idx in indices}
+    units = spec.attack.n_queries
+    tracker = _Tracker(progress, sum(units + sum(spec.n0 + job[0].n for job in jobs) for jobs in todo.values() if jobs))
+    written = 0
+    for idx, jobs in todo.items():
+        if not jobs:
+            continue
+        image = _attack(model, images, idx, spec, tracker.part(units))
+        tracker.advance(units)
+        for setting, identity in jobs:
+            noise = noises[(setting.method, setting.sigma, setting.k)]
+            part = tracker.part(spec.n0 + setting.n)
+            record = _certify_record(model, image, setting, noise, profile, spec, batch_size, part)
+            store.append({"key": record_key(identity), **identity, **record})
+            written += 1
+            tracker.advance(spec.n0 + setting.n)
+    skipped = sum(1 for jobs in todo.values() if not jobs)
+    return RunSummary(images=len(todo), images_skipped=skipped, records_written=written)
+
+
+def _missing(store: RecordStore, context: dict, settings: list[Setting], idx: int) -> list[tuple[Setting, dict]]:
+    """The settings of image ``idx`` whose records are not in the store yet, with their identities."""
+    jobs = []
+    for setting in settings:
+        identity = {**context, **setting.fields(), "idx": idx}
+        if record_key(identity) not in store:
+            jobs.append((setting, identity))
+    return jobs
+
+
+def _noises(settings: list[Setting], covariance: LowRankCovariance) -> dict[tuple, SmoothingNoise]:
+    """One noise object per (method, sigma, k); DSmooth's ranks share the profile's directions."""
+    ranked: dict[int, LowRankCovariance] = {}
+    noises = {}
+    for s in settings:
+        cov = None
+        if s.k is not None:
+            cov = ranked.setdefault(s.k, covariance if s.k == covariance.k else covariance.with_rank(s.k))
+        noises[(s.method, s.sigma, s.k)] = make_noise(s.method, s.sigma, cov)
+    return noises
+
+
+def _attack(
+    model: torch.nn.Module, images: ImageSet, idx: int, spec: ExperimentSpec, progress: ProgressCallback | None
+) -> _Attacked:
+    """Square + FGSM on one image, alone, so its result does not depend on the other images of the run."""
+    x, label = images.tensor([idx])[0], int(images.labels[idx])
+    device = model_device(model)
+    result = square_then_fgsm(
+        model,
+        x.unsqueeze(0).to(device),
+        torch.tensor([label], device=device),
+        spec.attack,
+        generator=torch.Generator().manual_seed(derive_seed(spec.seed, idx, "attack")),
+        progress=progress,
+    )
+    return _Attacked(idx, x, label, result.perturbation[0].cpu(), bool(result.success[0]))
+
+
+def _certify_record(
+    model: torch.nn.Module,
+    image: _Attacked,
+    setting: Setting,
+    noise: SmoothingNoise,
+    profile: ThreatProfile,
+    spec: ExperimentSpec,
+    batch_size: int,
+    progress: ProgressCallback | None,
+) -> Record:
+    """One certificate and where the image's attack perturbation lies relative to it."""
+    generator = torch.Generator().manual_seed(derive_seed(spec.seed, image.idx, setting.method))
+    cert = certify(model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, progress)
+    covariance = noise.covariance if isinstance(noise, AnisotropicGaussian) else profile.covariance
+    distances = perturbation_distances(image.perturbation, covariance)
+    return {
+        "label": image.label,
+        "prediction": cert.prediction,
+        "correct": cert.prediction == image.label,
+        "p_lower": cert.p_lower,
+        "radius": cert.radius,
+        "metric": cert.metric,
+        "radius_ceiling": cert.radius_ceiling,
+        **inscribed_radii(noise, cert.radius, math.prod(image.x.shape)),
+        **{f"pert_{metric}": value for metric, value in distances.items()},
+        "covered": is_covered(cert.prediction, image.label, distances[cert.metric], cert.radius),
+        "attack_success": image.success,
+        "seconds": cert.seconds,
+    }

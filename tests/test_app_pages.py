@@ -1,0 +1,473 @@
+"""Every page of the Streamlit app under streamlit.testing.v1.AppTest, main actions with small settings.
+
+The tests run the real app (app.py with st.navigation) in-process on CIFAR-10 from DSMOOTH_DATA_DIR,
+or on a tiny fake copy when the data is absent (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from dsmooth_core.attacks import AttackConfig
+from dsmooth_core.data import balanced_subset, load_cifar10
+from dsmooth_core.models import DEFAULT_MODEL, load_model
+from dsmooth_core.models.errors import ModelUnavailableError
+from dsmooth_core.profiles import build_profile
+from dsmooth_lab_ui import nav, resources, state
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+TIMEOUT = 240
+ALL_PAGES = [path for path, _, _ in nav.PAGES]
+
+
+# ---------------------------------------------------------------- helpers
+def new_app(**session: object) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    for key, value in session.items():
+        at.session_state[key] = value
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def button(at: AppTest, label: str):
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r}; buttons: {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """Plotly charts on the page by their key (the element id ends with the user key), as figure JSON."""
+    out = {}
+    for element in at.get("plotly_chart"):
+        spec = json.loads(element.proto.spec)
+        out[element.proto.id] = spec
+    return out
+
+
+def chart(at: AppTest, key: str) -> dict:
+    found = [spec for element_id, spec in charts(at).items() if element_id.endswith(key) or key in element_id]
+    assert found, f"no chart {key!r}; charts: {list(charts(at))}"
+    return found[0]
+
+
+def status_of(at: AppTest) -> tuple[str, str]:
+    """(state, label) of the job's st.status box."""
+    boxes = at.status
+    assert len(boxes) == 1, [b.label for b in boxes]
+    return boxes[0].state, boxes[0].label
+
+
+def trace_names(spec: dict) -> list[str]:
+    return [trace.get("name", "") for trace in spec["data"]]
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for e in at.info] + [e.value for e in at.warning] + [e.value for e in at.error]
+    parts += [e.value for e in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.fixture(scope="module")
+def app_profile(app_data_dir: Path) -> state.ProfileChoice:
+    """A small threat profile for the bundled model, built directly with the library (train split)."""
+    model = load_model(DEFAULT_MODEL)
+    train = load_cifar10("train", app_data_dir, download=False)
+    indices = balanced_subset(train.labels, 12, seed=0)
+    config = AttackConfig(eps_inf=8 / 255, n_queries=10, fgsm="l2", eps_fgsm=0.5, project_linf=False)
+    profile = build_profile(
+        model,
+        train.tensor(indices),
+        torch.from_numpy(train.labels[indices]),
+        dataset="cifar10",
+        split="train",
+        indices=[int(i) for i in indices],
+        attack=config,
+        k=4,
+        keep="nonzero",
+        seed=0,
+    )
+    return state.ProfileChoice(profile, "test profile", k=profile.covariance.k)
+
+
+@pytest.fixture
+def app_with_profile(app_env: Path, app_profile: state.ProfileChoice) -> AppTest:
+    at = new_app(**{state.PROFILE: app_profile, state.PROFILE_DEFAULT_TRIED: True})
+    at.run()
+    assert_clean(at)
+    return at
+
+
+# ---------------------------------------------------------------- navigation, sidebar, defaults
+def test_app_declares_every_page_and_each_loads(app_env: Path) -> None:
+    source = APP.read_text()
+    for path, title, _ in nav.PAGES:
+        assert f'title="{title}"' in source, f"app.py should declare {path} as {title!r}"
+    at = new_app().run()
+    assert_clean(at)
+    assert at.title[0].value == "Model & image"
+    sidebar = "\n".join(m.value for m in at.sidebar.get("markdown"))
+    assert "**Device**" in sidebar and "bundled-resnet20" in sidebar and "CIFAR-10 test #" in sidebar
+    assert isinstance(at.session_state[state.IMAGE], state.ImageChoice)
+    for page in ALL_PAGES:
+        at.switch_page(page).run()
+        assert_clean(at)
+        assert at.title, page
+
+
+def test_pages_without_an_image_say_what_to_do_and_link_there(app_env: Path) -> None:
+    at = new_app(**{state.IMAGE: None, "dsl_image_default_tried": True})
+    at.run()
+    for page in (nav.ATTACK, nav.NOISE, nav.CERTIFY):
+        at.switch_page(page).run()
+        assert_clean(at)
+        assert "Choose an image first" in texts(at)
+        assert at.get("page_link"), page
+
+
+# ---------------------------------------------------------------- page 1: model and image
+def test_model_page_shows_prediction_chart_and_gallery(app_env: Path) -> None:
+    at = new_app().run()
+    assert_clean(at)
+    spec = chart(at, "probability_chart")
+    assert spec["data"][0]["type"] == "bar"
+    assert any(m.label == "Predicted class" for m in at.metric)
+    picks = [b for b in at.button if b.key and b.key.startswith("pick_")]
+    assert len(picks) >= 8
+    target = picks[3]
+    target.click()
+    at.run()
+    assert_clean(at)
+    assert at.session_state[state.IMAGE].image_id == f"cifar10-test:{target.key.removeprefix('pick_')}"
+
+
+def test_gallery_class_filter_and_index_jump(app_env: Path) -> None:
+    at = new_app().run()
+    at.number_input(key="gallery_page").set_value(5).run()
+    at.selectbox(key="gallery_class").set_value("cat").run()
+    assert_clean(at)
+    picks = [b for b in at.button if b.key and b.key.startswith("pick_")]
+    picks[0].click()
+    at.run()
+    image = at.session_state[state.IMAGE]
+    assert image.label_name == "cat" and image.label == 3
+    at.number_input(key="gallery_jump").set_value(7).run()
+    button(at, "Use it").click()
+    at.run()
+    assert_clean(at)
+    assert at.session_state[state.IMAGE].image_id == "cifar10-test:7"
+
+
+def test_bad_upload_shows_an_error_and_keeps_the_image(app_env: Path) -> None:
+    at = new_app().run()
+    before = at.session_state[state.IMAGE].image_id
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader[0].upload("broken.png", b"\x89PNG\r\n\x1a\n this is not an image", "image/png")
+    at.run()
+    assert_clean(at)
+    assert any("broken.png" in e.value for e in at.error)
+    assert at.session_state[state.IMAGE].image_id == before
+
+
+def test_good_upload_becomes_the_image(app_env: Path) -> None:
+    at = new_app().run()
+    at.radio(key="image_source").set_value("Upload").run()
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 40), (200, 30, 30)).save(buffer, format="PNG")
+    at.file_uploader[0].upload("red.png", buffer.getvalue(), "image/png")
+    at.run()
+    assert_clean(at)
+    image = at.session_state[state.IMAGE]
+    assert image.source == "upload" and image.pixels.shape == (40, 48, 3)
+    assert "red.png" in "\n".join(m.value for m in at.sidebar.get("markdown"))
+
+
+def test_model_that_cannot_load_shows_the_library_message_and_keeps_the_model(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = resources.load_model
+
+    def offline(name, device="cpu", pretrained=True):
+        if name != DEFAULT_MODEL:
+            raise ModelUnavailableError(f"Could not download the weights of {name} (offline test)")
+        return original(name, device, pretrained=pretrained)
+
+    monkeypatch.setattr(resources, "load_model", offline)
+    at = new_app().run()
+    at.selectbox(key="model_select").set_value("cifar10_resnet32").run()
+    assert_clean(at)
+    assert any("offline test" in e.value for e in at.error)
+    assert at.session_state[state.MODEL].name == DEFAULT_MODEL
+    assert at.selectbox(key="model_select").value == DEFAULT_MODEL
+
+
+# ---------------------------------------------------------------- page 2: attack
+def test_attack_runs_shows_images_norms_and_survives_page_switches(app_env: Path) -> None:
+    at = new_app().run()
+    at.switch_page(nav.ATTACK).run()
+    assert_clean(at)
+    at.number_input(key="atk_n_queries").set_value(20)
+    button(at, "Run the attack").click()
+    at.run()
+    assert_clean(at)
+    record = at.session_state[state.ATTACK]
+    assert isinstance(record, state.AttackRecord)
+    assert status_of(at)[0] == "complete" and status_of(at)[1].startswith("The attack: done")
+    assert record.queries <= 21 and record.linf <= 8 / 255 + 1e-6
+    spec = chart(at, "attack_images")
+    assert [t["type"] for t in spec["data"]] == ["image"] * 3
+    labels = {m.label for m in at.metric}
+    assert {"Prediction before", "Prediction after", "Queries used"} <= labels
+    assert {"l_inf norm of delta", "l2 norm of delta", "l1 norm of delta"} <= labels
+    at.switch_page(nav.ABOUT).run()
+    at.switch_page(nav.ATTACK).run()
+    assert_clean(at)
+    assert at.session_state[state.ATTACK] is record
+    assert chart(at, "attack_images")
+    assert at.number_input(key="atk_n_queries").value == 20  # settings persist across pages
+
+
+def test_attack_preset_fills_every_parameter_and_bad_values_are_refused(app_env: Path) -> None:
+    at = new_app().run()
+    at.switch_page(nav.ATTACK).run()
+    at.selectbox(key="atk_preset").set_value("paper").run()
+    assert at.number_input(key="atk_eps_inf").value == pytest.approx(0.5)
+    assert at.number_input(key="atk_n_queries").value == 5000
+    at.number_input(key="atk_p_init").set_value(1.5).run()
+    assert_clean(at)
+    assert any("p_init" in e.value for e in at.error)
+    assert button(at, "Run the attack").disabled
+    assert at.selectbox(key="atk_preset").value == "custom"
+
+
+# ---------------------------------------------------------------- page 3: threat profile
+def test_profile_page_builds_with_progress_and_rank_shrinkage_controls(app_env: Path) -> None:
+    at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    at.switch_page(nav.PROFILE).run()
+    assert_clean(at)
+    at.radio(key="profile_source").set_value("Build from calibration images").run()
+    at.number_input(key="prof_n").set_value(10)
+    at.number_input(key="prof_n_queries").set_value(10)
+    at.number_input(key="prof_k").set_value(4)
+    at.selectbox(key="prof_keep").set_value("nonzero")
+    at.run()
+    button(at, "Build the profile").click()
+    at.run()
+    assert_clean(at)
+    choice = at.session_state[state.PROFILE]
+    assert choice is not None and choice.source.startswith("built here")
+    assert status_of(at)[0] == "complete"
+    assert choice.profile.split == "train" and len(choice.profile.indices) == 10
+    for key in ("profile_spectrum", "profile_explained", "profile_eigen"):
+        assert chart(at, key)
+    mu_before = at.metric[4].value
+    at.slider(key="profile_shrinkage").set_value(1.0).run()
+    assert_clean(at)
+    assert at.session_state[state.PROFILE].shrinkage == 1.0
+    assert float(next(m.value for m in at.metric if m.label.startswith("Axis ratio"))) == pytest.approx(1.0)
+    assert mu_before != next(m.value for m in at.metric if m.label.startswith("mu_min"))
+    at.slider(key="profile_shrinkage").set_value(0.0)
+    at.slider(key="profile_k").set_value(2).run()
+    assert_clean(at)
+    assert at.session_state[state.PROFILE].covariance.k == 2
+    assert "volume of the l2 ball" in texts(at)
+    assert at.get("download_button")
+
+
+def test_profile_file_that_is_not_a_profile_is_refused(app_env: Path) -> None:
+    at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    at.switch_page(nav.PROFILE).run()
+    at.radio(key="profile_source").set_value("Load a profile file").run()
+    at.file_uploader[0].upload("junk.pt", b"definitely not a torch file")
+    at.run()
+    assert_clean(at)
+    assert any("junk.pt" in e.value for e in at.error)
+    assert at.session_state[state.PROFILE] is None
+
+
+# ---------------------------------------------------------------- page 4: noise explorer
+def test_noise_explorer_draws_three_methods_and_counts_votes(app_with_profile: AppTest) -> None:
+    at = app_with_profile
+    at.switch_page(nav.NOISE).run()
+    assert_clean(at)
+    noisy = chart(at, "noise_noisy_grid")
+    images = [t for t in noisy["data"] if t["type"] == "image"]
+    assert len(images) == 3 * 4  # three methods x sigma in {0, 0.1, 0.5, 1}
+    assert "clipped to [0, 1] for display only" in texts(at)
+    at.number_input(key="votes_count").set_value(20).run()
+    button(at, "Count the votes").click()
+    at.run()
+    assert_clean(at)
+    assert status_of(at)[0] == "complete"
+    results = at.session_state["dsl_noise_votes"]["results"]
+    assert set(results) == {"RandSmooth", "LSmooth", "DSmooth"}
+    assert all(int(r["counts"].sum()) == 20 for r in results.values())
+    assert set(trace_names(chart(at, "votes_histogram"))) == {"RandSmooth", "LSmooth", "DSmooth"}
+    assert [t["type"] for t in chart(at, "votes_variance")["data"]] == ["heatmap"] * 3
+
+
+# ---------------------------------------------------------------- page 5: certify
+def _certify(at: AppTest, n0: int = 10, n: int = 50) -> None:
+    at.number_input(key="cert_n0").set_value(n0)
+    at.number_input(key="cert_n").set_value(n)
+    at.run()
+    button(at, "Certify").click()
+    at.run()
+    assert_clean(at)
+
+
+def test_certify_three_methods_compares_honestly_and_caches(app_with_profile: AppTest) -> None:
+    at = app_with_profile
+    at.switch_page(nav.ATTACK).run()
+    at.number_input(key="atk_n_queries").set_value(20)
+    button(at, "Run the attack").click()
+    at.run()
+    at.switch_page(nav.CERTIFY).run()
+    assert_clean(at)
+    assert at.multiselect(key="cert_methods").value == ["DSmooth", "RandSmooth", "LSmooth"]
+    _certify(at)
+    record = at.session_state[state.CERTIFY]
+    assert set(record.results) == {"DSmooth", "RandSmooth", "LSmooth"}
+    assert status_of(at)[0] == "complete" and status_of(at)[1].startswith("Certification: done")
+    metrics = {m: r["metric"] for m, r in record.results.items()}
+    assert metrics == {"DSmooth": "mahalanobis", "RandSmooth": "l2", "LSmooth": "l1"}
+    table = at.dataframe[0].value
+    assert list(table["method"]) == ["DSmooth", "RandSmooth", "LSmooth"]
+    assert list(table["radius metric"]) == ["Mahalanobis (St)", "l2", "l1"]
+    assert (table["n"] == 50).all()
+    comparison = at.dataframe[1].value
+    for column in (
+        "l2 radius in every direction",
+        "l1 radius",
+        "attack inside region",
+        "certified against the attack",
+    ):
+        assert column in comparison.columns
+    slice_spec = chart(at, "cert_slice")
+    names = trace_names(slice_spec)
+    assert "x + attack perturbation" in names
+    for method in ("DSmooth", "RandSmooth", "LSmooth"):
+        assert any(name.startswith(method) for name in names)
+    assert any("Mahalanobis (St) ball" in name for name in names)
+    assert chart(at, "cert_bars")
+    assert at.get("download_button")
+    # same inputs => the cached certificates come back (same recorded timings, no new run)
+    seconds = {m: r["seconds"] for m, r in record.results.items()}
+    button(at, "Certify").click()
+    at.run()
+    assert_clean(at)
+    again = at.session_state[state.CERTIFY]
+    assert again is not record
+    assert {m: r["seconds"] for m, r in again.results.items()} == seconds
+    # results survive a page switch
+    at.switch_page(nav.MODEL_IMAGE).run()
+    at.switch_page(nav.CERTIFY).run()
+    assert_clean(at)
+    assert at.session_state[state.CERTIFY] is again and len(at.dataframe) == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("cert_sigma", 0.0, "sigma must be a positive number"),
+        ("cert_sigma", -0.5, "sigma must be a positive number"),
+        ("cert_alpha", 1.5, "alpha must lie strictly between 0 and 1"),
+        ("cert_alpha", 0.0, "alpha must lie strictly between 0 and 1"),
+        ("cert_n0", 500, "n0 (500) is larger than n"),
+    ],
+)
+def test_certify_refuses_bad_inputs_and_keeps_results(
+    app_env: Path, key: str, value: float, message: str
+) -> None:
+    at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    at.switch_page(nav.CERTIFY).run()
+    at.multiselect(key="cert_methods").set_value(["RandSmooth"])
+    _certify(at, n0=5, n=20)
+    first = at.session_state[state.CERTIFY]
+    at.number_input(key=key).set_value(value)
+    if key == "cert_n0":
+        at.number_input(key="cert_n").set_value(100)
+    at.run()
+    assert_clean(at)
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert button(at, "Certify").disabled
+    assert at.session_state[state.CERTIFY] is first and len(at.dataframe) >= 1
+
+
+def test_certify_without_profile_offers_the_other_methods_and_a_link(app_env: Path) -> None:
+    at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    at.switch_page(nav.CERTIFY).run()
+    assert_clean(at)
+    assert at.multiselect(key="cert_methods").value == ["RandSmooth", "LSmooth"]
+    assert "DSmooth is unavailable" in texts(at)
+    links = [(link.proto.label, link.proto.page) for link in at.get("page_link")]
+    assert any("threat profile" in label.lower() and "threat_profile" in page for label, page in links), links
+
+
+def test_about_page_states_the_theorems(app_env: Path) -> None:
+    at = new_app().run()
+    at.switch_page(nav.ABOUT).run()
+    assert_clean(at)
+    formulas = " ".join(latex.value for latex in at.latex)
+    assert r"\Phi^{-1}" in formulas and r"\ln" in formulas and "S_t" in formulas and r"\rho^2" in formulas
+    assert re.search("ABSTAIN", texts(at))
+
+
+# ---------------------------------------------------------------- cancelling
+def test_cancel_flag_stops_a_job_with_cancelled_and_keeps_nothing(app_env: Path) -> None:
+    def script() -> None:
+        import streamlit as st
+
+        from dsmooth_core import Cancelled
+        from dsmooth_lab_ui import jobs
+
+        def long_job(progress) -> str:
+            for step in range(1, 101):
+                if step == 30:
+                    jobs.request_cancel("demo")  # what the Cancel button's on_click does
+                if progress(step, 100):
+                    raise Cancelled(f"cancelled after {step} of 100")
+            return "finished"
+
+        jobs.show_interrupted("demo")
+        if st.button("Go"):
+            try:
+                with jobs.running_job("demo", "The demo job"):
+                    st.session_state["result"] = long_job(jobs.JobProgress("demo steps"))
+            except Cancelled as exc:
+                jobs.cancelled_message("demo", "the demo job", exc)
+
+    at = AppTest.from_function(script, default_timeout=60).run()
+    at.button[0].click()
+    at.run()
+    assert_clean(at)
+    assert "result" not in at.session_state
+    assert any("Cancelled" in w.value and "30 of 100" in w.value for w in at.warning)
+    assert status_of(at) == ("error", "The demo job: cancelled")
+    assert at.session_state[state.JOB_RUNNING] is None and at.session_state[state.JOB_CANCEL] is False
+
+
+def test_a_run_interrupted_mid_job_is_reported_on_the_next_run(app_env: Path) -> None:
+    at = new_app().run()
+    at.session_state[state.JOB_RUNNING] = {
+        "job": "certify",
+        "title": "Certification",
+        "done": 340,
+        "total": 1100,
+    }
+    at.session_state[state.JOB_CANCEL] = True  # the Cancel button's on_click ran in the rerun
+    at.switch_page(nav.CERTIFY).run()
+    assert_clean(at)
+    assert any("Cancelled" in w.value and "340 of 1,100" in w.value for w in at.warning)
+    assert at.session_state[state.JOB_RUNNING] is None

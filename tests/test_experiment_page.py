@@ -1,0 +1,55 @@
+"""The Experiments page under AppTest: a tiny experiment runs with progress, writes records, draws the charts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from dsmooth_core.experiments import read_records
+from tests.fakedata import write_fake_cifar10
+
+PAGE = Path(__file__).resolve().parents[1] / "pages" / "experiments.py"
+
+
+@pytest.fixture
+def page(tmp_path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # several times faster than two threads on a CPU shared with other work
+    at = AppTest.from_file(str(PAGE), default_timeout=120)
+    at.session_state["model_name"] = "cifar10_resnet20"
+    at.session_state["model_pretrained"] = False
+    yield at
+    torch.set_num_threads(before)
+
+
+def _set(at: AppTest, folder: Path) -> None:
+    values = {"exp_sigmas": "0.25", "exp_ks": "3", "exp_ns": "20", "exp_alphas": "0.001", "exp_folder": str(folder)}
+    for key, value in values.items():
+        at.text_input(key=key).set_value(value)
+    numbers = {"exp_n0": 5, "exp_size": 4, "exp_calibration": 10, "exp_queries": 10, "exp_batch": 25}
+    for key, value in numbers.items():
+        at.number_input(key=key).set_value(value)
+
+
+@pytest.mark.slow
+def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert any("No records" in info.value for info in page.info)
+    _set(page, tmp_path / "runs")
+    page.button(key="exp_run").click().run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert not page.error, [e.value for e in page.error]
+    assert any("12 new records for 4 images" in s.value for s in page.success)
+    assert len(read_records(tmp_path / "runs" / "records.jsonl")) == 12
+    charts = {element.proto.id for element in page.get("plotly_chart")}
+    for name in ("certified_against_attack", "certified_accuracy", "certified_accuracy_l2", "time_per_image"):
+        assert any(element_id.endswith(f"exp_chart_{name}") for element_id in charts), (name, charts)
+    assert "--untrained" in page.code[0].value and "--n 20" in page.code[0].value
+
+    page.button(key="exp_run").click().run()  # everything is done: nothing new is certified
+    assert any("0 new records for 4 images (4 were already done)" in s.value for s in page.success)

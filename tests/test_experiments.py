@@ -1,0 +1,383 @@
+"""Experiments: analyses on hand-made records, the cover check, resuming, sharding, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dsmooth_core import AnisotropicGaussian, Cancelled, IsotropicGaussian, Laplace, LowRankCovariance
+from dsmooth_core.attacks import AttackConfig
+from dsmooth_core.cli import main
+from dsmooth_core.data import load_cifar10
+from dsmooth_core.experiments import (
+    ExperimentSpec,
+    RecordStore,
+    ablation_groups,
+    attack_table,
+    certified_accuracy,
+    curve,
+    evaluation_indices,
+    group_records,
+    high_probability_lower_bound,
+    inscribed_radii,
+    is_covered,
+    load_records,
+    parse_shard,
+    perturbation_distances,
+    read_records,
+    run_experiment,
+    time_table,
+    write_report,
+)
+from dsmooth_core.experiments import report as report_module
+from dsmooth_core.experiments import runner as runner_module
+from dsmooth_core.models import ModelInfo, wrap
+from dsmooth_core.profiles import ProfileMismatchError, build_profile
+from tests.fakedata import write_fake_cifar10
+from tests.oracles import anisotropic_perturbations
+
+SHAPE = (3, 32, 32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread is several times faster than two on a CPU shared with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- hand-made records
+def rec(idx: int, method: str = "randsmooth", *, radius: float, correct: bool = True, **extra) -> dict:
+    """A record with only what the analyses read; the key stands for everything else."""
+    metric = {"dsmooth": "mahalanobis", "randsmooth": "l2", "lsmooth": "l1"}[method]
+    base = {
+        "dataset": "cifar10",
+        "split": "test",
+        "model": "m",
+        "model_hash": "h",
+        "profile_hash": "p",
+        "profile_k": 10,
+        "attack": "paper",
+        "attack_config": {"n_queries": 10},
+        "seed": 0,
+        "n0": 10,
+        "method": method,
+        "sigma": 0.25,
+        "k": 10 if method == "dsmooth" else None,
+        "n": 100,
+        "alpha": 0.001,
+        "idx": idx,
+        "label": 1,
+        "prediction": 1 if correct else (-1 if radius == 0 else 2),
+        "correct": correct,
+        "radius": radius,
+        "metric": metric,
+        "l2_inscribed": radius / 2,
+        "l1_radius": radius,
+        "pert_l2": 1.0,
+        "pert_l1": 1.0,
+        "pert_linf": 1.0,
+        "pert_mahalanobis": 1.0,
+        "covered": False,
+        "attack_success": True,
+        "seconds": 1.0,
+    }
+    record = {**base, **extra}
+    record["key"] = json.dumps([record["method"], record["sigma"], record["k"], record["n"], record["alpha"], idx])
+    return record
+
+
+def test_certified_accuracy_by_hand():
+    # 5 images: certified at 0.5 and 1.0, abstained, wrong (its radius must not count), certified at 0.25
+    records = [
+        rec(0, radius=0.5),
+        rec(1, radius=1.0),
+        rec(2, radius=0.0, correct=False),
+        rec(3, radius=0.7, correct=False),
+        rec(4, radius=0.25),
+    ]
+    radii = [0.0, 0.25, 0.3, 0.5, 0.6, 1.0, 1.01]
+    expected = [3 / 5, 3 / 5, 2 / 5, 2 / 5, 1 / 5, 1 / 5, 0.0]
+    assert certified_accuracy(records, radii) == pytest.approx(expected)
+    # l2_inscribed is radius / 2 in these records
+    assert certified_accuracy(records, [0.25, 0.26], "l2_inscribed") == pytest.approx([2 / 5, 1 / 5])
+    (group,) = group_records(records)
+    points = curve(group)
+    assert [p["radius"] for p in points] == [0.0, 0.25, 0.5, 1.0]
+    assert [p["certified_accuracy"] for p in points] == pytest.approx([3 / 5, 3 / 5, 2 / 5, 1 / 5])
+
+
+def test_high_probability_bound_by_hand():
+    # Binomial(100, 0.001): P(F = 0) = 0.999^100 = 0.9048 < 0.99 <= P(F <= 1) = 0.9048 + 0.0906, so q = 1
+    assert high_probability_lower_bound(100, 200, 0.001, 0.01) == pytest.approx(99 / 200)
+    # with alpha = 0.1 and m = 10: P(F <= 2) = 0.9298 < 0.95 <= P(F <= 3) = 0.9872, so q = 3
+    assert high_probability_lower_bound(10, 20, 0.1, 0.05) == pytest.approx(7 / 20)
+    assert high_probability_lower_bound(0, 20, 0.1, 0.05) == 0.0
+    with pytest.raises(ValueError):
+        high_probability_lower_bound(1, 2, 0.1, 0.0)
+
+
+def test_groups_tables_and_ablations():
+    records = [
+        *(rec(i, "dsmooth", radius=r, k=3, covered=c) for i, (r, c) in enumerate([(1.0, True), (2.0, False)])),
+        *(rec(i, "dsmooth", radius=r, k=10, covered=True, seconds=3.0) for i, r in enumerate([1.5, 2.5])),
+        *(rec(i, "randsmooth", radius=0.2, covered=False, seconds=s) for i, s in enumerate([1.0, 3.0])),
+        *(rec(i, "lsmooth", radius=0.4, n=1000) for i in range(2)),
+        *(rec(i, "lsmooth", radius=0.4, n=100) for i in range(2)),
+    ]
+    groups = group_records(reversed(records))
+    assert [g.method for g in groups] == ["dsmooth", "dsmooth", "randsmooth", "lsmooth", "lsmooth"]
+    assert groups[0].label == "DSmooth (Mahalanobis) k=3, n=100" and groups[2].label == "RandSmooth (l2) n=100"
+    attack = {row["label"]: row for row in attack_table(groups)}
+    assert attack["DSmooth (Mahalanobis) k=3, n=100"]["certified_against_attack"] == 0.5
+    assert attack["DSmooth (Mahalanobis) k=10, n=100"]["certified_against_attack"] == 1.0
+    assert attack["RandSmooth (l2) n=100"]["certified_against_attack"] == 0.0
+    times = {row["label"]: row for row in time_table(groups)}
+    assert times["RandSmooth (l2) n=100"]["mean_seconds"] == 2.0
+    assert times["RandSmooth (l2) n=100"]["std_seconds"] == 1.0
+    assert [g.config["k"] for g in ablation_groups(groups, "k")] == [3, 10]
+    assert [g.config["n"] for g in ablation_groups(groups, "n")] == [100, 1000]
+    assert ablation_groups(groups, "alpha") == []
+
+
+def test_merging_deduplicates_by_key(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    store_a, store_b = RecordStore(a), RecordStore(b)
+    for record in (rec(0, radius=0.1), rec(1, radius=0.2)):
+        store_a.append(record)
+    for record in (rec(1, radius=0.2), rec(2, radius=0.3)):
+        store_b.append(record)
+    assert [r["idx"] for r in load_records([a, b])] == [0, 1, 2]
+    # an interrupted write leaves a line without its newline: it is dropped, the rest kept
+    with a.open("a") as f:
+        f.write('{"key": "torn", "idx"')
+    with pytest.warns(UserWarning, match="incomplete last line"):
+        store = RecordStore(a)
+    assert len(store) == 2 and "torn" not in store and len(read_records(a)) == 2
+
+
+# ---------------------------------------------------------------- the cover check
+def test_cover_check_in_each_metric():
+    cov = LowRankCovariance.fit(anisotropic_perturbations(40, (3, 4, 4), seed=1), k=3)
+    radius, inside, outside = 0.5, 0.999, 1.001
+
+    def covered(delta: torch.Tensor, metric: str, prediction: int = 1) -> bool:
+        return is_covered(prediction, 1, perturbation_distances(delta, cov)[metric], radius)
+
+    e0 = torch.zeros(3, 4, 4)
+    e0[0, 0, 0] = 1.0
+    assert perturbation_distances(e0 * radius, cov)["l2"] == pytest.approx(radius)
+    assert covered(e0 * radius * inside, "l2") and not covered(e0 * radius * outside, "l2")
+    assert not covered(e0 * radius * inside, "l2", prediction=2)  # a wrong label is never covered
+
+    spread = torch.zeros(3, 4, 4)
+    spread[0, 0, :4] = torch.tensor([1.0, -1.0, 1.0, -1.0]) / 4  # l1 norm 1, l2 norm 1/2
+    assert covered(spread * radius * inside, "l1") and not covered(spread * radius * outside, "l1")
+    assert covered(spread * radius * outside, "l2")  # the same perturbation is inside the l2 ball
+
+    u1 = cov.eigenvectors[:, 0].reshape(3, 4, 4).float()
+    unit = math.sqrt(cov.geometric_mean / float(cov.eigenvalues[0]))  # MAHL_St(u1) = sqrt(gm / lambda_1)
+    assert perturbation_distances(u1, cov)["mahalanobis"] == pytest.approx(unit, rel=1e-5)
+    assert covered(u1 * radius / unit * inside, "mahalanobis")
+    assert not covered(u1 * radius / unit * outside, "mahalanobis")
+    assert not is_covered(-1, 1, 0.0, 0.0)  # an abstention covers nothing, not even no perturbation
+
+
+def test_inscribed_radii_per_method():
+    cov = LowRankCovariance.fit(anisotropic_perturbations(40, (3, 4, 4), seed=1), k=3)
+    d = 48
+    assert inscribed_radii(IsotropicGaussian(0.25), 2.0, d) == {"l2_inscribed": 2.0, "l1_radius": 2.0}
+    assert inscribed_radii(Laplace.from_sigma(0.25), 2.0, d) == pytest.approx(
+        {"l2_inscribed": 2.0 / math.sqrt(d), "l1_radius": 2.0}
+    )
+    dsmooth = inscribed_radii(AnisotropicGaussian(0.25, cov), 2.0, d)
+    assert dsmooth["l2_inscribed"] == pytest.approx(2.0 * math.sqrt(cov.mu_min))
+    # the l1 ball's vertices r e_i all lie in the ellipsoid, the farthest exactly on its boundary
+    vertices = torch.eye(d).reshape(d, 3, 4, 4) * dsmooth["l1_radius"]
+    assert float(cov.mahalanobis(vertices).max()) == pytest.approx(2.0, rel=1e-6)
+    assert inscribed_radii(IsotropicGaussian(0.25), 0.0, d) == {"l2_inscribed": 0.0, "l1_radius": 0.0}
+
+
+# ---------------------------------------------------------------- running: resume and shards
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny linear CIFAR-shaped model, fake data and a profile fitted on the train split."""
+    root = write_fake_cifar10(tmp_path_factory.mktemp("data"), per_class=2)
+    test, train = load_cifar10("test", root), load_cifar10("train", root)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3072, 10))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.randn(10, 3072, generator=torch.Generator().manual_seed(0)) * 0.05)
+        net[1].bias.zero_()
+    info = ModelInfo("tiny", "cifar10", SHAPE, tuple(test.classes), "test")
+    model = wrap(net, info)
+    attack = AttackConfig(eps_inf=0.1, n_queries=10)
+    indices = list(range(0, 20, 2))
+    profile = build_profile(
+        model,
+        train.tensor(indices),
+        torch.from_numpy(train.labels[indices]),
+        dataset="cifar10",
+        split="train",
+        indices=indices,
+        attack=attack,
+        k=3,
+        keep="nonzero",
+    )
+    spec = ExperimentSpec(sigmas=(0.25,), ks=(2, 3), n0=5, ns=(20,), attack_name="tiny", attack=attack)
+    return {"model": model, "test": test, "profile": profile, "spec": spec}
+
+
+def _run(setup, path, indices, **kwargs):
+    return run_experiment(
+        setup["model"],
+        setup["test"],
+        indices,
+        setup["profile"],
+        setup["spec"],
+        RecordStore(path),
+        batch_size=8,
+        **kwargs,
+    )
+
+
+def _results(records: list[dict]) -> list[dict]:
+    """Records without the wall-clock time, in key order, for exact comparisons."""
+    return sorted(({k: v for k, v in r.items() if k != "seconds"} for r in records), key=lambda r: r["key"])
+
+
+def test_records_resume_after_interruption_and_equal_an_uninterrupted_run(setup, tmp_path, monkeypatch):
+    calls = []
+    real_certify = runner_module.certify
+    monkeypatch.setattr(runner_module, "certify", lambda *a, **k: calls.append(1) or real_certify(*a, **k))
+    indices = evaluation_indices(setup["test"].labels, 4, seed=0)
+    settings = 4  # dsmooth k=2, dsmooth k=3, randsmooth, lsmooth
+
+    full = tmp_path / "full.jsonl"
+    summary = _run(setup, full, indices)
+    assert summary.records_written == 4 * settings and len(calls) == 4 * settings
+    records = read_records(full)
+    assert {(r["method"], r["k"]) for r in records} == {
+        ("dsmooth", 2),
+        ("dsmooth", 3),
+        ("randsmooth", None),
+        ("lsmooth", None),
+    }
+    assert all(
+        r["metric"] == {"dsmooth": "mahalanobis", "randsmooth": "l2", "lsmooth": "l1"}[r["method"]] for r in records
+    )
+
+    calls.clear()
+    again = _run(setup, full, indices)  # everything is there: nothing is certified
+    assert (again.records_written, again.images_skipped, len(calls)) == (0, 4, 0)
+
+    part = tmp_path / "part.jsonl"
+    with pytest.raises(Cancelled):  # stop as soon as 5 records are written: mid-way through the second image
+        _run(setup, part, indices, progress=lambda done, total: len(read_records(part)) >= 5)
+    done = len(read_records(part))
+    assert 0 < done < 4 * settings
+    calls.clear()
+    resumed = _run(setup, part, indices)
+    assert resumed.records_written == 4 * settings - done == len(calls)
+    assert _results(read_records(part)) == _results(records)
+
+
+def test_shards_together_equal_the_unsharded_run(setup, tmp_path):
+    labels = setup["test"].labels
+    whole = evaluation_indices(labels, 5, seed=0)
+    shards = [evaluation_indices(labels, 5, seed=0, shard=parse_shard(f"{i}/2")) for i in range(2)]
+    assert sorted(shards[0] + shards[1]) == sorted(whole) and not set(shards[0]) & set(shards[1])
+    _run(setup, tmp_path / "all.jsonl", whole)
+    for i, indices in enumerate(shards):
+        _run(setup, tmp_path / f"shard{i}.jsonl", indices)
+    merged = load_records([tmp_path / "shard0.jsonl", tmp_path / "shard1.jsonl"])
+    assert _results(merged) == _results(read_records(tmp_path / "all.jsonl"))
+    with pytest.raises(ValueError):
+        parse_shard("2/2")
+
+
+def test_refuses_images_the_profile_was_calibrated_on(setup, tmp_path):
+    with pytest.raises(ProfileMismatchError):
+        run_experiment(
+            setup["model"],
+            setup["test"],
+            [0, 2],
+            setup["profile"],
+            setup["spec"],
+            RecordStore(tmp_path / "r.jsonl"),
+            split="train",
+        )
+
+
+def test_report_falls_back_to_html_when_png_export_fails(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no Chromium here")
+
+    monkeypatch.setattr(report_module.pio, "write_images", broken)
+    records = [rec(i, m, radius=0.5) for i in range(3) for m in ("dsmooth", "randsmooth", "lsmooth")]
+    files = write_report(records, tmp_path / "out", gamma=0.01)
+    assert files.note and "no Chromium here" in files.note
+    assert files.charts and all(p.suffix == ".html" and p.exists() for p in files.charts)
+    assert {p.name for p in files.tables} == {
+        "certified_accuracy.csv",
+        "certified_accuracy_l2.csv",
+        "certified_accuracy_l1.csv",
+        "certified_against_attack.csv",
+        "time_per_image.csv",
+    }
+
+
+# ---------------------------------------------------------------- the command line, end to end
+CLI = [
+    "experiment",
+    "run",
+    "--model",
+    "cifar10_resnet20",
+    "--untrained",
+    "--eval-size",
+    "4",
+    "--calibration-size",
+    "10",
+    "--n0",
+    "5",
+    "--n",
+    "20",
+    "--k",
+    "3",
+    "--attack-queries",
+    "10",
+    "--batch",
+    "25",
+    "--device",
+    "cpu",
+]
+
+
+@pytest.mark.slow
+def test_cli_runs_shards_and_analyses(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
+    common = [*CLI, "--profile-dir", str(tmp_path / "profiles")]
+    assert main([*common, "--records", str(tmp_path / "all.jsonl")]) == 0
+    whole = read_records(tmp_path / "all.jsonl")
+    assert len(whole) == 4 * 3 and {r["idx"] for r in whole} == set(
+        evaluation_indices(load_cifar10("test").labels, 4, seed=0)
+    )
+    for i in range(2):
+        assert main([*common, "--shard", f"{i}/2", "--records", str(tmp_path / f"s{i}.jsonl")]) == 0
+    shards = [tmp_path / "s0.jsonl", tmp_path / "s1.jsonl"]
+    assert _results(load_records(shards)) == _results(whole)
+
+    out = tmp_path / "report"
+    assert main(["experiment", "analyse", *map(str, shards), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "12 records from 2 file(s)" in printed
+    rows = (out / "certified_accuracy.csv").read_text().splitlines()
+    assert rows[0].startswith("label,method,sigma,k,n0,n,alpha,images,metric,radius,certified_accuracy,lower_bound")
+    charts = sorted(p.suffix for p in out.iterdir() if p.suffix in (".png", ".html"))
+    assert len(charts) == 5 and len(set(charts)) == 1
+    assert charts[0] == ".png" or "note: PNG export failed" in printed

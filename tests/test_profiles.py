@@ -1,0 +1,185 @@
+"""Threat profiles: what they record, persistence, and the checks that keep a certificate honest."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import dsmooth_core.profiles as profiles
+from dsmooth_core.attacks import AttackConfig, square_then_fgsm
+from dsmooth_core.covariance import LowRankCovariance
+from dsmooth_core.models import ModelInfo, wrap
+from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile, build_profile, load_or_build_profile
+
+SHAPE = (3, 8, 8)
+CLASSES = 10
+STRONG = AttackConfig(eps_inf=0.5, n_queries=30, p_init=0.1, fgsm="l2", eps_fgsm=0.5, project_linf=True)
+# Too small to fool the fixture model: every image is changed, none is misclassified.
+FEEBLE = AttackConfig(eps_inf=1e-3, n_queries=5, p_init=0.1, fgsm=None)
+INDICES = tuple(range(100, 140))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These models are tiny: threads gain nothing, and on a busy CPU their synchronisation made the
+    fixture's training take 16 s instead of 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _info(input_shape: tuple[int, int, int] = SHAPE) -> ModelInfo:
+    return ModelInfo("tiny-mlp", "synthetic", input_shape, tuple(map(str, range(CLASSES))), "trained in a fixture")
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A small MLP trained in about a second on prototypes plus noise (as in test_square), wrapped
+    with a ModelInfo, and 40 held-out images it classifies correctly."""
+    gen = torch.Generator().manual_seed(0)
+    prototypes = torch.rand(CLASSES, *SHAPE, generator=gen)
+
+    def sample(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.randint(0, CLASSES, (count,), generator=gen)
+        noise = 0.15 * torch.randn(count, *SHAPE, generator=gen)
+        return (prototypes[labels] + noise).clamp(0, 1), labels
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(192, 64), nn.ReLU(), nn.Linear(64, CLASSES))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x_train, y_train = sample(2000)
+    for _ in range(150):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x_train), y_train).backward()
+        optimizer.step()
+    model = wrap(net, _info())
+    x_test, y_test = sample(200)
+    with torch.no_grad():
+        correct = model(x_test).argmax(1) == y_test
+    assert correct.float().mean() > 0.9, "the fixture model did not learn"
+    return model, x_test[correct][: len(INDICES)], y_test[correct][: len(INDICES)]
+
+
+def _build(trained, config: AttackConfig = STRONG, **kwargs) -> ThreatProfile:
+    model, x, y = trained
+    options = {"dataset": "synthetic", "split": "train", "indices": INDICES, "attack": config, "k": 4, "seed": 3}
+    return build_profile(model, x, y, **{**options, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def profile(trained) -> ThreatProfile:
+    return _build(trained)
+
+
+def test_profile_records_what_produced_it(trained, profile):
+    model, x, y = trained
+    attack = square_then_fgsm(model, x, y, STRONG, generator=torch.Generator().manual_seed(3))
+    fooled = int(attack.success.sum())
+    assert 2 <= fooled < len(x), "the threat should fool some, not all, fixture images"
+    assert profile.model_name == "tiny-mlp" and profile.model_hash == model.info.weights_hash
+    assert (profile.dataset, profile.split, profile.indices) == ("synthetic", "train", INDICES)
+    assert profile.attack == dataclasses.asdict(STRONG) and profile.keep == "successful" and profile.seed == 3
+    assert (profile.n_attacked, profile.n_kept) == (len(x), fooled)
+    expected = LowRankCovariance.fit(attack.perturbation[attack.success], 4)
+    assert profile.covariance.shape == SHAPE and profile.covariance.n_samples == fooled
+    assert profile.covariance.content_hash() == expected.content_hash()
+
+
+def test_save_load_round_trip(profile, tmp_path):
+    profile.save(tmp_path / "profile.pt")
+    back = ThreatProfile.load(tmp_path / "profile.pt")
+    for field in dataclasses.fields(ThreatProfile):
+        if field.name != "covariance":
+            assert getattr(back, field.name) == getattr(profile, field.name), field.name
+    assert back.covariance.content_hash() == profile.covariance.content_hash()
+    assert back.summary() == profile.summary() and back.metadata() == profile.metadata()
+    torch.testing.assert_close(back.covariance.mean, profile.covariance.mean, rtol=0, atol=0)
+
+
+def test_load_refuses_a_bare_covariance(profile, tmp_path):
+    profile.covariance.save(tmp_path / "covariance.pt")
+    with pytest.raises(ValueError, match="no threat-profile metadata"):
+        ThreatProfile.load(tmp_path / "covariance.pt")
+
+
+def test_check_matches_refuses_other_weights(trained, profile):
+    model = trained[0]
+    profile.check_matches(model)
+    other = copy.deepcopy(model.net)
+    with torch.no_grad():
+        other[1].bias.add_(1e-3)
+    with pytest.raises(ProfileMismatchError, match=r"built on model 'tiny-mlp'.*build a profile for this model"):
+        profile.check_matches(wrap(other, _info()))
+
+
+def test_check_matches_refuses_another_input_shape(trained, profile):
+    same_weights = wrap(trained[0].net, _info(input_shape=(3, 16, 16)))
+    assert same_weights.info.weights_hash == profile.model_hash
+    with pytest.raises(ProfileMismatchError, match=r"inputs of shape \(3, 8, 8\), the model takes \(3, 16, 16\)"):
+        profile.check_matches(same_weights)
+
+
+def test_check_disjoint(profile):
+    with pytest.raises(ProfileMismatchError, match=r"2 image\(s\) to certify were used to calibrate.*101, 139"):
+        profile.check_disjoint("synthetic", "train", [5, 101, 139, 500])
+    profile.check_disjoint("synthetic", "train", [5, 99, 140])  # same split, other images
+    profile.check_disjoint("synthetic", "test", list(INDICES))  # same indices of another split
+    profile.check_disjoint("cifar10", "train", list(INDICES))  # or of another data set
+
+
+def test_load_or_build_attacks_once(trained, tmp_path, monkeypatch):
+    model, x, y = trained
+    options = {"dataset": "synthetic", "split": "train", "indices": INDICES, "attack": STRONG, "k": 4, "seed": 3}
+    first = load_or_build_profile(model, x, y, cache_dir=tmp_path, **options)
+    assert [p.suffix for p in tmp_path.iterdir()] == [".pt"]
+
+    def no_attack(*args, **kwargs):
+        raise AssertionError("the cached profile should have been loaded")
+
+    monkeypatch.setattr(profiles, "square_then_fgsm", no_attack)
+    second = load_or_build_profile(model, x, y, cache_dir=tmp_path, **options)
+    assert second.metadata() == first.metadata()
+    assert second.covariance.content_hash() == first.covariance.content_hash()
+    with pytest.raises(AssertionError, match="cached profile"):  # another k is another profile
+        load_or_build_profile(model, x, y, cache_dir=tmp_path, **{**options, "k": 3})
+
+
+def test_keep_successful_with_nothing_fooled_is_a_clear_error(trained):
+    with pytest.raises(ValueError, match=r"only 0 of 40 attacks gave a perturbation to keep \(successful\)"):
+        _build(trained, FEEBLE)
+
+
+def test_keep_nonzero_keeps_every_changed_image(trained):
+    model, x, y = trained
+    attack = square_then_fgsm(model, x, y, FEEBLE, generator=torch.Generator().manual_seed(3))
+    changed = attack.perturbation.flatten(1).abs().amax(1) > 0
+    assert not attack.success.any() and changed.all()
+    profile = _build(trained, FEEBLE, keep="nonzero")
+    assert profile.n_kept == len(x) and profile.covariance.n_samples == len(x)
+
+
+def test_zero_perturbations_are_never_kept(trained):
+    """An image misclassified before the attack counts as a success, but without FGSM it is unchanged."""
+    model, x, y = trained
+    y = y.clone()
+    y[:3] = (y[:3] + 1) % CLASSES  # three images start misclassified
+    config = dataclasses.replace(STRONG, fgsm=None)
+    attack = square_then_fgsm(model, x, y, config, generator=torch.Generator().manual_seed(3))
+    unchanged = attack.perturbation.flatten(1).abs().amax(1) == 0
+    assert unchanged[:3].all() and attack.success[:3].all()
+    profile = build_profile(
+        model, x, y, dataset="synthetic", split="train", indices=INDICES, attack=config, k=4, seed=3
+    )
+    assert profile.n_kept == int((attack.success & ~unchanged).sum())
+
+
+def test_bad_arguments_are_rejected(trained):
+    with pytest.raises(ValueError, match="keep must be"):
+        _build(trained, keep="everything")
+    with pytest.raises(ValueError, match="3 indices given for 40"):
+        _build(trained, indices=(1, 2, 3))
