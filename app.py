@@ -1,7 +1,32 @@
-"""DSmooth Lab: the Streamlit entry point (placeholder until the app's pages land)."""
+"""DSmooth Lab: the Streamlit entry point.
+
+Declares every page explicitly for ``st.navigation`` (the pages/ folder is not scanned), sets the
+session's defaults (bundled model, a CIFAR-10 test image when the data is present, the bundled
+threat profile when it exists) and draws the sidebar shared by all pages.
+Run with ``streamlit run app.py``.
+"""
 
 import streamlit as st
 
-st.set_page_config(page_title="DSmooth Lab", layout="wide")
-st.title("DSmooth Lab")
-st.write("Certified robustness by randomized smoothing: DSmooth, RandSmooth and LSmooth side by side.")
+from dsmooth_lab_ui import choices, nav, sidebar, state
+
+st.set_page_config(page_title="DSmooth Lab", page_icon=":material/verified_user:", layout="wide")
+
+state.init()
+choices.ensure_defaults()
+
+page = st.navigation(
+    [
+        st.Page(nav.MODEL_IMAGE, title="Model & image", icon=":material/image_search:", default=True),
+        st.Page(nav.ATTACK, title="Attack", icon=":material/bolt:"),
+        st.Page(nav.PROFILE, title="Threat profile", icon=":material/scatter_plot:"),
+        st.Page(nav.NOISE, title="Noise explorer", icon=":material/grain:"),
+        st.Page(nav.CERTIFY, title="Certify", icon=":material/verified_user:"),
+        st.Page(nav.EXPERIMENTS, title="Experiments", icon=":material/science:"),
+        st.Page(nav.ABOUT, title="About", icon=":material/menu_book:"),
+    ]
+)
+side = st.sidebar.empty()
+sidebar.render(side.container())  # drawn first, so a page that calls st.stop still has its sidebar
+page.run()
+sidebar.render(side.container())  # and again, with what the page has just changed

@@ -252,6 +252,7 @@ def test_attack_preset_fills_every_parameter_and_bad_values_are_refused(app_env:
 
 
 # ---------------------------------------------------------------- page 3: threat profile
+@pytest.mark.filterwarnings("ignore:requested rank", "ignore:the residual variance")
 def test_profile_page_builds_with_progress_and_rank_shrinkage_controls(app_env: Path) -> None:
     at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
     at.switch_page(nav.PROFILE).run()
@@ -259,7 +260,7 @@ def test_profile_page_builds_with_progress_and_rank_shrinkage_controls(app_env: 
     at.radio(key="profile_source").set_value("Build from calibration images").run()
     at.number_input(key="prof_n").set_value(10)
     at.number_input(key="prof_n_queries").set_value(10)
-    at.number_input(key="prof_k").set_value(4)
+    at.number_input(key="prof_k").set_value(50)  # more than 10 perturbations allow: clamped
     at.selectbox(key="prof_keep").set_value("nonzero")
     at.run()
     button(at, "Build the profile").click()
@@ -269,9 +270,11 @@ def test_profile_page_builds_with_progress_and_rank_shrinkage_controls(app_env: 
     assert choice is not None and choice.source.startswith("built here")
     assert status_of(at)[0] == "complete"
     assert choice.profile.split == "train" and len(choice.profile.indices) == 10
+    assert choice.profile.covariance.k <= 9
+    assert any("Rank k = 50 was asked for" in w.value for w in at.warning)
     for key in ("profile_spectrum", "profile_explained", "profile_eigen"):
         assert chart(at, key)
-    mu_before = at.metric[4].value
+    mu_before = next(m.value for m in at.metric if m.label.startswith("mu_min"))
     at.slider(key="profile_shrinkage").set_value(1.0).run()
     assert_clean(at)
     assert at.session_state[state.PROFILE].shrinkage == 1.0
@@ -310,7 +313,7 @@ def test_noise_explorer_draws_three_methods_and_counts_votes(app_with_profile: A
     at.run()
     assert_clean(at)
     assert status_of(at)[0] == "complete"
-    results = at.session_state["dsl_noise_votes"]["results"]
+    results = at.session_state[state.NOISE_VOTES]["results"]
     assert set(results) == {"RandSmooth", "LSmooth", "DSmooth"}
     assert all(int(r["counts"].sum()) == 20 for r in results.values())
     assert set(trace_names(chart(at, "votes_histogram"))) == {"RandSmooth", "LSmooth", "DSmooth"}
@@ -359,7 +362,10 @@ def test_certify_three_methods_compares_honestly_and_caches(app_with_profile: Ap
     assert "x + attack perturbation" in names
     for method in ("DSmooth", "RandSmooth", "LSmooth"):
         assert any(name.startswith(method) for name in names)
-    assert any("Mahalanobis (St) ball" in name for name in names)
+    for method, metric in (("DSmooth", "Mahalanobis (St)"), ("RandSmooth", "l2"), ("LSmooth", "l1")):
+        certified = record.results[method]["prediction"] != -1
+        expected = f"{method}: {metric} ball" if certified else f"{method}: abstained (no region)"
+        assert any(name.startswith(expected) for name in names), (expected, names)
     assert chart(at, "cert_bars")
     assert at.get("download_button")
     # same inputs => the cached certificates come back (same recorded timings, no new run)
@@ -440,10 +446,10 @@ def test_cancel_flag_stops_a_job_with_cancelled_and_keeps_nothing(app_env: Path)
                     raise Cancelled(f"cancelled after {step} of 100")
             return "finished"
 
-        jobs.show_interrupted("demo")
+        note = jobs.show_interrupted("demo")
         if st.button("Go"):
             try:
-                with jobs.running_job("demo", "The demo job"):
+                with jobs.running_job("demo", "The demo job", note):
                     st.session_state["result"] = long_job(jobs.JobProgress("demo steps"))
             except Cancelled as exc:
                 jobs.cancelled_message("demo", "the demo job", exc)

@@ -14,9 +14,8 @@ from dsmooth_core.attacks import AttackConfig, square_then_fgsm
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.models import ModelInfo, wrap
 from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile, build_profile, load_or_build_profile
+from tests.toy import CLASSES, SHAPE, prototype_mlp
 
-SHAPE = (3, 8, 8)
-CLASSES = 10
 STRONG = AttackConfig(eps_inf=0.5, n_queries=30, p_init=0.1, fgsm="l2", eps_fgsm=0.5, project_linf=True)
 # Too small to fool the fixture model: every image is changed, none is misclassified.
 FEEBLE = AttackConfig(eps_inf=1e-3, n_queries=5, p_init=0.1, fgsm=None)
@@ -39,30 +38,9 @@ def _info(input_shape: tuple[int, int, int] = SHAPE) -> ModelInfo:
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A small MLP trained in about a second on prototypes plus noise (as in test_square), wrapped
-    with a ModelInfo, and 40 held-out images it classifies correctly."""
-    gen = torch.Generator().manual_seed(0)
-    prototypes = torch.rand(CLASSES, *SHAPE, generator=gen)
-
-    def sample(count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.randint(0, CLASSES, (count,), generator=gen)
-        noise = 0.15 * torch.randn(count, *SHAPE, generator=gen)
-        return (prototypes[labels] + noise).clamp(0, 1), labels
-
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(192, 64), nn.ReLU(), nn.Linear(64, CLASSES))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    x_train, y_train = sample(2000)
-    for _ in range(150):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(net(x_train), y_train).backward()
-        optimizer.step()
-    model = wrap(net, _info())
-    x_test, y_test = sample(200)
-    with torch.no_grad():
-        correct = model(x_test).argmax(1) == y_test
-    assert correct.float().mean() > 0.9, "the fixture model did not learn"
-    return model, x_test[correct][: len(INDICES)], y_test[correct][: len(INDICES)]
+    """The toy MLP wrapped with a ModelInfo, and held-out images it classifies correctly."""
+    net, x, y = prototype_mlp(len(INDICES))
+    return wrap(net, _info()), x, y
 
 
 def _build(trained, config: AttackConfig = STRONG, **kwargs) -> ThreatProfile:

@@ -11,9 +11,7 @@ from dsmooth_core.attacks._model import margin_loss
 from dsmooth_core.attacks._streams import below, draw_keys, random_words, signs
 from dsmooth_core.attacks.square import square_attack_keyed
 from dsmooth_core.progress import Cancelled
-
-SHAPE = (3, 8, 8)
-CLASSES = 10
+from tests.toy import CLASSES, SHAPE, prototype_mlp
 
 
 def _linear_model(seed: int = 0) -> nn.Module:
@@ -41,32 +39,8 @@ def _attack(model, x, y, *, eps=0.05, n_queries=30, seed=0, **kwargs):
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A small MLP trained in about a second on a learnable 10-class 3x8x8 problem.
-
-    Each class is a random prototype image; samples are prototypes plus noise. Returns the model and
-    20 held-out images it classifies correctly.
-    """
-    gen = torch.Generator().manual_seed(0)
-    prototypes = torch.rand(CLASSES, *SHAPE, generator=gen)
-
-    def sample(count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.randint(0, CLASSES, (count,), generator=gen)
-        noise = 0.15 * torch.randn(count, *SHAPE, generator=gen)
-        return (prototypes[labels] + noise).clamp(0, 1), labels
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(192, 64), nn.ReLU(), nn.Linear(64, CLASSES))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x_train, y_train = sample(2000)
-    for _ in range(150):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x_train), y_train).backward()
-        optimizer.step()
-    model.eval().requires_grad_(False)
-    x_test, y_test = sample(200)
-    correct = _predicted(model, x_test) == y_test
-    assert correct.float().mean() > 0.9, "the fixture model did not learn"
-    return model, x_test[correct][:20], y_test[correct][:20]
+    """The toy MLP and 20 held-out images it classifies correctly."""
+    return prototype_mlp(20)
 
 
 @pytest.mark.parametrize(
@@ -178,9 +152,7 @@ def test_an_image_does_not_depend_on_its_batch_mates():
     y = _predicted(model, x)
     keys = draw_keys(torch.Generator().manual_seed(5), 8)
     whole = square_attack_keyed(model, x, y, keys, eps=0.05, n_queries=30, p_init=0.05, progress=None)
-    alone = square_attack_keyed(
-        model, x[5:6], y[5:6], keys[5:6], eps=0.05, n_queries=30, p_init=0.05, progress=None
-    )
+    alone = square_attack_keyed(model, x[5:6], y[5:6], keys[5:6], eps=0.05, n_queries=30, p_init=0.05, progress=None)
     assert torch.equal(whole.adversarial[5:6], alone.adversarial)
     assert torch.equal(whole.queries[5:6], alone.queries)
 

@@ -1,0 +1,134 @@
+"""Choosing the model, the image and the profile: callbacks and the session's defaults."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from dsmooth_core.data import ImageSet
+from dsmooth_core.models import DEFAULT_MODEL
+from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile
+from dsmooth_lab_ui import resources, state
+
+IMAGE_DEFAULT_TRIED = "dsl_image_default_tried"
+
+
+def cifar_choice(images: ImageSet, index: int, split: str = "test") -> state.ImageChoice:
+    label = int(images.labels[index])
+    name = images.classes[label]
+    return state.ImageChoice(
+        image_id=f"cifar10-{split}:{index}",
+        source="CIFAR-10",
+        caption=f"CIFAR-10 {split} #{index} ({name})",
+        pixels=images.images[index],
+        label=label,
+        label_name=name,
+        label_space="cifar10",
+        dataset="cifar10",
+        split=split,
+        index=int(index),
+    )
+
+
+def select_cifar(index: int) -> None:
+    """``on_click`` of a gallery button."""
+    images, error = resources.cifar10("test")
+    if images is None:
+        state.put(state.IMAGE_ERROR, error)
+        return
+    state.put(state.IMAGE, cifar_choice(images, int(index)))
+    state.put(state.IMAGE_ERROR, None)
+
+
+def select_imagenet(path: str, label: int, name: str) -> None:
+    try:
+        pixels = resources.read_image_file(path, resources.file_stamp(Path(path)))
+    except OSError as exc:
+        state.put(state.IMAGE_ERROR, f"Cannot read {path}: {exc}")
+        return
+    state.put(
+        state.IMAGE,
+        state.ImageChoice(
+            image_id=f"imagenet-sample:{Path(path).name}",
+            source="ImageNet sample",
+            caption=f"ImageNet sample {Path(path).name} ({name})",
+            pixels=pixels,
+            label=int(label),
+            label_name=name,
+            label_space="imagenet",
+            dataset="imagenet",
+            split="sample",
+            index=None,
+        ),
+    )
+    state.put(state.IMAGE_ERROR, None)
+
+
+def upload_choice(name: str, data: bytes, pixels: np.ndarray) -> state.ImageChoice:
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return state.ImageChoice(
+        image_id=f"upload:{digest}",
+        source="upload",
+        caption=f"upload {name} ({pixels.shape[1]}x{pixels.shape[0]})",
+        pixels=pixels,
+    )
+
+
+def ensure_defaults() -> None:
+    """Default image (a CIFAR-10 test image when the data is present) and default profile (bundled)."""
+    if state.get(state.IMAGE) is None and not state.get(IMAGE_DEFAULT_TRIED):
+        state.put(IMAGE_DEFAULT_TRIED, True)
+        images, _ = resources.cifar10("test")
+        if images is not None:
+            order = resources.cifar_gallery_order(images)
+            state.put(state.IMAGE, cifar_choice(images, int(order[0])))
+    if state.get(state.PROFILE) is None and not state.get(state.PROFILE_DEFAULT_TRIED):
+        state.put(state.PROFILE_DEFAULT_TRIED, True)
+        choice = state.get(state.MODEL)
+        if choice is not None and choice.name == DEFAULT_MODEL and resources.bundled_profile_available():
+            try:
+                profile = resources.load_profile_file(resources.BUNDLED_PROFILE)
+            except (ValueError, OSError, KeyError) as exc:
+                state.put(state.PROFILE_ERROR, f"The bundled profile could not be read: {exc}")
+            else:
+                use_profile(profile, "bundled profile")
+
+
+def use_profile(profile: ThreatProfile, source: str) -> None:
+    """Make ``profile`` current at its full fitted rank and no shrinkage."""
+    state.put(state.PROFILE, state.ProfileChoice(profile, source, k=profile.covariance.k, shrinkage=0.0))
+    state.put(state.PROFILE_ERROR, None)
+    state.put(state.PROFILE_NOTE, None)
+    for key in ("profile_k", "profile_shrinkage"):
+        st.session_state.pop(key, None)
+
+
+def usable_profile(
+    model, x_shape, image: state.ImageChoice | None = None
+) -> tuple[state.ProfileChoice | None, str | None]:
+    """The current profile if DSmooth may use it with this model and image, else the reason why not.
+
+    With ``image``, an image that was part of the calibration set is refused too (the certificate
+    would leak test information).
+    """
+    choice: state.ProfileChoice | None = state.get(state.PROFILE)
+    if choice is None:
+        return None, "no threat profile yet"
+    try:
+        choice.profile.check_matches(model)
+    except ProfileMismatchError as exc:
+        return None, str(exc)
+    if tuple(choice.covariance.shape) != tuple(x_shape):
+        return (
+            None,
+            f"the profile is for inputs {tuple(choice.covariance.shape)}, the image is {tuple(x_shape)}",
+        )
+    if image is not None and image.dataset is not None and image.index is not None:
+        try:
+            choice.profile.check_disjoint(image.dataset, image.split or "", [image.index])
+        except ProfileMismatchError as exc:
+            return None, str(exc)
+    return choice, None

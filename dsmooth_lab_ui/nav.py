@@ -1,0 +1,56 @@
+"""Paths, titles and icons of the app's pages (app.py declares them; pages link to each other)."""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from dsmooth_lab_ui import choices, state
+
+MODEL_IMAGE = "pages/model_image.py"
+ATTACK = "pages/attack.py"
+PROFILE = "pages/threat_profile.py"
+NOISE = "pages/noise_explorer.py"
+CERTIFY = "pages/certify.py"
+EXPERIMENTS = "pages/experiments.py"
+ABOUT = "pages/about.py"
+
+# Must match the st.Page entries of app.py (a test checks it).
+PAGES: tuple[tuple[str, str, str], ...] = (
+    (MODEL_IMAGE, "Model & image", ":material/image_search:"),
+    (ATTACK, "Attack", ":material/bolt:"),
+    (PROFILE, "Threat profile", ":material/scatter_plot:"),
+    (NOISE, "Noise explorer", ":material/grain:"),
+    (CERTIFY, "Certify", ":material/verified_user:"),
+    (EXPERIMENTS, "Experiments", ":material/science:"),
+    (ABOUT, "About", ":material/menu_book:"),
+)
+TITLES = {path: title for path, title, _ in PAGES}
+ICONS = {path: icon for path, _, icon in PAGES}
+
+
+def link(page: str, label: str | None = None) -> None:
+    st.page_link(page, label=label or f"Go to {TITLES[page]}", icon=ICONS[page])
+
+
+def need(message: str, page: str, label: str | None = None) -> None:
+    """Say what to do first and link to the page where it is done."""
+    st.info(message, icon=":material/info:")
+    link(page, label)
+
+
+def ensure_app() -> None:
+    """Call first on every page: make sure app.py has set the session up.
+
+    Streamlit runs a page file without app.py in one case: the very first run after the server
+    starts, when the browser asks for a page's URL directly (a ``pages/`` folder next to the main
+    script puts Streamlit in its legacy multipage mode until ``st.navigation`` has run once). The
+    page then hands over to app.py, which declares the navigation and opens the default page.
+    """
+    if state.MODEL in st.session_state:
+        return
+    try:
+        st.switch_page("app.py")
+    except StreamlitAPIException:  # run standalone (no app.py beside it): set the session up here
+        state.init()
+        choices.ensure_defaults()

@@ -1,0 +1,313 @@
+"""Caching wrappers around ``dsmooth_core``: models, data, profiles and the long computations.
+
+Rules: ``st.cache_resource`` for shared, read-only objects (models, data sets, profiles);
+``st.cache_data`` for results, keyed only on small values (names, numbers, seeds, hashes). Big
+objects (the model, the image tensor, the noise) are passed as ``_``-prefixed arguments, which
+Streamlit does not hash; the keys that precede them identify them (model key = name + weights hash,
+image id, profile content hash). Functions that show a progress bar create it inside the cached
+function, so that a cache hit replays a bar it created itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+from PIL import Image
+
+from dsmooth_core import certify, pick_device
+from dsmooth_core.attacks import AttackConfig, square_then_fgsm
+from dsmooth_core.data import (
+    DataUnavailableError,
+    ImageSet,
+    balanced_subset,
+    data_dir,
+    load_cifar10,
+    load_imagenet_sample,
+)
+from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, load_model, prepare_image
+from dsmooth_core.profiles import ThreatProfile, build_profile
+from dsmooth_lab_ui import compute, state
+from dsmooth_lab_ui.jobs import JobProgress
+
+BUNDLED_PROFILE = BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile.pt"
+GALLERY_SEED = 0
+
+
+def file_stamp(path: Path) -> str:
+    """Changes when the file changes, so caches pick up a new file (e.g. freshly trained weights)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return "missing"
+    return f"{info.st_mtime_ns}-{info.st_size}"
+
+
+# ---------------------------------------------------------------- device and models
+@st.cache_resource(show_spinner=False)
+def device() -> torch.device:
+    return pick_device()
+
+
+@st.cache_resource(show_spinner="Loading the model ...", max_entries=3)
+def _model(name: str, pretrained: bool, device_name: str, stamp: str) -> torch.nn.Module:
+    return load_model(name, device_name, pretrained=pretrained)
+
+
+def get_model(choice: state.ModelChoice) -> torch.nn.Module:
+    """Load (once) the chosen model on the best device; raises the library's errors."""
+    stamp = file_stamp(BUNDLED_WEIGHTS) if choice.name == DEFAULT_MODEL else ""
+    return _model(choice.name, choice.pretrained, str(device()), stamp)
+
+
+def current_model() -> torch.nn.Module | None:
+    """The session's model, or ``None`` (with the reason in ``MODEL_ERROR``) when it cannot be loaded."""
+    choice = state.get(state.MODEL)
+    if choice is None:
+        return None
+    try:
+        return get_model(choice)
+    except Exception as exc:  # the library's messages say what to do (offline, missing weights)
+        state.put(state.MODEL_ERROR, str(exc))
+        return None
+
+
+def model_key(model: torch.nn.Module) -> str:
+    info = model.info
+    return f"{info.name}@{info.weights_hash[:16]}"
+
+
+# ---------------------------------------------------------------- data
+@st.cache_resource(show_spinner="Loading CIFAR-10 ...", max_entries=2)
+def _cifar10(split: str, root: str, stamp: str) -> ImageSet:
+    return load_cifar10(split, Path(root), download=False)
+
+
+def cifar10(split: str = "test") -> tuple[ImageSet | None, str | None]:
+    """The split when it is on disk (never downloads), else ``None`` and the library's message."""
+    root = data_dir()
+    stamp = file_stamp(root / "cifar10" / f"{split}.npz") + file_stamp(root / "cifar-10-batches-py")
+    try:
+        return _cifar10(split, str(root), stamp), None
+    except DataUnavailableError as exc:
+        return None, str(exc)
+
+
+def download_cifar10() -> str | None:
+    """Fetch CIFAR-10 (both splits) when online; returns an error message or ``None``."""
+    try:
+        for split in ("test", "train"):
+            load_cifar10(split, download=True)
+    except DataUnavailableError as exc:
+        return str(exc)
+    _cifar10.clear()
+    return None
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def gallery_order(split: str, root: str, stamp: str, size: int, _labels: np.ndarray) -> np.ndarray:
+    """A seeded class-interleaved order of the whole split, for browsing every class at once."""
+    return balanced_subset(_labels, size, GALLERY_SEED)
+
+
+def cifar_gallery_order(images: ImageSet, split: str = "test") -> np.ndarray:
+    root = data_dir()
+    # the largest balanced size: every class contributes as many as the smallest class has
+    per_class = int(np.bincount(images.labels).min())
+    stamp = file_stamp(root / "cifar10" / f"{split}.npz")
+    return gallery_order(split, str(root), stamp, per_class * len(images.classes), images.labels)
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def imagenet_sample(root: str) -> list[tuple[str, int, str]]:
+    return [(str(item.path), item.label, item.class_name) for item in load_imagenet_sample(Path(root))]
+
+
+def imagenet_items() -> tuple[list[tuple[str, int, str]], str | None]:
+    try:
+        return imagenet_sample(str(data_dir())), None
+    except DataUnavailableError as exc:
+        return [], str(exc)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def read_image_file(path: str, stamp: str) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def model_input(model: torch.nn.Module, choice: state.ImageChoice) -> torch.Tensor:
+    """The image at the model's input size, (C,H,W) in [0, 1] (memoised per model and image)."""
+    key = (model_key(model), choice.image_id)
+    memo = state.get(state.X_MEMO)
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    x = prepare_image(Image.fromarray(choice.pixels), model.info)
+    state.put(state.X_MEMO, (key, x))
+    return x
+
+
+def effective_label(model: torch.nn.Module, choice: state.ImageChoice) -> int | None:
+    """The image's true label when it is in the model's class space, else ``None``."""
+    if choice.label is None or choice.label_space != model.info.dataset:
+        return None
+    return choice.label if 0 <= choice.label < len(model.info.class_names) else None
+
+
+# ---------------------------------------------------------------- profiles
+@st.cache_resource(show_spinner="Loading the threat profile ...", max_entries=4)
+def _profile_file(path: str, stamp: str) -> ThreatProfile:
+    return ThreatProfile.load(path)
+
+
+def load_profile_file(path: Path) -> ThreatProfile:
+    return _profile_file(str(path), file_stamp(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def profile_bytes(content_hash: str, n_indices: int, _profile: ThreatProfile) -> bytes:
+    """The profile as the file ThreatProfile.save writes, for a download button."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "profile.pt"
+        _profile.save(path)
+        return path.read_bytes()
+
+
+def bundled_profile_available() -> bool:
+    return BUNDLED_PROFILE.is_file()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def built_profile(
+    model_key: str,
+    split: str,
+    data_stamp: str,
+    n_images: int,
+    subset_seed: int,
+    attack_items: tuple[tuple[str, Any], ...],
+    k: int,
+    keep: str,
+    seed: int,
+    batch_size: int,
+    _model: torch.nn.Module,
+    _images: ImageSet,
+) -> ThreatProfile:
+    """Attack a seeded class-balanced calibration subset and fit the covariance (with progress)."""
+    indices = balanced_subset(_images.labels, n_images, subset_seed)
+    progress = JobProgress("Attacking the calibration images")
+    profile = build_profile(
+        _model,
+        _images.tensor(indices),
+        torch.from_numpy(_images.labels[indices]),
+        dataset="cifar10",
+        split=split,
+        indices=[int(i) for i in indices],
+        attack=AttackConfig(**dict(attack_items)),
+        k=k,
+        keep=keep,  # type: ignore[arg-type]
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    progress.finish()
+    return profile
+
+
+# ---------------------------------------------------------------- cached results
+@st.cache_data(show_spinner=False, max_entries=256)
+def probabilities(model_key: str, image_id: str, _model: torch.nn.Module, _x: torch.Tensor) -> np.ndarray:
+    return compute.class_probabilities(_model, _x)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def attack(
+    model_key: str,
+    image_id: str,
+    label: int,
+    config_items: tuple[tuple[str, Any], ...],
+    seed: int,
+    _model: torch.nn.Module,
+    _x: torch.Tensor,
+) -> dict[str, Any]:
+    """Square + FGSM on one image; tensors come back on the CPU."""
+    config = AttackConfig(**dict(config_items))
+    progress = JobProgress("Square Attack iterations")
+    result = square_then_fgsm(
+        _model,
+        _x.unsqueeze(0),
+        torch.tensor([label]),
+        config,
+        generator=torch.Generator().manual_seed(seed),
+        progress=progress,
+    )
+    progress.finish()
+    return {
+        "clean": result.clean[0].cpu(),
+        "adversarial": result.adversarial[0].cpu(),
+        "perturbation": result.perturbation[0].cpu(),
+        "clean_pred": int(result.clean_pred[0]),
+        "adv_pred": int(result.adv_pred[0]),
+        "success": bool(result.success[0]),
+        "queries": int(result.queries[0]),
+        "linf": float(result.linf[0]),
+        "l2": float(result.l2[0]),
+        "l1": float(result.l1[0]),
+    }
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def certificate(
+    model_key: str,
+    image_id: str,
+    method: str,
+    sigma: float,
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    seed: int,
+    profile_hash: str | None,
+    _model: torch.nn.Module,
+    _x: torch.Tensor,
+    _noise: Any,
+) -> dict[str, Any]:
+    """DCERT for one method (Cohen's CERTIFY with that method's noise)."""
+    progress = JobProgress(f"{_noise.method}: noise draws")
+    cert = certify(
+        _model, _x, _noise, n0, n, alpha, batch_size, torch.Generator().manual_seed(seed), progress=progress
+    )
+    progress.finish()
+    return dataclasses.asdict(cert)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def votes(
+    model_key: str,
+    image_id: str,
+    method: str,
+    sigma: float,
+    count: int,
+    seed: int,
+    profile_hash: str | None,
+    batch_size: int,
+    _model: torch.nn.Module,
+    _x: torch.Tensor,
+    _noise: Any,
+) -> dict[str, np.ndarray]:
+    progress = JobProgress(f"{_noise.method if _noise is not None else method}: base-model votes")
+    out = compute.noise_votes(
+        _model, _x, _noise, count, batch_size, torch.Generator().manual_seed(seed), progress=progress
+    )
+    progress.finish()
+    return out
+
+
+def data_dir_note() -> str:
+    env = os.environ.get("DSMOOTH_DATA_DIR")
+    return f"data folder {data_dir()}" + ("" if env else " (set DSMOOTH_DATA_DIR to use another)")

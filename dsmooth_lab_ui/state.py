@@ -1,0 +1,158 @@
+"""Session-state keys and the records kept in them, so results survive page switches.
+
+Every record carries the identity of what produced it (model key, image id, settings), so a page
+can tell a result that belongs to the current model and image from a stale one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+
+from dsmooth_core.covariance import LowRankCovariance
+from dsmooth_core.profiles import ThreatProfile
+
+# ---------------------------------------------------------------- keys
+MODEL = "dsl_model"  # ModelChoice
+MODEL_ERROR = "dsl_model_error"  # str: why the last model switch failed (the previous model stays)
+IMAGE = "dsl_image"  # ImageChoice | None
+IMAGE_ERROR = "dsl_image_error"  # str: why the last image choice failed (the previous image stays)
+UPLOAD_SEEN = "dsl_upload_seen"  # file id of the upload already processed
+ATTACK = "dsl_attack"  # AttackRecord | None
+PROFILE = "dsl_profile"  # ProfileChoice | None
+PROFILE_ERROR = "dsl_profile_error"
+PROFILE_NOTE = "dsl_profile_note"  # str: e.g. the requested rank k was clamped to the data's rank
+PROFILE_DEFAULT_TRIED = "dsl_profile_default_tried"
+CERTIFY = "dsl_certify"  # CertifyRecord | None
+NOISE_VOTES = "dsl_noise_votes"  # dict: the last vote count of the Noise explorer
+JOB_RUNNING = "dsl_job_running"  # dict: the job in progress (left behind if a run is interrupted)
+JOB_CANCEL = "dsl_job_cancel"  # bool: Cancel was pressed for the job in progress
+JOB_NOTE = "dsl_job_note"  # dict job -> message about the last interrupted job
+X_MEMO = "dsl_x_memo"  # (model key, image id) -> model input tensor
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A registry model by name; ``pretrained=False`` uses untrained weights (to try code paths offline)."""
+
+    name: str
+    pretrained: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class ImageChoice:
+    """The image being studied, as loaded (display pixels), with its label if known.
+
+    ``label`` indexes the classes of ``label_space`` (a data set name, e.g. ``cifar10``); it is used
+    only with models of that data set. ``dataset``/``split``/``index`` locate the image in a data set,
+    which lets DSmooth refuse images that were part of the profile's calibration set.
+    """
+
+    image_id: str
+    source: str
+    caption: str
+    pixels: np.ndarray  # (H, W, 3) uint8
+    label: int | None = None
+    label_name: str | None = None
+    label_space: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    index: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ProfileChoice:
+    """A threat profile with the rank and shrinkage chosen for it (no refit: with_rank/with_shrinkage)."""
+
+    profile: ThreatProfile
+    source: str
+    k: int
+    shrinkage: float = 0.0
+
+    @cached_property
+    def covariance(self) -> LowRankCovariance:
+        cov = self.profile.covariance
+        if self.k != cov.k:
+            cov = cov.with_rank(self.k)
+        return cov.with_shrinkage(self.shrinkage) if self.shrinkage else cov
+
+    @cached_property
+    def content_hash(self) -> str:
+        return self.covariance.content_hash()
+
+    def describe(self) -> str:
+        p = self.profile
+        return (
+            f"{self.source}: {p.dataset} {p.split}, {p.n_kept}/{p.n_attacked} perturbations, k = {self.k}, "
+            f"shrinkage = {self.shrinkage:g}"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class AttackRecord:
+    """One Square + FGSM run on the current image (tensors (C,H,W) on the CPU)."""
+
+    model_key: str
+    image_id: str
+    label: int
+    label_is_prediction: bool
+    config: dict[str, Any]
+    seed: int
+    clean: torch.Tensor
+    adversarial: torch.Tensor
+    perturbation: torch.Tensor
+    clean_pred: int
+    adv_pred: int
+    success: bool
+    queries: int
+    linf: float
+    l2: float
+    l1: float
+
+
+@dataclass(eq=False)
+class CertifyRecord:
+    """The last certification run: its settings and, per method, the certificate and its noise."""
+
+    model_key: str
+    image_id: str
+    settings: dict[str, Any]
+    label: int | None
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> certificate fields
+    noises: dict[str, Any] = field(default_factory=dict)  # method -> SmoothingNoise used
+
+
+def init() -> None:
+    """Defaults for a new session (the model is the bundled one; the image is chosen on page 1)."""
+    from dsmooth_core.models import DEFAULT_MODEL
+
+    defaults: dict[str, Any] = {
+        MODEL: ModelChoice(DEFAULT_MODEL),
+        MODEL_ERROR: None,
+        IMAGE: None,
+        IMAGE_ERROR: None,
+        UPLOAD_SEEN: None,
+        ATTACK: None,
+        PROFILE: None,
+        PROFILE_ERROR: None,
+        PROFILE_DEFAULT_TRIED: False,
+        CERTIFY: None,
+        JOB_CANCEL: False,
+        JOB_NOTE: {},
+    }
+    for key, value in defaults.items():
+        if key not in st.session_state:
+            st.session_state[key] = value
+
+
+def get(key: str, default: Any = None) -> Any:
+    return st.session_state.get(key, default)
+
+
+def put(key: str, value: Any) -> None:
+    st.session_state[key] = value

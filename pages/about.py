@@ -1,0 +1,109 @@
+"""Page 6: the method in brief, the theorems, and what each number on the other pages means."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dsmooth_lab_ui import nav
+
+nav.ensure_app()
+st.title("About DSmooth Lab")
+st.write(
+    "Randomized smoothing turns any classifier f into a smoothed classifier g that votes over noisy copies "
+    "of its input, and proves that g's answer cannot change inside a region around the image. DSmooth shapes "
+    "the noise like the perturbations a real attack produces; RandSmooth and LSmooth use isotropic noise."
+)
+
+st.subheader("The smoothed classifier")
+st.latex(r"g(x) = \arg\max_c \; \mathbb{P}\big(f(x + \varepsilon) = c\big), \qquad \varepsilon \sim P")
+st.write(
+    "Pixels are in [0, 1]; the noise is added without clipping (the guarantee is for the unclipped sum). "
+    "With p_A a lower confidence bound on the top class's probability, a certificate exists only when p_A > "
+    "1/2."
+)
+
+st.subheader("Three certificates")
+st.markdown("**RandSmooth** (Cohen et al., 2019): isotropic Gaussian, certified in l2.")
+st.latex(
+    r"\varepsilon \sim \mathcal{N}(0, \sigma^2 I), \qquad R_{2} = \sigma\, \Phi^{-1}(\underline{p_A}), "
+    r"\qquad \|\delta\|_2 < R_2 \Rightarrow g(x+\delta) = g(x)"
+)
+st.markdown("**LSmooth** (Teng et al., 2020): iid Laplace with scale lambda, certified in l1.")
+st.latex(
+    r"\varepsilon_i \sim \mathrm{Laplace}(0, \lambda), \qquad R_{1} = -\lambda \ln\!\big(2 (1 - "
+    r"\underline{p_A})\big), \qquad \|\delta\|_1 < R_1 \Rightarrow g(x+\delta) = g(x)"
+)
+st.caption(
+    "Teng et al.'s bound is max{lambda/2 ln(p_A/p_B), -lambda ln(1 - p_A + p_B)}; with p_B = 1 - p_A the "
+    "second term is the larger. The app matches variances: lambda = sigma / sqrt 2, so all three methods add "
+    "noise with the same per-pixel variance sigma^2."
+)
+st.markdown(
+    "**DSmooth** (the paper): anisotropic Gaussian shaped by the threat, certified in the Mahalanobis metric "
+    "of St."
+)
+st.latex(
+    r"S_t = \frac{S}{\det(S)^{1/d}}, \qquad \varepsilon \sim \mathcal{N}(0, \sigma^2 S_t), \qquad R_{M} = "
+    r"\sigma\, \Phi^{-1}(\underline{p_A})"
+)
+st.latex(r"\sqrt{\delta^\top S_t^{-1} \delta} < R_M \;\Rightarrow\; g(x+\delta) = g(x)")
+st.write(
+    "Why it holds: with St = L L^T, smoothing f with N(0, sigma^2 St) is smoothing h(u) = f(x + L u) with "
+    "N(0, sigma^2 I), and Cohen's l2 ball in u maps to the ellipsoid delta = L u. Since det St = 1, the "
+    "ellipsoid has the volume of the l2 ball of radius R_M, with semi-axes R_M sqrt(mu_i) (mu_i the "
+    "eigenvalues of St): it contains the l2 ball of radius R_M sqrt(mu_min) and no more. A Mahalanobis "
+    "radius is not an l2 guarantee."
+)
+
+st.subheader("The threat covariance S (probabilistic PCA)")
+st.write(
+    "S is the covariance of Square + FGSM perturbations gathered on calibration images disjoint from the "
+    "certified ones. With N perturbations in d dimensions the sample covariance is singular (rank < N), so "
+    "the app keeps the top k directions and spreads the remaining variance evenly:"
+)
+st.latex(
+    r"S_k = U_k \,\mathrm{diag}(\lambda_1 - \rho^2, \dots, \lambda_k - \rho^2)\, U_k^\top + \rho^2 I, "
+    r"\qquad \rho^2 = \frac{\operatorname{tr}(S) - \sum_{i \le k} \lambda_i}{d - k}"
+)
+st.latex(r"\log\det S_k = \sum_{i \le k} \ln \lambda_i + (d - k) \ln \rho^2")
+st.write(
+    "Shrinkage gamma in [0, 1] mixes the eigenvalues and the residual with the mean variance tr(S)/d; gamma "
+    "= 1 is exactly RandSmooth. Sampling costs O(d k) per draw and no d x d matrix is ever formed."
+)
+
+st.subheader("The Monte Carlo certificate (DCERT, Cohen's CERTIFY)")
+st.latex(
+    r"\hat c_A = \arg\max_c \,\#\{i \le n_0 : f(x + \varepsilon_i) = c\}, \qquad \underline{p_A} = "
+    r"\mathrm{Beta}^{-1}(\alpha;\; n_A,\; n - n_A + 1)"
+)
+st.write("The largest radius n draws can certify (all n votes for the top class) is reached at")
+st.latex(
+    r"\underline{p_A}^{\max} = \alpha^{1/n}, \qquad R^{\max} = \sigma\,\Phi^{-1}(\alpha^{1/n})\ \ "
+    r"(\text{Gaussian: } 2.46\,\sigma \text{ for } n = 10^3,\ 3.81\,\sigma \text{ for } n = 10^5,\ \alpha = "
+    r"10^{-3})"
+)
+
+st.subheader("What the numbers mean")
+st.markdown(
+    """
+- **p_lower** (p_A): a lower bound, holding with probability at least 1 - alpha, on the probability that
+  the base model returns the selected class under noise. It is computed from the n estimation draws.
+- **alpha**: the probability that a returned certificate is wrong (because of Monte Carlo bad luck). Smaller
+  alpha means more caution and smaller radii.
+- **ABSTAIN**: p_lower <= 1/2, so no class can be certified; the smoothed classifier declines to answer
+  rather than risk being wrong.
+- **Radius R**: every perturbation smaller than R *in the method's own metric* (l2, l1 or Mahalanobis of St)
+  leaves the smoothed prediction unchanged, with probability at least 1 - alpha over the sampling.
+- **Radius ceiling**: the radius when all n votes agree, i.e. the most that n draws can certify at this alpha.
+  A radius equal to its ceiling is limited by n, not by the model.
+- **n0 / n**: draws used to pick the class / to bound its probability. n0 can be small; n sets the ceiling.
+- **Certified against the attack**: the method returns the true label and the actual attack perturbation
+  lies inside its certified region. It is the one number that compares all three on the same threat.
+"""
+)
+st.subheader("Data caveat")
+st.write(
+    "The offline CIFAR-10 copy used on machines without internet went through JPEG compression (about 30 dB "
+    "PSNR): accuracies measured on it are a few points below published CIFAR-10 numbers."
+)
+nav.link(nav.MODEL_IMAGE, "Start: choose a model and an image")

@@ -1,0 +1,317 @@
+"""Page 3: the threat profile, i.e. DSmooth's covariance fitted to attack perturbations."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from dsmooth_core import Cancelled
+from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile
+from dsmooth_lab_ui import choices, compare, figures, jobs, nav, resources, state, widgets
+from dsmooth_lab_ui.images import eigen_images
+
+JOB = "profile"
+SOURCES = ("Bundled profile", "Load a profile file", "Build from calibration images")
+N_EIGEN_IMAGES = 8
+
+
+def _update_shape() -> None:
+    choice: state.ProfileChoice | None = state.get(state.PROFILE)
+    if choice is None:
+        return
+    state.put(
+        state.PROFILE,
+        dataclasses.replace(
+            choice,
+            k=int(st.session_state["profile_k"]),
+            shrinkage=float(st.session_state["profile_shrinkage"]),
+        ),
+    )
+
+
+def bundled_source() -> None:
+    if not resources.bundled_profile_available():
+        st.info(
+            f"No bundled profile ({resources.BUNDLED_PROFILE.name}) ships with this copy yet. Build one "
+            "below or load a file.",
+            icon=":material/info:",
+        )
+        return
+    st.caption(
+        f"{resources.BUNDLED_PROFILE.name}: built for the bundled ResNet-20 on the CIFAR-10 train split."
+    )
+    if st.button("Use the bundled profile", key="profile_use_bundled"):
+        try:
+            choices.use_profile(resources.load_profile_file(resources.BUNDLED_PROFILE), "bundled profile")
+        except (ValueError, OSError, KeyError) as exc:
+            state.put(state.PROFILE_ERROR, f"The bundled profile could not be read: {exc}")
+
+
+def file_source() -> None:
+    upload = st.file_uploader(
+        "Threat profile file (.pt, written by ThreatProfile.save)", type=["pt"], key="profile_file"
+    )
+    if upload is None or upload.file_id == st.session_state.get("profile_file_seen"):
+        return
+    st.session_state["profile_file_seen"] = upload.file_id
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "profile.pt"
+        path.write_bytes(upload.getvalue())
+        try:
+            profile = ThreatProfile.load(path)
+        except (ValueError, KeyError, OSError) as exc:
+            state.put(state.PROFILE_ERROR, f"{upload.name} is not a usable threat profile: {exc}")
+            return
+    choices.use_profile(profile, f"file {upload.name}")
+
+
+def build_source(model, note) -> None:
+    st.caption(
+        "The calibration images are attacked with the settings below and the covariance of the perturbations "
+        "is fitted (probabilistic PCA with k directions). Use the train split: images used for calibration "
+        "must not be certified (the certificate would leak)."
+    )
+    c1, c2, c3 = st.columns(3)
+    split = c1.selectbox("Calibration split", ["train", "test"], key="prof_split", persist_state="session")
+    n_images = c2.number_input(
+        "Calibration images",
+        min_value=2,
+        max_value=5000,
+        value=48,
+        step=16,
+        key="prof_n",
+        persist_state="session",
+    )
+    subset_seed = c3.number_input(
+        "Subset seed", min_value=0, value=0, key="prof_subset_seed", persist_state="session"
+    )
+    if split == "test":
+        st.warning(
+            "Calibrating on the test split: DSmooth will refuse to certify any test image in the calibration "
+            "set.",
+            icon=":material/warning:",
+        )
+    with st.expander("Attack used for calibration", expanded=False):
+        config = widgets.attack_settings("prof_", "conventional", overrides={"n_queries": 100})
+    c4, c5, c6, c7 = st.columns(4)
+    k = c4.number_input(
+        "Rank k to fit", min_value=1, max_value=512, value=16, key="prof_k", persist_state="session"
+    )
+    keep = c5.selectbox(
+        "Perturbations kept",
+        ["successful", "nonzero"],
+        key="prof_keep",
+        persist_state="session",
+        help="successful: only attacks that fooled the model; nonzero: every non-zero perturbation.",
+    )
+    seed = c6.number_input("Attack seed", min_value=0, value=0, key="prof_seed", persist_state="session")
+    batch = c7.number_input("Batch size", min_value=1, value=64, key="prof_batch", persist_state="session")
+    images, error = resources.cifar10(split)
+    if images is None:
+        st.error(error, icon=":material/cloud_off:")
+        return
+    if model.info.dataset != "cifar10":
+        st.error("Building a profile here needs a CIFAR-10 model (the calibration images are CIFAR-10).")
+        return
+    if not st.button("Build the profile", type="primary", disabled=config is None, icon=":material/build:"):
+        return
+    stamp = resources.file_stamp(resources.data_dir() / "cifar10" / f"{split}.npz")
+    try:
+        with jobs.running_job(JOB, "Building the profile", note):
+            profile = resources.built_profile(
+                resources.model_key(model),
+                split,
+                stamp,
+                int(n_images),
+                int(subset_seed),
+                widgets.config_items(config),
+                int(k),
+                keep,
+                int(seed),
+                int(batch),
+                model,
+                images,
+            )
+    except Cancelled as exc:
+        jobs.cancelled_message(JOB, "building the profile", exc)
+        return
+    except ValueError as exc:  # e.g. too few successful attacks to fit a covariance
+        state.put(state.PROFILE_ERROR, f"The profile could not be built: {exc}")
+        return
+    choices.use_profile(profile, f"built here ({split}, {profile.n_kept}/{profile.n_attacked} kept)")
+    if profile.covariance.k < int(k):
+        state.put(
+            state.PROFILE_NOTE,
+            f"Rank k = {int(k)} was asked for, but {profile.n_kept} perturbations allow at most rank "
+            f"{profile.covariance.rank}: the profile was fitted with k = {profile.covariance.k}. Attack more "
+            "calibration images for a higher rank.",
+        )
+
+
+def checks(model, choice: state.ProfileChoice) -> None:
+    try:
+        choice.profile.check_matches(model)
+    except ProfileMismatchError as exc:
+        st.error(f"{exc}. DSmooth will not certify with it on this model.", icon=":material/error:")
+    image = state.get(state.IMAGE)
+    if image is not None and image.dataset is not None and image.index is not None:
+        try:
+            choice.profile.check_disjoint(image.dataset, image.split, [image.index])
+        except ProfileMismatchError as exc:
+            st.error(f"The current image was used for calibration: {exc}", icon=":material/error:")
+        else:
+            st.success(
+                f"The current image ({image.caption}) is not among the {len(choice.profile.indices)} "
+                f"calibration images ({choice.profile.dataset} {choice.profile.split}).",
+                icon=":material/check_circle:",
+            )
+
+
+def profile_view(model, choice: state.ProfileChoice) -> None:
+    p = choice.profile
+    fitted = p.covariance
+    st.markdown(f"**In use:** {choice.describe()}")
+    checks(model, choice)
+    c = st.columns(4)
+    c[0].metric("Perturbations kept", f"{p.n_kept} / {p.n_attacked}", help=f"keep = {p.keep}")
+    c[1].metric("Fitted rank k", fitted.k, help=f"data rank {fitted.rank}; k is at most the data rank")
+    c[2].metric("Dimension d", f"{fitted.dim:,}")
+    c[3].metric(
+        "Calibration split",
+        f"{p.dataset} {p.split}",
+        help=f"built for {p.model_name}, weights {p.model_hash[:16]}",
+    )
+    if fitted.residual_floored:
+        st.warning("The residual variance was floored (k reached the data rank) to keep S positive definite.")
+
+    st.subheader("Rank and shrinkage (no refit)")
+    st.session_state.setdefault("profile_k", choice.k)
+    st.session_state.setdefault("profile_shrinkage", choice.shrinkage)
+    s1, s2 = st.columns(2)
+    s1.slider(
+        "Rank k in use",
+        min_value=1,
+        max_value=max(fitted.k, 2),
+        key="profile_k",
+        on_change=_update_shape,
+        disabled=fitted.k < 2,
+        help="Keep the top k directions; the dropped variance joins the isotropic residual.",
+    )
+    s2.slider(
+        "Shrinkage toward isotropy (0 = fitted, 1 = exactly RandSmooth)",
+        min_value=0.0,
+        max_value=1.0,
+        step=0.05,
+        key="profile_shrinkage",
+        on_change=_update_shape,
+    )
+    cov = choice.covariance
+    shape = compare.shape_summary(cov)
+    m = st.columns(4)
+    m[0].metric("mu_min (smallest eigenvalue of St)", f"{shape['mu_min']:.4g}")
+    m[1].metric("mu_max (largest eigenvalue of St)", f"{shape['mu_max']:.4g}")
+    m[2].metric("Axis ratio sqrt(mu_max / mu_min)", f"{shape['axis_ratio']:.3g}")
+    m[3].metric(
+        "(d/2) log mu_min",
+        f"{shape['inscribed_log_volume_ratio']:.4g}",
+        help="log of vol(inscribed l2 ball) / vol(ellipsoid), natural log: the l2 ball of radius "
+        "R sqrt(mu_min) that fits inside the ellipsoid has this much less log-volume.",
+    )
+    st.markdown(
+        "**Volume.** St = S / det(S)^(1/d) has determinant 1, so DSmooth's certified ellipsoid of radius R "
+        "has exactly the volume of the l2 ball of radius R: the shape moves volume around, it does not add "
+        "any. In every direction it still contains the l2 ball of radius R sqrt(mu_min) = "
+        f"{shape['inscribed_radius_factor']:.3g} R and it reaches R sqrt(mu_max) = "
+        f"{shape['axis_ratio'] * shape['inscribed_radius_factor']:.3g} R along its longest axis. A DSmooth "
+        "radius is a Mahalanobis radius, not an l2 guarantee."
+    )
+    st.caption(
+        f"log det S_k = {shape['logdet_S']:.5g}, det(S_k)^(1/d) = {shape['geometric_mean']:.4g}, residual "
+        f"variance rho^2 = {shape['residual_variance']:.4g}, explained variance of the fitted top "
+        f"{fitted.k}: {shape['explained_variance']:.1%}."
+    )
+
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(
+            figures.spectrum_figure(
+                fitted.base_eigenvalues.tolist(),
+                cov.eigenvalues.tolist(),
+                residual_fitted=fitted.base_residual,
+                residual_effective=cov.residual_variance,
+                k_used=cov.k,
+            ),
+            key="profile_spectrum",
+            width="stretch",
+        )
+    with right:
+        st.plotly_chart(
+            figures.explained_variance_figure(compare.cumulative_explained(fitted), cov.k),
+            key="profile_explained",
+            width="stretch",
+        )
+    pictures = eigen_images(cov.eigenvectors, tuple(cov.shape), N_EIGEN_IMAGES)
+    st.plotly_chart(
+        figures.image_grid(
+            [pictures],
+            col_titles=[
+                f"u{i + 1}<br>lambda {v:.2g}" for i, v in enumerate(cov.eigenvalues.tolist()[: len(pictures)])
+            ],
+            title="Top eigen-perturbations (the attack's main directions; sign arbitrary, around grey)",
+            cell_px=130,
+        ),
+        key="profile_eigen",
+        width="stretch",
+    )
+    st.caption("Download any chart as PNG with the camera icon in its toolbar.")
+    fitted_hash = fitted.content_hash()
+    st.download_button(
+        "Download this profile (.pt, as fitted; rank and shrinkage are chosen when used)",
+        resources.profile_bytes(fitted_hash, len(p.indices), p),
+        file_name=f"threat_profile_{p.model_name}_{p.split}_{fitted_hash[:8]}.pt",
+        mime="application/octet-stream",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+
+
+nav.ensure_app()
+st.title("Threat profile")
+st.write(
+    "DSmooth's noise is N(0, sigma^2 St), with St the covariance S of real attack perturbations rescaled to "
+    "determinant 1. S is estimated on calibration images that are never certified."
+)
+job_note = jobs.show_interrupted(JOB)
+current_model = resources.current_model()
+if current_model is None:
+    nav.need("Choose a model first (the current one could not be loaded).", nav.MODEL_IMAGE)
+else:
+    with st.container(border=True):
+        st.subheader("Get a profile")
+        st.session_state.setdefault(
+            "profile_source", SOURCES[0] if resources.bundled_profile_available() else SOURCES[2]
+        )
+        source = st.radio("Source", SOURCES, key="profile_source", horizontal=True, persist_state="session")
+        if source == SOURCES[0]:
+            bundled_source()
+        elif source == SOURCES[1]:
+            file_source()
+        else:
+            build_source(current_model, job_note)
+        note = state.get(state.PROFILE_NOTE)
+        if note:
+            st.warning(note, icon=":material/warning:")
+        error = state.get(state.PROFILE_ERROR)
+        if error:
+            st.error(error, icon=":material/error:")
+    current = state.get(state.PROFILE)
+    if current is None:
+        st.info(
+            "No threat profile yet: DSmooth cannot run without one. Get one above.", icon=":material/info:"
+        )
+    else:
+        profile_view(current_model, current)
+        nav.link(nav.NOISE, "Next: look at the noise it shapes")
