@@ -28,6 +28,19 @@ def _check_p(p_lower: float) -> float:
     return float(p_lower)
 
 
+def _check_radius(radius: float) -> float:
+    radius = float(radius)
+    if not radius >= 0:  # also rejects NaN; +inf (p_lower = 1 under Laplace) passes
+        raise ValueError(f"a certified radius must be >= 0, got {radius}")
+    return radius
+
+
+def _check_dim(dim: int) -> int:
+    if int(dim) != dim or dim < 1:
+        raise ValueError(f"the input dimension must be a positive integer, got {dim}")
+    return int(dim)
+
+
 class SmoothingNoise(ABC):
     """A smoothing distribution with the certificate it yields."""
 
@@ -53,6 +66,17 @@ class SmoothingNoise(ABC):
     @abstractmethod
     def radius(self, p_lower: float) -> float:
         """Certified radius for a lower bound ``p_lower`` > 1/2 on the top-class probability."""
+
+    @abstractmethod
+    def inscribed_l2_radius(self, radius: float, dim: int) -> float:
+        """Radius of the largest l2 ball inside the certified region of ``radius``, in ``dim`` pixels.
+
+        The l2 radius this certificate guarantees in every direction (MATH.md section 6).
+        """
+
+    @abstractmethod
+    def inscribed_l1_radius(self, radius: float, dim: int) -> float:
+        """Radius of the largest l1 ball inside the certified region of ``radius``, in ``dim`` pixels."""
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """Reject inputs this distribution was not built for."""
@@ -83,6 +107,16 @@ class IsotropicGaussian(SmoothingNoise):
 
     def radius(self, p_lower: float) -> float:
         return self.sigma * float(norm.ppf(_check_p(p_lower)))
+
+    def inscribed_l2_radius(self, radius: float, dim: int) -> float:
+        """The certified region is the l2 ball itself: R."""
+        _check_dim(dim)
+        return _check_radius(radius)
+
+    def inscribed_l1_radius(self, radius: float, dim: int) -> float:
+        """R: the l1 ball of radius R (hull of +-R e_i, each of l2 norm R) lies in the l2 ball of R."""
+        _check_dim(dim)
+        return _check_radius(radius)
 
     def describe(self) -> str:
         return f"RandSmooth, sigma={self.sigma:g} (l2)"
@@ -120,6 +154,15 @@ class Laplace(SmoothingNoise):
         p = _check_p(p_lower)
         return math.inf if p == 1.0 else -self.scale * math.log(2 * (1 - p))
 
+    def inscribed_l2_radius(self, radius: float, dim: int) -> float:
+        """R / sqrt(d), since ``||d||_1 <= sqrt(d) ||d||_2`` with equality along (1, ..., 1)."""
+        return _check_radius(radius) / math.sqrt(_check_dim(dim))
+
+    def inscribed_l1_radius(self, radius: float, dim: int) -> float:
+        """The certified region is the l1 ball itself: R."""
+        _check_dim(dim)
+        return _check_radius(radius)
+
     def describe(self) -> str:
         return f"LSmooth, scale={self.scale:g} (sigma={self.sigma:g} matched in variance, l1)"
 
@@ -145,13 +188,19 @@ class AnisotropicGaussian(SmoothingNoise):
     def radius(self, p_lower: float) -> float:
         return self.sigma * float(norm.ppf(_check_p(p_lower)))
 
-    def l2_inscribed_radius(self, radius: float) -> float:
-        """The l2 radius guaranteed in every direction: R sqrt(mu_min)."""
-        return radius * math.sqrt(self.covariance.mu_min)
+    def _check_pixels(self, dim: int) -> None:
+        if _check_dim(dim) != self.covariance.dim:
+            raise ValueError(f"{self.method} noise was built for {self.covariance.dim} pixels, got dim={dim}")
 
-    def l1_radius(self, radius: float) -> float:
-        """The exact l1 radius inside the certified ellipsoid (MATH.md section 6)."""
-        return radius * self.covariance.l1_radius_factor()
+    def inscribed_l2_radius(self, radius: float, dim: int) -> float:
+        """R sqrt(mu_min): the ellipsoid's shortest semi-axis, along the eigenvector of mu_min."""
+        self._check_pixels(dim)
+        return _check_radius(radius) * math.sqrt(self.covariance.mu_min)
+
+    def inscribed_l1_radius(self, radius: float, dim: int) -> float:
+        """R / sqrt(max_i (St^-1)_ii): exact, the worst vertex r e_i sits on the ellipsoid."""
+        self._check_pixels(dim)
+        return _check_radius(radius) * self.covariance.l1_radius_factor()
 
     def linf_radius_lower_bound(self, radius: float) -> float:
         return radius * math.sqrt(self.covariance.mu_min / self.covariance.dim)

@@ -4,8 +4,8 @@ Each method certifies a different region (an l2 ball, an l1 ball, a Mahalanobis 
 Certify page sets them side by side in shared terms: the l2 radius guaranteed in every direction,
 the l1 radius, a lower bound on the l_inf radius, the radius of the l2 ball of equal volume (a proxy
 that compares sizes, not a guarantee), and whether the actual attack perturbation lies inside.
-The radii of DSmooth come from its noise object (``dsmooth_core``); only the textbook norm
-inequalities for the isotropic methods and the l1-ball volume are written here.
+The l2 and l1 radii, and DSmooth's l_inf bound, come from the noise objects (``dsmooth_core``); only
+the l_inf bounds of the isotropic methods and the l1-ball volume are written here.
 """
 
 from __future__ import annotations
@@ -52,19 +52,19 @@ def l1_ball_equal_volume_l2_radius(radius: float, dim: int) -> float:
 def guarantee(noise: SmoothingNoise, radius: float, dim: int) -> Guarantee:
     """What a certificate of ``radius`` from ``noise`` guarantees (0 everywhere when it abstained)."""
     r = max(float(radius), 0.0)
+    l2, l1 = noise.inscribed_l2_radius(r, dim), noise.inscribed_l1_radius(r, dim)
     if isinstance(noise, AnisotropicGaussian):
         # det St = 1: the ellipsoid has the volume of the l2 ball of radius R, but only R sqrt(mu_min)
         # is guaranteed in every direction.
-        l2, l1, linf = noise.l2_inscribed_radius(r), noise.l1_radius(r), noise.linf_radius_lower_bound(r)
+        linf = noise.linf_radius_lower_bound(r)
         volume = r
     elif isinstance(noise, Laplace):
-        # ||d||_1 <= sqrt(d) ||d||_2 and ||d||_1 <= d ||d||_inf
-        l2, l1, linf = r / math.sqrt(dim), r, r / dim
+        # ||d||_1 <= d ||d||_inf
+        linf = r / dim
         volume = l1_ball_equal_volume_l2_radius(r, dim) if math.isfinite(r) else math.inf
     elif isinstance(noise, IsotropicGaussian):
-        # the l1 ball of radius R (hull of +-R e_i) lies in the l2 ball of radius R;
         # ||d||_2 <= sqrt(d) ||d||_inf
-        l2, l1, linf = r, r, r / math.sqrt(dim)
+        linf = r / math.sqrt(dim)
         volume = r
     else:
         raise TypeError(f"no comparison known for {type(noise).__name__}")

@@ -122,7 +122,7 @@ def test_guarantees_in_shared_metrics() -> None:
     noise = AnisotropicGaussian(0.25, cov)
     ds = compare.guarantee(noise, r, cov.dim)
     assert ds.l2_every_direction == pytest.approx(r * math.sqrt(cov.mu_min))
-    assert ds.l1 == pytest.approx(noise.l1_radius(r))
+    assert ds.l1 == pytest.approx(noise.inscribed_l1_radius(r, cov.dim))
     assert ds.equal_volume_l2 == r  # det St = 1
     assert compare.guarantee(IsotropicGaussian(0.25), 0.0, d).l2_every_direction == 0.0
 
@@ -225,9 +225,7 @@ def test_slice_figure_draws_each_certified_region_and_the_attack() -> None:
     delta[0, 1, 0] = 0.25
     fig, basis = reports.slice_figure(results, noises, delta, (1, 2, 2), count=181)
     names = [t.name for t in fig.data]
-    assert names[0].startswith("DSmooth: Mahalanobis (St) ball") and names[1].startswith(
-        "RandSmooth: l2 ball"
-    )
+    assert names[0].startswith("DSmooth: Mahalanobis (St) ball") and names[1].startswith("RandSmooth: l2 ball")
     assert "LSmooth: abstained (no region)" in names and "x + attack perturbation" in names
     star = fig.data[names.index("x + attack perturbation")]
     assert (star.x[0], star.y[0]) == pytest.approx((0.25, 0.0))
@@ -260,9 +258,7 @@ def test_heatmaps_share_one_scale_and_votes_are_grouped() -> None:
 
 
 def test_spectrum_and_explained_variance_figures() -> None:
-    fig = figures.spectrum_figure(
-        [4.0, 2.0, 1.0], [4.0, 2.0], residual_fitted=0.5, residual_effective=0.6, k_used=2
-    )
+    fig = figures.spectrum_figure([4.0, 2.0, 1.0], [4.0, 2.0], residual_fitted=0.5, residual_effective=0.6, k_used=2)
     assert fig.layout.yaxis.type == "log"
     assert [t.name for t in fig.data][2:] == ["fitted residual rho^2", "residual rho^2 in use"]
     assert list(fig.data[3].y) == [0.6, 0.6]
@@ -271,9 +267,7 @@ def test_spectrum_and_explained_variance_figures() -> None:
 
 
 def test_guarantee_bars_only_use_shared_metrics() -> None:
-    rows = [
-        {"method": "DSmooth", "l2 radius in every direction": 0.1, "l1 radius": 0.2, "R (own metric)": 9.0}
-    ]
+    rows = [{"method": "DSmooth", "l2 radius in every direction": 0.1, "l1 radius": 0.2, "R (own metric)": 9.0}]
     fig = figures.guarantee_bars(rows)
     assert list(fig.data[0].y) == [0.1, 0.2]  # the own-metric radius is never drawn next to l2 radii
     assert all("guaranteed" in x for x in fig.data[0].x)

@@ -6,12 +6,10 @@ measured in every metric, and every certificate restated as the largest l2 and l
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from dsmooth_core.covariance import LowRankCovariance
-from dsmooth_core.noise import AnisotropicGaussian, SmoothingNoise
+from dsmooth_core.noise import SmoothingNoise
 
 
 def perturbation_distances(delta: torch.Tensor, covariance: LowRankCovariance) -> dict[str, float]:
@@ -41,16 +39,12 @@ def is_covered(prediction: int, label: int, distance: float, radius: float) -> b
 def inscribed_radii(noise: SmoothingNoise, radius: float, dim: int) -> dict[str, float]:
     """Radii of the largest l2 and l1 balls inside the certified region of radius ``radius`` in ``dim`` pixels.
 
-    l2 ball of R: contains the l1 ball of R (its vertices +-R e_i have l2 norm R).
-    l1 ball of R: contains the l2 ball of R / sqrt(d), since ``||d||_1 <= sqrt(d) ||d||_2``.
-    Ellipsoid of St: contains the l2 ball of R sqrt(mu_min) and the l1 ball of R * l1_radius_factor.
+    The formulas belong to each noise (``inscribed_l2_radius``/``inscribed_l1_radius``); an abstention
+    (``radius <= 0``) certifies nothing.
     """
     if radius <= 0:
         return {"l2_inscribed": 0.0, "l1_radius": 0.0}
-    if isinstance(noise, AnisotropicGaussian):
-        return {"l2_inscribed": noise.l2_inscribed_radius(radius), "l1_radius": noise.l1_radius(radius)}
-    if noise.metric == "l2":
-        return {"l2_inscribed": radius, "l1_radius": radius}
-    if noise.metric == "l1":
-        return {"l2_inscribed": radius / math.sqrt(dim), "l1_radius": radius}
-    raise ValueError(f"no inscribed radii known for metric {noise.metric!r}")
+    return {
+        "l2_inscribed": noise.inscribed_l2_radius(radius, dim),
+        "l1_radius": noise.inscribed_l1_radius(radius, dim),
+    }
