@@ -56,9 +56,7 @@ def main() -> None:
     perturbations = torch.randn(500, 3, 32, 32, generator=g) * torch.rand(3, 32, 32, generator=g)
     covariance = LowRankCovariance.fit(perturbations, k=args.k)
     total = args.n0 + args.n
-    batches = [
-        torch.rand(min(args.batch, total - s), 3, 32, 32, device=device) for s in range(0, total, args.batch)
-    ]
+    batches = [torch.rand(min(args.batch, total - s), 3, 32, 32, device=device) for s in range(0, total, args.batch)]
 
     @torch.inference_mode()
     def raw_forward() -> None:
@@ -78,9 +76,7 @@ def main() -> None:
 
         run()
         rate = total / best_time(run, args.repeats)
-        print(
-            f"{noise.method:10s} ({noise.metric:11s}): {rate:,.0f} samples/s, ratio to raw forward {rate / raw:.3f}"
-        )
+        print(f"{noise.method:10s} ({noise.metric:11s}): {rate:,.0f} samples/s, ratio to raw forward {rate / raw:.3f}")
 
 
 if __name__ == "__main__":

@@ -141,9 +141,7 @@ def train(
             loss_sum += loss.item() * len(target)
             report(progress, epoch * steps_per_epoch + step + 1, total)
             if step % 50 == 0:
-                log(
-                    f"epoch {epoch + 1}/{config.epochs} step {step}/{steps_per_epoch} loss {loss_sum / seen:.3f}"
-                )
+                log(f"epoch {epoch + 1}/{config.epochs} step {step}/{steps_per_epoch} loss {loss_sum / seen:.3f}")
         spent += time.perf_counter() - began
         log(
             f"epoch {epoch + 1} done: train loss {loss_sum / seen:.3f}, noisy train acc "

@@ -110,9 +110,7 @@ def image_grid(
     return fig
 
 
-def image_strip(
-    images: Sequence[np.ndarray], titles: Sequence[str], *, title: str | None = None
-) -> go.Figure:
+def image_strip(images: Sequence[np.ndarray], titles: Sequence[str], *, title: str | None = None) -> go.Figure:
     """One row of images with a title above each."""
     return image_grid([list(images)], col_titles=titles, title=title, cell_px=220)
 
@@ -194,19 +192,13 @@ def spectrum_figure(
     idx_eff = np.arange(1, len(effective) + 1)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=idx_fit, y=list(fitted), mode="lines+markers", name="fitted lambda_i"))
-    fig.add_trace(
-        go.Scatter(x=idx_eff, y=list(effective), mode="lines+markers", name=f"in use (k = {k_used}, shrunk)")
-    )
+    fig.add_trace(go.Scatter(x=idx_eff, y=list(effective), mode="lines+markers", name=f"in use (k = {k_used}, shrunk)"))
     span = [1, max(len(fitted), len(effective), 1)]
     fig.add_trace(
-        go.Scatter(
-            x=span, y=[residual_fitted] * 2, mode="lines", line_dash="dot", name="fitted residual rho^2"
-        )
+        go.Scatter(x=span, y=[residual_fitted] * 2, mode="lines", line_dash="dot", name="fitted residual rho^2")
     )
     fig.add_trace(
-        go.Scatter(
-            x=span, y=[residual_effective] * 2, mode="lines", line_dash="dash", name="residual rho^2 in use"
-        )
+        go.Scatter(x=span, y=[residual_effective] * 2, mode="lines", line_dash="dash", name="residual rho^2 in use")
     )
     fig.update_layout(
         title="Eigenvalue spectrum of the threat covariance S",
@@ -275,14 +267,10 @@ def region_slice_figure(
         )
     for method in abstained:
         fig.add_trace(
-            go.Scatter(
-                x=[None], y=[None], mode="markers", name=f"{method}: abstained (no region)", showlegend=True
-            )
+            go.Scatter(x=[None], y=[None], mode="markers", name=f"{method}: abstained (no region)", showlegend=True)
         )
     fig.add_trace(
-        go.Scatter(
-            x=[0], y=[0], mode="markers", marker={"symbol": "x", "size": 10, "color": "black"}, name="image x"
-        )
+        go.Scatter(x=[0], y=[0], mode="markers", marker={"symbol": "x", "size": 10, "color": "black"}, name="image x")
     )
     if attack_point is not None:
         fig.add_trace(

@@ -48,11 +48,7 @@ class JobProgress:
         running = st.session_state.get(state.JOB_RUNNING)
         if isinstance(running, dict):
             running.update(done=done, total=total, step=self.label)
-        if (
-            done >= total
-            or fraction - self._last_fraction >= _MIN_STEP
-            or now - self._last_time >= _MIN_SECONDS
-        ):
+        if done >= total or fraction - self._last_fraction >= _MIN_STEP or now - self._last_time >= _MIN_SECONDS:
             self.bar.progress(fraction, text=f"{self.label}: {done:,} / {total:,}")
             self._last_fraction = fraction
             self._last_time = now
@@ -135,9 +131,7 @@ def running_job(job: str, title: str, note: Any = None):
             status.update(label=f"{title}: {what}", state="error", expanded=False)
             raise
         _finish(slot)
-    status.update(
-        label=f"{title}: done in {time.monotonic() - started:.1f} s", state="complete", expanded=False
-    )
+    status.update(label=f"{title}: done in {time.monotonic() - started:.1f} s", state="complete", expanded=False)
 
 
 def _finish(slot: Any) -> None:

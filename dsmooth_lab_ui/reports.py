@@ -80,9 +80,7 @@ def comparison_rows(
             correct = true_label is not None and cert["prediction"] == true_label
             row["attack size (own metric)"] = size
             row["attack inside region"] = is_inside
-            row["certified against the attack"] = (
-                bool(is_inside and correct) if true_label is not None else None
-            )
+            row["certified against the attack"] = bool(is_inside and correct) if true_label is not None else None
         row.update(
             {
                 "l2 radius in every direction": g.l2_every_direction,

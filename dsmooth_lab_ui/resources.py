@@ -279,9 +279,7 @@ def certificate(
 ) -> dict[str, Any]:
     """DCERT for one method (Cohen's CERTIFY with that method's noise)."""
     progress = JobProgress(f"{_noise.method}: noise draws")
-    cert = certify(
-        _model, _x, _noise, n0, n, alpha, batch_size, torch.Generator().manual_seed(seed), progress=progress
-    )
+    cert = certify(_model, _x, _noise, n0, n, alpha, batch_size, torch.Generator().manual_seed(seed), progress=progress)
     progress.finish()
     return dataclasses.asdict(cert)
 

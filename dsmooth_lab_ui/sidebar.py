@@ -24,12 +24,8 @@ def render(container) -> None:
             st.markdown(f"**Model** `{choice.name if choice else 'none'}` (not loaded)")
         else:
             info = model.info
-            trained = (
-                "untrained weights" if info.source == "untrained" else f"weights {info.weights_hash[:10]}"
-            )
-            st.markdown(
-                f"**Model** `{info.name}`  \n{info.dataset}, input {tuple(info.input_shape)}, {trained}"
-            )
+            trained = "untrained weights" if info.source == "untrained" else f"weights {info.weights_hash[:10]}"
+            st.markdown(f"**Model** `{info.name}`  \n{info.dataset}, input {tuple(info.input_shape)}, {trained}")
 
         image = state.get(state.IMAGE)
         if image is None:

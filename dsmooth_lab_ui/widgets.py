@@ -31,9 +31,7 @@ def _mark_custom(prefix: str) -> None:
     st.session_state[f"{prefix}preset"] = CUSTOM
 
 
-def attack_settings(
-    prefix: str, default_preset: str, overrides: dict[str, Any] | None = None
-) -> AttackConfig | None:
+def attack_settings(prefix: str, default_preset: str, overrides: dict[str, Any] | None = None) -> AttackConfig | None:
     """Every AttackConfig parameter, with the presets; returns ``None`` (and says why) when invalid."""
     if f"{prefix}preset" not in st.session_state:
         st.session_state[f"{prefix}preset"] = CUSTOM if overrides else default_preset
@@ -114,9 +112,7 @@ def config_items(config: AttackConfig) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(dataclasses.asdict(config).items()))
 
 
-def check_certify_inputs(
-    sigma: float | None, n0: int | None, n: int | None, alpha: float | None
-) -> list[str]:
+def check_certify_inputs(sigma: float | None, n0: int | None, n: int | None, alpha: float | None) -> list[str]:
     """Messages for every bad certification input (empty when all is well)."""
     problems = []
     if sigma is None or not sigma > 0:
@@ -129,7 +125,6 @@ def check_certify_inputs(
         problems.append(f"n must be at least 1 (got {n}).")
     if n0 is not None and n is not None and n0 > n:
         problems.append(
-            f"n0 ({n0}) is larger than n ({n}): n0 only selects the top class, n bounds its probability; use "
-            "n0 <= n."
+            f"n0 ({n0}) is larger than n ({n}): n0 only selects the top class, n bounds its probability; use n0 <= n."
         )
     return problems

@@ -39,8 +39,7 @@ st.caption(
     "noise with the same per-pixel variance sigma^2."
 )
 st.markdown(
-    "**DSmooth** (the paper): anisotropic Gaussian shaped by the threat, certified in the Mahalanobis metric "
-    "of St."
+    "**DSmooth** (the paper): anisotropic Gaussian shaped by the threat, certified in the Mahalanobis metric of St."
 )
 st.latex(
     r"S_t = \frac{S}{\det(S)^{1/d}}, \qquad \varepsilon \sim \mathcal{N}(0, \sigma^2 S_t), \qquad R_{M} = "

@@ -78,9 +78,7 @@ def show_result(model, record: state.AttackRecord, image: state.ImageChoice) -> 
         "fooled" if record.success else "not fooled",
         delta_color="inverse" if record.success else "normal",
     )
-    c[2].metric(
-        "Queries used", f"{record.queries:,}", help="Square's model queries, plus 1 for the FGSM gradient."
-    )
+    c[2].metric("Queries used", f"{record.queries:,}", help="Square's model queries, plus 1 for the FGSM gradient.")
     c[3].metric("Seed", record.seed)
     n = st.columns(3)
     n[0].metric("l_inf norm of delta", f"{record.linf:.4f} ({record.linf * 255:.1f}/255)")
@@ -103,15 +101,11 @@ current_image = state.get(state.IMAGE)
 if current_model is None:
     nav.need("Choose a model first (the current one could not be loaded).", nav.MODEL_IMAGE)
 elif current_image is None:
-    nav.need(
-        "Choose an image first: a CIFAR-10 test image, an ImageNet sample or an upload.", nav.MODEL_IMAGE
-    )
+    nav.need("Choose an image first: a CIFAR-10 test image, an ImageNet sample or an upload.", nav.MODEL_IMAGE)
 else:
     st.subheader("Settings")
     config = widgets.attack_settings("atk_", "conventional")
-    seed = st.columns(3)[0].number_input(
-        "Seed", min_value=0, value=0, step=1, key="atk_seed", persist_state="session"
-    )
+    seed = st.columns(3)[0].number_input("Seed", min_value=0, value=0, step=1, key="atk_seed", persist_state="session")
     if st.button("Run the attack", type="primary", disabled=config is None, icon=":material/bolt:"):
         run_attack(current_model, current_image, config, int(seed), note)
     record = state.get(state.ATTACK)

@@ -27,15 +27,11 @@ TABLE_COLUMNS = (  # shown on screen; the CSV has every column (settings include
     "seconds",
 )
 COMPARISON_HELP = {
-    "R (own metric)": st.column_config.NumberColumn(
-        format="%.4g", help="The certified radius in the method's metric"
-    ),
+    "R (own metric)": st.column_config.NumberColumn(format="%.4g", help="The certified radius in the method's metric"),
     "l2 radius in every direction": st.column_config.NumberColumn(
         format="%.4g", help="Largest l2 ball inside the certified region"
     ),
-    "l1 radius": st.column_config.NumberColumn(
-        format="%.4g", help="Largest l1 ball inside the certified region"
-    ),
+    "l1 radius": st.column_config.NumberColumn(format="%.4g", help="Largest l1 ball inside the certified region"),
     "l_inf radius (lower bound)": st.column_config.NumberColumn(
         format="%.4g", help="An l_inf ball of this radius lies inside the region"
     ),
@@ -87,9 +83,7 @@ def settings(profile) -> tuple[list[str], dict | None]:
         "Laplace scale sigma / sqrt 2, matched in variance; DSmooth: N(0, sigma^2 St), det St = 1)."
     )
     if GPU:
-        st.info(
-            "A GPU is available: n = 100,000 (as in the paper) raises the radius ceiling to about 3.8 sigma."
-        )
+        st.info("A GPU is available: n = 100,000 (as in the paper) raises the radius ceiling to about 3.8 sigma.")
     problems = widgets.check_certify_inputs(sigma, n0, n, alpha)
     for problem in problems:
         st.error(problem, icon=":material/error:")
@@ -188,9 +182,7 @@ def show(model, image, x, record: state.CertifyRecord) -> None:
         "image lies inside each certified region (||d||_2 < R, ||d||_1 < R, Mahalanobis(d) < R)."
     )
     comparison = reports.comparison_rows(record.results, record.noises, delta, x.numel(), record.label)
-    st.dataframe(
-        pd.DataFrame(comparison), hide_index=True, key="cert_comparison", column_config=COMPARISON_HELP
-    )
+    st.dataframe(pd.DataFrame(comparison), hide_index=True, key="cert_comparison", column_config=COMPARISON_HELP)
     if delta is None:
         st.info("Run the attack on this image to see whether its perturbation lies inside each region.")
         nav.link(nav.ATTACK)
@@ -204,9 +196,7 @@ def show(model, image, x, record: state.CertifyRecord) -> None:
     with left:
         st.plotly_chart(figures.guarantee_bars(comparison), key="cert_bars", width="stretch")
     with right:
-        whole = st.toggle(
-            "Show the whole regions", key="cert_slice_whole", help="Off: zoom on the attack point."
-        )
+        whole = st.toggle("Show the whole regions", key="cert_slice_whole", help="Off: zoom on the attack point.")
         fig, _ = reports.slice_figure(record.results, record.noises, delta, tuple(x.shape), zoom=not whole)
         st.plotly_chart(fig, key="cert_slice", width="stretch")
     st.caption(

@@ -28,9 +28,7 @@ def _switch_model() -> None:
     try:
         resources.get_model(wanted)
     except Exception as exc:  # the library explains (offline, weights missing, hub code missing)
-        state.put(
-            state.MODEL_ERROR, f"Could not load {wanted.name}: {exc} The previous model stays selected."
-        )
+        state.put(state.MODEL_ERROR, f"Could not load {wanted.name}: {exc} The previous model stays selected.")
         st.session_state["model_select"] = current.name
         st.session_state["model_untrained"] = not current.pretrained
         return
@@ -163,9 +161,7 @@ def imagenet_picker() -> None:
         "ImageNet models."
     )
     names = [f"{name} ({label})" for _, label, name in items]
-    pick = st.selectbox(
-        "ImageNet sample image", range(len(items)), format_func=lambda i: names[i], key="inet_pick"
-    )
+    pick = st.selectbox("ImageNet sample image", range(len(items)), format_func=lambda i: names[i], key="inet_pick")
     path, label, name = items[pick]
     col1, col2 = st.columns([1, 3], vertical_alignment="bottom")
     col1.image(resources.read_image_file(path, resources.file_stamp(Path(path))), width=160)
@@ -233,9 +229,7 @@ def prediction_section(model) -> None:
     image: state.ImageChoice | None = state.get(state.IMAGE)
     st.subheader("Prediction of the base model")
     if image is None:
-        st.info(
-            "Choose an image above (or upload one) to see the model's prediction.", icon=":material/info:"
-        )
+        st.info("Choose an image above (or upload one) to see the model's prediction.", icon=":material/info:")
         return
     x = resources.model_input(model, image)
     probs = resources.probabilities(resources.model_key(model), image.image_id, model, x)
@@ -244,9 +238,7 @@ def prediction_section(model) -> None:
     top = int(np.argmax(probs))
     left, right = st.columns([1, 2])
     with left:
-        st.image(
-            upscale(to_uint8(x), max(1, 192 // x.shape[-1])), caption=f"{image.caption}, as the model sees it"
-        )
+        st.image(upscale(to_uint8(x), max(1, 192 // x.shape[-1])), caption=f"{image.caption}, as the model sees it")
         st.metric("Predicted class", classes[top], f"{probs[top]:.1%} softmax probability", delta_color="off")
         if label is None:
             st.caption("True label unknown for this model: the attack will target the model's prediction.")

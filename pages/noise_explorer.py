@@ -38,9 +38,7 @@ def sample_grids(x, methods, sigmas, profile, seed: int) -> None:
     rows = [METHOD_NAMES[m] for m in methods]
     cols = [f"sigma = {s:g}" for s in sigmas]
     st.plotly_chart(
-        figures.image_grid(
-            noisy_rows, row_titles=rows, col_titles=cols, title="Noisy images x + e", cell_px=150
-        ),
+        figures.image_grid(noisy_rows, row_titles=rows, col_titles=cols, title="Noisy images x + e", cell_px=150),
         key="noise_noisy_grid",
         width="stretch",
     )
@@ -50,9 +48,7 @@ def sample_grids(x, methods, sigmas, profile, seed: int) -> None:
         "2). Same seed in every cell. Download as PNG with the camera icon in the chart's toolbar."
     )
     st.plotly_chart(
-        figures.image_grid(
-            noise_rows, row_titles=rows, col_titles=cols, title="Noise samples e", cell_px=150
-        ),
+        figures.image_grid(noise_rows, row_titles=rows, col_titles=cols, title="Noise samples e", cell_px=150),
         key="noise_raw_grid",
         width="stretch",
     )
@@ -115,9 +111,7 @@ def votes_section(model, x, image, methods, sigmas, profile, note) -> None:
         st.caption("Press the button to draw noise, run the model on every noisy copy and count its votes.")
         return
     if record["model_key"] != key or record["image_id"] != image.image_id:
-        st.warning(
-            "These votes are for another model or image; count again to update.", icon=":material/history:"
-        )
+        st.warning("These votes are for another model or image; count again to update.", icon=":material/history:")
     results = record["results"]
     classes = model.info.class_names
     st.plotly_chart(
@@ -174,9 +168,7 @@ else:
         key="noise_sigmas",
         persist_state="session",
     )
-    sample_seed = c2.number_input(
-        "Sample seed", min_value=0, value=0, key="noise_seed", persist_state="session"
-    )
+    sample_seed = c2.number_input("Sample seed", min_value=0, value=0, key="noise_seed", persist_state="session")
     levels = sorted(levels)
     if not levels:
         st.error("Choose at least one noise level.", icon=":material/error:")

@@ -40,9 +40,7 @@ def bundled_source() -> None:
             icon=":material/info:",
         )
         return
-    st.caption(
-        f"{resources.BUNDLED_PROFILE.name}: built for the bundled ResNet-20 on the CIFAR-10 train split."
-    )
+    st.caption(f"{resources.BUNDLED_PROFILE.name}: built for the bundled ResNet-20 on the CIFAR-10 train split.")
     if st.button("Use the bundled profile", key="profile_use_bundled"):
         try:
             choices.use_profile(resources.load_profile_file(resources.BUNDLED_PROFILE), "bundled profile")
@@ -85,21 +83,16 @@ def build_source(model, note) -> None:
         key="prof_n",
         persist_state="session",
     )
-    subset_seed = c3.number_input(
-        "Subset seed", min_value=0, value=0, key="prof_subset_seed", persist_state="session"
-    )
+    subset_seed = c3.number_input("Subset seed", min_value=0, value=0, key="prof_subset_seed", persist_state="session")
     if split == "test":
         st.warning(
-            "Calibrating on the test split: DSmooth will refuse to certify any test image in the calibration "
-            "set.",
+            "Calibrating on the test split: DSmooth will refuse to certify any test image in the calibration set.",
             icon=":material/warning:",
         )
     with st.expander("Attack used for calibration", expanded=False):
         config = widgets.attack_settings("prof_", "conventional", overrides={"n_queries": 100})
     c4, c5, c6, c7 = st.columns(4)
-    k = c4.number_input(
-        "Rank k to fit", min_value=1, max_value=512, value=16, key="prof_k", persist_state="session"
-    )
+    k = c4.number_input("Rank k to fit", min_value=1, max_value=512, value=16, key="prof_k", persist_state="session")
     keep = c5.selectbox(
         "Perturbations kept",
         ["successful", "nonzero"],
@@ -257,9 +250,7 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
     st.plotly_chart(
         figures.image_grid(
             [pictures],
-            col_titles=[
-                f"u{i + 1}<br>lambda {v:.2g}" for i, v in enumerate(cov.eigenvalues.tolist()[: len(pictures)])
-            ],
+            col_titles=[f"u{i + 1}<br>lambda {v:.2g}" for i, v in enumerate(cov.eigenvalues.tolist()[: len(pictures)])],
             title="Top eigen-perturbations (the attack's main directions; sign arbitrary, around grey)",
             cell_px=130,
         ),
@@ -309,9 +300,7 @@ else:
             st.error(error, icon=":material/error:")
     current = state.get(state.PROFILE)
     if current is None:
-        st.info(
-            "No threat profile yet: DSmooth cannot run without one. Get one above.", icon=":material/info:"
-        )
+        st.info("No threat profile yet: DSmooth cannot run without one. Get one above.", icon=":material/info:")
     else:
         profile_view(current_model, current)
         nav.link(nav.NOISE, "Next: look at the noise it shapes")

@@ -393,9 +393,7 @@ def test_certify_three_methods_compares_honestly_and_caches(app_with_profile: Ap
         ("cert_n0", 500, "n0 (500) is larger than n"),
     ],
 )
-def test_certify_refuses_bad_inputs_and_keeps_results(
-    app_env: Path, key: str, value: float, message: str
-) -> None:
+def test_certify_refuses_bad_inputs_and_keeps_results(app_env: Path, key: str, value: float, message: str) -> None:
     at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
     at.switch_page(nav.CERTIFY).run()
     at.multiselect(key="cert_methods").set_value(["RandSmooth"])

@@ -26,9 +26,7 @@ CONFIG = AttackConfig(eps_inf=0.1, n_queries=25, p_init=0.1, fgsm="l2", eps_fgsm
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)
-    ).eval()
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)).eval()
 
 
 @pytest.fixture(scope="module")

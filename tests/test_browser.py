@@ -113,9 +113,7 @@ def set_number(page, label: str, value: int | float) -> None:
 
 def go(page, title: str) -> None:
     page.get_by_role("link", name=title, exact=True).first.click()
-    page.get_by_role("heading", level=1).filter(has_text=re.compile(title.split(" ")[0])).wait_for(
-        timeout=60_000
-    )
+    page.get_by_role("heading", level=1).filter(has_text=re.compile(title.split(" ")[0])).wait_for(timeout=60_000)
     wait_idle(page)
 
 

@@ -92,9 +92,7 @@ def test_abstains_on_a_coin_flip(x):
         generator=torch.Generator().manual_seed(2),
     )
     assert cert.prediction == ABSTAIN and cert.radius == 0.0 and cert.abstained
-    assert (
-        predict(coin, x, IsotropicGaussian(0.5), 400, 0.001, 100, torch.Generator().manual_seed(2)) == ABSTAIN
-    )
+    assert predict(coin, x, IsotropicGaussian(0.5), 400, 0.001, 100, torch.Generator().manual_seed(2)) == ABSTAIN
 
 
 def test_predict_returns_the_clear_winner(model, x):
@@ -162,9 +160,7 @@ def test_input_must_be_one_image_in_unit_range(model, bad_x):
 def test_dsmooth_rejects_other_shapes(model):
     cov = LowRankCovariance.fit(anisotropic_perturbations(20, SHAPE, seed=0), k=2)
     with pytest.raises(ValueError, match="shape"):
-        certify(
-            model, torch.zeros(3, 8, 8), AnisotropicGaussian(0.5, cov), 10, 10, 0.01, 4, torch.Generator()
-        )
+        certify(model, torch.zeros(3, 8, 8), AnisotropicGaussian(0.5, cov), 10, 10, 0.01, 4, torch.Generator())
 
 
 def test_progress_reports_and_cancel(model, x):
@@ -227,7 +223,5 @@ def test_other_errors_propagate(x):
 
 def test_dsmooth_certifies_end_to_end(model, x):
     cov = LowRankCovariance.fit(anisotropic_perturbations(60, SHAPE, seed=1), k=4)
-    cert = certify(
-        model, x, AnisotropicGaussian(0.25, cov), 30, 500, 0.001, 100, torch.Generator().manual_seed(0)
-    )
+    cert = certify(model, x, AnisotropicGaussian(0.25, cov), 30, 500, 0.001, 100, torch.Generator().manual_seed(0))
     assert cert.metric == "mahalanobis" and cert.method == "DSmooth"

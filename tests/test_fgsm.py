@@ -12,9 +12,7 @@ from dsmooth_core.attacks import fgsm_l2, fgsm_linf, fgsm_step_l2, fgsm_step_lin
 @pytest.fixture
 def model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)
-    ).eval()
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
 
 
 @pytest.fixture

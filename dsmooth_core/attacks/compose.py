@@ -71,9 +71,7 @@ def square_then_fgsm(
     for index, start in enumerate(starts):
         part = slice(start, start + size)
         offset = index * steps_per_chunk
-        chunks.append(
-            _attack_chunk(model, x[part], y[part], keys[part], config, _shifted(progress, offset, total))
-        )
+        chunks.append(_attack_chunk(model, x[part], y[part], keys[part], config, _shifted(progress, offset, total)))
         report(progress, offset + steps_per_chunk, total)
     adversarial, queries, clean_pred, adv_pred = (torch.cat(column) for column in zip(*chunks, strict=True))
     clean, labels = x.detach().clone(), y.detach().to(x.device).clone()

@@ -36,9 +36,7 @@ class AttackConfig:
 
 PRESETS: dict[str, AttackConfig] = {
     # The paper's numbers (Sec. 5): very large for [0, 1] images, kept for reproduction.
-    "paper": AttackConfig(
-        eps_inf=0.5, n_queries=5000, p_init=0.05, fgsm="l2", eps_fgsm=0.5, project_linf=False
-    ),
+    "paper": AttackConfig(eps_inf=0.5, n_queries=5000, p_init=0.05, fgsm="l2", eps_fgsm=0.5, project_linf=False),
     # The usual CIFAR-10 l_inf budget 8/255 with the reference's p_init. 1000 queries keep gathering
     # the calibration set affordable on a CPU. The paper's l2 FGSM step is kept, but the projection
     # brings the final image back into the 8/255 ball, so the threat stays a standard l_inf one.

@@ -78,9 +78,7 @@ def run(args: argparse.Namespace) -> int:
             print("\t".join(COLUMNS), file=out, flush=True)
         for count, index in enumerate(todo, 1):
             x, label = data.tensor([index])[0], int(data.labels[index])
-            cert = certify(
-                model, x, noise, args.n0, args.n, args.alpha, args.batch, image_generator(args.seed, index)
-            )
+            cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, image_generator(args.seed, index))
             row = (
                 index,
                 label,
@@ -94,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
             )
             print("\t".join(map(str, row)), file=out, flush=True)
             print(
-                f"[{count}/{len(todo)}] idx {index}: predict {cert.prediction} radius {cert.radius:.4f} "
-                f"({cert.metric})"
+                f"[{count}/{len(todo)}] idx {index}: predict {cert.prediction} radius {cert.radius:.4f} ({cert.metric})"
             )
     return 0
