@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from dsmooth_lab_ui import choices, state
+from dsmooth_lab_ui import choices, resources, state
 
 MODEL_IMAGE = "pages/model_image.py"
 ATTACK = "pages/attack.py"
@@ -54,3 +56,16 @@ def ensure_app() -> None:
     except StreamlitAPIException:  # run standalone (no app.py beside it): set the session up here
         state.init()
         choices.ensure_defaults()
+
+
+def model_and_image() -> tuple[Any, Any] | None:
+    """The current model and image, or None after telling the user what to choose first."""
+    model = resources.current_model()
+    image = state.get(state.IMAGE)
+    if model is None:
+        need("Choose a model first (the current one could not be loaded).", MODEL_IMAGE)
+    elif image is None:
+        need("Choose an image first: a CIFAR-10 test image, an ImageNet sample or an upload.", MODEL_IMAGE)
+    else:
+        return model, image
+    return None

@@ -96,13 +96,9 @@ st.write(
     "profile page); here you see one such perturbation on the current image."
 )
 note = jobs.show_interrupted(JOB)
-current_model = resources.current_model()
-current_image = state.get(state.IMAGE)
-if current_model is None:
-    nav.need("Choose a model first (the current one could not be loaded).", nav.MODEL_IMAGE)
-elif current_image is None:
-    nav.need("Choose an image first: a CIFAR-10 test image, an ImageNet sample or an upload.", nav.MODEL_IMAGE)
-else:
+current = nav.model_and_image()
+if current is not None:
+    current_model, current_image = current
     st.subheader("Settings")
     config = widgets.attack_settings("atk_", "conventional")
     seed = st.columns(3)[0].number_input("Seed", min_value=0, value=0, step=1, key="atk_seed", persist_state="session")

@@ -148,13 +148,9 @@ st.write(
     "sigma^2 I), LSmooth iid Laplace with matched variance, DSmooth N(0, sigma^2 St)."
 )
 note = jobs.show_interrupted(JOB)
-current_model = resources.current_model()
-current_image = state.get(state.IMAGE)
-if current_model is None:
-    nav.need("Choose a model first (the current one could not be loaded).", nav.MODEL_IMAGE)
-elif current_image is None:
-    nav.need("Choose an image first.", nav.MODEL_IMAGE)
-else:
+current = nav.model_and_image()
+if current is not None:
+    current_model, current_image = current
     x_in = resources.model_input(current_model, current_image)
     prof, why = choices.usable_profile(current_model, x_in.shape)
     if prof is None:
