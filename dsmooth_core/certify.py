@@ -73,7 +73,7 @@ class _VoteCounter:
             size = min(self.batch_size, remaining)
             try:
                 noise = self.noise.sample(size, self.x.shape[1:], self.generator, self.device)
-                logits = self.model(self.x + noise)
+                logits = self.model(noise.add_(self.x))
             except RuntimeError as exc:
                 if not is_out_of_memory(exc) or self.batch_size == 1:
                     raise

@@ -142,10 +142,13 @@ class Laplace(SmoothingNoise):
         return self.scale * math.sqrt(2)
 
     def sample(self, count, shape, generator, device="cpu", dtype=torch.float32):
-        # A Laplace variable is the difference of two iid exponentials; exponential_ takes a generator.
-        pair = torch.empty((2, count, *shape), device=generator.device, dtype=dtype)
-        pair.exponential_(generator=generator)
-        return (pair[0] - pair[1]).mul_(self.scale).to(device)
+        # One uniform per pixel gives both the sign (which half of (0, 1] it falls in) and an independent
+        # uniform v on (0, 1] within that half, so -log(v) is Exp(1) and never infinite. This costs one
+        # uniform and one log per pixel, a third of torch's exponential_ pair on a CPU.
+        w = torch.rand((count, *shape), generator=generator, device=generator.device, dtype=dtype).neg_().add_(1)
+        upper = (w > 0.5).to(dtype)
+        magnitude = w.mul_(2).sub_(upper).log_().neg_()
+        return magnitude.mul_(upper.mul_(2 * self.scale).sub_(self.scale)).to(device)
 
     def distance(self, delta: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(delta, ord=1, dim=tuple(range(-3, 0)))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
+from scipy.stats import ks_2samp, kstest, laplace, norm
 
 from dsmooth_core import AnisotropicGaussian, IsotropicGaussian, Laplace, LowRankCovariance, certify
 from tests.oracles import LinearClassifier, PixelThreshold, anisotropic_perturbations, dense_normalized
@@ -57,6 +57,17 @@ def test_lsmooth_exact_radius_is_l1_distance():
     scale, x0, t = 0.3, 0.8, 0.55
     p_exact = 1 - math.exp(-(x0 - t) / scale) / 2
     assert Laplace(scale).radius(p_exact) == pytest.approx(x0 - t, rel=1e-6)
+
+
+def test_laplace_draws_follow_the_laplace_law():
+    scale = 0.3
+    draws = Laplace(scale).sample(100_000, (1, 1, 2), torch.Generator().manual_seed(1)).flatten().double()
+    assert bool(torch.isfinite(draws).all())
+    assert kstest(draws.numpy(), laplace(scale=scale).cdf).pvalue > 0.01
+    # The sign and the magnitude come from one uniform: they must be independent.
+    positive, negative = draws[draws > 0], -draws[draws < 0]
+    assert ks_2samp(positive.numpy(), negative.numpy()).pvalue > 0.01
+    assert abs(float((draws > 0).double().mean()) - 0.5) < 0.01
 
 
 def test_laplace_from_sigma_matches_variance():
