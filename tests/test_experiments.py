@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
+import plotly.graph_objects as go
 import pytest
 import torch
 from torch import nn
@@ -28,6 +30,7 @@ from dsmooth_core.experiments import (
     load_records,
     parse_shard,
     perturbation_distances,
+    png_export,
     read_records,
     run_experiment,
     time_table,
@@ -318,7 +321,7 @@ def test_report_falls_back_to_html_when_png_export_fails(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no Chromium here")
 
-    monkeypatch.setattr(report_module.pio, "write_images", broken)
+    monkeypatch.setattr(report_module, "export_png", broken)
     records = [rec(i, m, radius=0.5) for i in range(3) for m in ("dsmooth", "randsmooth", "lsmooth")]
     files = write_report(records, tmp_path / "out", gamma=0.01)
     assert files.note and "no Chromium here" in files.note
@@ -330,6 +333,14 @@ def test_report_falls_back_to_html_when_png_export_fails(tmp_path, monkeypatch):
         "certified_against_attack.csv",
         "time_per_image.csv",
     }
+
+
+def test_a_stalled_png_export_is_killed(tmp_path, monkeypatch):
+    monkeypatch.setattr(png_export, "_EXPORT_SCRIPT", "import time; time.sleep(60)")
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError, match="did not finish"):
+        png_export.export_png([go.Figure()], [tmp_path / "a.png"], width=100, timeout=1)
+    assert time.perf_counter() - started < 20
 
 
 # ---------------------------------------------------------------- the command line, end to end

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Literal
 
 import plotly.graph_objects as go
-import plotly.io as pio
 
 from dsmooth_core.experiments.analysis import (
     ABLATION_PARAMS,
@@ -26,6 +25,7 @@ from dsmooth_core.experiments.analysis import (
     time_table,
 )
 from dsmooth_core.experiments.figures import ablation_figure, accuracy_figure, attack_figure, time_figure
+from dsmooth_core.experiments.png_export import export_png
 from dsmooth_core.experiments.records import Record
 
 CURVES = {"certified_accuracy": "radius", "certified_accuracy_l2": "l2_inscribed", "certified_accuracy_l1": "l1_radius"}
@@ -87,9 +87,9 @@ def _write_charts(figures: dict[str, go.Figure], out: Path, image_format: ImageF
     if image_format == "png":
         paths = [out / f"{name}.png" for name in figures]
         try:
-            pio.write_images(list(figures.values()), paths, width=CHART_WIDTH)
+            export_png(list(figures.values()), paths, width=CHART_WIDTH)
             return paths, None
-        except Exception as exc:  # kaleido without a usable Chromium raises many kinds of error
+        except Exception as exc:  # no usable Chromium, a kaleido error, or a stalled browser
             note = f"PNG export failed ({type(exc).__name__}: {exc}); the charts were written as HTML instead"
     paths = [out / f"{name}.html" for name in figures]
     for path, fig in zip(paths, figures.values(), strict=True):
