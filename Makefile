@@ -28,5 +28,5 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/bench_certify.py
-	$(BIN)/python benchmarks/bench_threat.py
+	PYTHONPATH=. $(BIN)/python benchmarks/bench_certify.py
+	PYTHONPATH=. $(BIN)/python benchmarks/bench_threat.py
