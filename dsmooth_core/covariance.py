@@ -233,7 +233,7 @@ class LowRankCovariance:
 
     def _device_cache(self, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         """Eigenvectors and scales cast once per (device, dtype) instead of once per batch."""
-        key = (str(device), dtype, self.shrinkage)
+        key = (str(device), dtype)  # shrinkage and rank changes make a new object, with its own cache
         cache: dict[Any, dict[str, Any]] = self.__dict__.setdefault("_cache", {})
         if key not in cache:
             gm = self.geometric_mean
