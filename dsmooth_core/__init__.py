@@ -5,7 +5,7 @@ shapes DSmooth's noise, and Cohen's Monte Carlo ``predict``/``certify``. Inputs 
 [0, 1] pixel space; every random draw comes from an explicit ``torch.Generator``.
 """
 
-from dsmooth_core.certify import ABSTAIN, Certificate, certify, predict, radius_ceiling
+from dsmooth_core.certify import ABSTAIN, Certificate, at_level, certify, predict, radius_ceiling
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.device import pick_device
 from dsmooth_core.noise import AnisotropicGaussian, IsotropicGaussian, Laplace, SmoothingNoise
@@ -20,6 +20,7 @@ __all__ = [
     "Laplace",
     "LowRankCovariance",
     "SmoothingNoise",
+    "at_level",
     "certify",
     "pick_device",
     "predict",

@@ -141,9 +141,32 @@ def certify(
     start = time.perf_counter()
     counter = _VoteCounter(model, x, noise, batch_size, generator, progress, n0 + n)
     selection = counter.count(n0)
-    top_class = int(selection.argmax())
     estimation = counter.count(n)
-    p_lower = clopper_pearson_lower(int(estimation[top_class]), n, alpha)
+    return _conclude(noise, selection.tolist(), estimation.tolist(), alpha, time.perf_counter() - start)
+
+
+def at_level(certificate: Certificate, noise: SmoothingNoise, alpha: float) -> Certificate:
+    """The certificate the same votes give at another failure rate.
+
+    The votes do not depend on alpha, so this is exactly what ``certify`` returns at ``alpha`` with
+    the same generator: an alpha ablation draws the noise once.
+    """
+    if noise.method != certificate.method:
+        raise ValueError(f"a {certificate.method} certificate cannot be re-levelled with {noise.method} noise")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
+    return _conclude(
+        noise, list(certificate.counts_selection), list(certificate.counts_estimation), alpha, certificate.seconds
+    )
+
+
+def _conclude(
+    noise: SmoothingNoise, selection: list[int], estimation: list[int], alpha: float, seconds: float
+) -> Certificate:
+    """Bound the selected class's probability from the estimation votes and turn it into a radius."""
+    n0, n = sum(selection), sum(estimation)
+    top_class = max(range(len(selection)), key=selection.__getitem__)  # first of ties, as argmax
+    p_lower = clopper_pearson_lower(estimation[top_class], n, alpha)
     certified = p_lower > 0.5
     return Certificate(
         prediction=top_class if certified else ABSTAIN,
@@ -151,13 +174,13 @@ def certify(
         metric=noise.metric,
         method=noise.method,
         p_lower=p_lower,
-        counts_selection=tuple(selection.tolist()),
-        counts_estimation=tuple(estimation.tolist()),
+        counts_selection=tuple(selection),
+        counts_estimation=tuple(estimation),
         n0=n0,
         n=n,
         alpha=alpha,
         radius_ceiling=radius_ceiling(noise, n, alpha),
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from dsmooth_core import (
     IsotropicGaussian,
     Laplace,
     LowRankCovariance,
+    at_level,
     certify,
     predict,
     radius_ceiling,
@@ -75,6 +77,19 @@ def test_certificate_fields(model, x):
     assert cert.p_lower == pytest.approx(clopper_pearson_lower(cert.counts_estimation[top], 500, 0.001))
     assert cert.radius == pytest.approx(0.25 * norm.ppf(cert.p_lower))
     assert cert.radius <= cert.radius_ceiling and cert.seconds > 0
+
+
+@pytest.mark.parametrize("noise", [IsotropicGaussian(0.3), Laplace(0.2)])
+def test_at_level_equals_certifying_again_at_that_alpha(model, x, noise):
+    base = certify(model, x, noise, 30, 300, 0.1, 64, torch.Generator().manual_seed(5))
+    for alpha in (0.1, 0.01, 1e-5):
+        direct = certify(model, x, noise, 30, 300, alpha, 64, torch.Generator().manual_seed(5))
+        assert at_level(base, noise, alpha) == dataclasses.replace(direct, seconds=base.seconds)
+    assert 0 < at_level(base, noise, 1e-5).radius < base.radius
+    with pytest.raises(ValueError, match="alpha"):
+        at_level(base, noise, 1.0)
+    with pytest.raises(ValueError, match="re-levelled"):
+        at_level(base, IsotropicGaussian(0.3) if isinstance(noise, Laplace) else Laplace(0.2), 0.01)
 
 
 def test_abstains_on_a_coin_flip(x):

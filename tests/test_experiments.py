@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -302,6 +303,26 @@ def test_shards_together_equal_the_unsharded_run(setup, tmp_path):
     assert _results(merged) == _results(read_records(tmp_path / "all.jsonl"))
     with pytest.raises(ValueError):
         parse_shard("2/2")
+
+
+def test_alphas_share_noise_draws_and_equal_separate_runs(setup, tmp_path, monkeypatch):
+    calls = []
+    real_certify = runner_module.certify
+    monkeypatch.setattr(runner_module, "certify", lambda *a, **k: calls.append(1) or real_certify(*a, **k))
+    indices = evaluation_indices(setup["test"].labels, 3, seed=0)
+    grid = dataclasses.replace(setup["spec"], methods=("randsmooth", "dsmooth"), ks=(3,), alphas=(0.2, 0.01))
+    together = tmp_path / "together.jsonl"
+    run_experiment(setup["model"], setup["test"], indices, setup["profile"], grid, RecordStore(together), batch_size=8)
+    assert len(calls) == 3 * 2 and len(read_records(together)) == 3 * 2 * 2  # one draw per image and method
+    apart = []
+    for alpha in grid.alphas:
+        one = dataclasses.replace(grid, alphas=(alpha,))
+        path = tmp_path / f"alpha{alpha}.jsonl"
+        run_experiment(setup["model"], setup["test"], indices, setup["profile"], one, RecordStore(path), batch_size=8)
+        apart += read_records(path)
+    assert _results(read_records(together)) == _results(apart)
+    p_lower = {(r["idx"], r["method"], r["alpha"]): r["p_lower"] for r in apart}
+    assert all(p_lower[(idx, method, 0.2)] > p_lower[(idx, method, 0.01)] for idx, method, _ in p_lower)
 
 
 def test_refuses_images_the_profile_was_calibrated_on(setup, tmp_path):

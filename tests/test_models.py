@@ -206,6 +206,34 @@ def test_bundled_model_loads_checkpoint(tmp_path: Path, monkeypatch: pytest.Monk
     assert model.info.weights_hash == state_dict_hash(trained)
 
 
+def test_weights_file_replaces_the_models_own(tmp_path: Path) -> None:
+    trained = cifar_resnet("resnet20")
+    path = tmp_path / "resnet20_paper_recipe.pt"
+    torch.save(trained.state_dict(), path)
+    model = load_model(DEFAULT_MODEL, weights=path)
+    assert model.info.name == "resnet20_paper_recipe" and model.info.source == "file:resnet20_paper_recipe.pt"
+    assert model.info.mean == CIFAR10_MEAN and model.info.weights_hash == state_dict_hash(trained)
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), trained.eval()((x - model.mean) / model.std))
+
+
+def test_weights_file_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailableError, match="does not exist"):
+        load_model(DEFAULT_MODEL, weights=tmp_path / "missing.pt")
+    wrong = tmp_path / "resnet32.pt"
+    torch.save(cifar_resnet("resnet32").state_dict(), wrong)
+    with pytest.raises(ModelLoadError, match="unexpected keys"):
+        load_model(DEFAULT_MODEL, weights=wrong)
+    marker = tmp_path / "code-ran"
+    planted = tmp_path / "planted.pt"
+    planted.write_bytes(_saved({"fc.weight": torch.zeros(1), "payload": _Planted(marker)}))
+    with pytest.raises(ModelUnavailableError, match="safely"):
+        load_model(DEFAULT_MODEL, weights=planted)
+    assert not marker.exists()
+
+
 def test_offline_hub_weights_fail_fast_with_fix(offline_hub: Path) -> None:
     url = CIFAR10_WEIGHT_URLS["resnet20"]
     with pytest.raises(ModelUnavailableError) as caught:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from dsmooth_core.certify import certify
-from dsmooth_core.cli.common import resolve_device
+from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.models import DEFAULT_MODEL, load_model
@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("certify", help="certify CIFAR-10 test images with one smoothing method")
     p.add_argument("--model", default=DEFAULT_MODEL, help="a registry name")
     p.add_argument("--untrained", action="store_true", help="untrained weights (offline demos and tests)")
+    p.add_argument("--weights", type=Path, default=None, help=WEIGHTS_HELP)
     p.add_argument("--method", choices=METHODS, default="randsmooth")
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--profile", type=Path, help="threat profile (covariance file), needed by dsmooth")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     covariance = LowRankCovariance.load(args.profile) if args.profile else None
     noise = make_noise(args.method, args.sigma, covariance)
-    model = load_model(args.model, device=device, pretrained=not args.untrained)
+    model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
     data = load_cifar10(args.split, args.data_dir)
     done = finished_indices(args.out)
     todo = [i for i in selected_indices(len(data.labels), args.start, args.skip, args.max) if i not in done]

@@ -12,6 +12,8 @@ import torch
 from dsmooth_core.device import pick_device
 from dsmooth_core.progress import ProgressCallback
 
+WEIGHTS_HELP = "a state dict file of the model's architecture (e.g. one from train) to use instead of its own weights"
+
 
 def terminal_progress(label: str, every_seconds: float = 2.0) -> ProgressCallback:
     """A callback that rewrites one terminal line at most every ``every_seconds``."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from dsmooth_core.attacks import PRESETS, AttackConfig
-from dsmooth_core.cli.common import resolve_device
+from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
 from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
 
 
@@ -45,6 +46,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="untrained weights drawn from a fixed seed (no download): for tests and offline demos only",
     )
+    parser.add_argument("--weights", type=Path, default=None, help=WEIGHTS_HELP)
     parser.add_argument("--device", default="auto")
 
 
@@ -81,7 +83,9 @@ def load_cifar_model(args: argparse.Namespace) -> Normalized:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
-        model = load_model(args.model, device=resolve_device(args.device), pretrained=not args.untrained)
+        model = load_model(
+            args.model, device=resolve_device(args.device), pretrained=not args.untrained, weights=args.weights
+        )
     if model.info.dataset != "cifar10":
         raise ValueError(f"model {args.model!r} is a {model.info.dataset} model; these commands attack CIFAR-10")
     return model

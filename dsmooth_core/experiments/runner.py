@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from dsmooth_core.attacks import square_then_fgsm
-from dsmooth_core.certify import certify
+from dsmooth_core.certify import Certificate, at_level, certify
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet
 from dsmooth_core.device import model_device
@@ -115,11 +115,18 @@ def run_experiment(
             continue
         image = _attack(model, images, idx, spec, tracker.part(units))
         tracker.advance(units)
+        votes: dict[tuple, Certificate] = {}  # settings that differ in alpha only share their noise draws
         for setting, identity in jobs:
             noise = noises[(setting.method, setting.sigma, setting.k)]
-            part = tracker.part(spec.n0 + setting.n)
-            record = _certify_record(model, image, setting, noise, profile, spec, batch_size, part)
-            store.append({"key": record_key(identity), **identity, **record})
+            draws = (setting.method, setting.sigma, setting.k, setting.n)
+            if draws in votes:
+                cert = at_level(votes[draws], noise, setting.alpha)
+            else:
+                generator = torch.Generator().manual_seed(derive_seed(spec.seed, image.idx, setting.method))
+                part = tracker.part(spec.n0 + setting.n)
+                cert = certify(model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, part)
+                votes[draws] = cert
+            store.append({"key": record_key(identity), **identity, **_record(image, cert, noise, profile)})
             written += 1
             tracker.advance(spec.n0 + setting.n)
     skipped = sum(1 for jobs in todo.values() if not jobs)
@@ -165,19 +172,8 @@ def _attack(
     return _Attacked(idx, x, label, result.perturbation[0].cpu(), bool(result.success[0]))
 
 
-def _certify_record(
-    model: torch.nn.Module,
-    image: _Attacked,
-    setting: Setting,
-    noise: SmoothingNoise,
-    profile: ThreatProfile,
-    spec: ExperimentSpec,
-    batch_size: int,
-    progress: ProgressCallback | None,
-) -> Record:
+def _record(image: _Attacked, cert: Certificate, noise: SmoothingNoise, profile: ThreatProfile) -> Record:
     """One certificate and where the image's attack perturbation lies relative to it."""
-    generator = torch.Generator().manual_seed(derive_seed(spec.seed, image.idx, setting.method))
-    cert = certify(model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, progress)
     covariance = noise.covariance if isinstance(noise, AnisotropicGaussian) else profile.covariance
     distances = perturbation_distances(image.perturbation, covariance)
     return {

@@ -16,14 +16,16 @@ CALIBRATION_SPLIT = "train"
 UNTRAINED_SEED = 0
 
 
-def load_experiment_model(name: str, device: str | torch.device, pretrained: bool = True) -> Normalized:
+def load_experiment_model(
+    name: str, device: str | torch.device, pretrained: bool = True, weights: str | Path | None = None
+) -> Normalized:
     """``load_model``, with untrained weights drawn from a fixed seed.
 
     Records are keyed by the weights' hash, so untrained weights (offline demos and tests) must be the
     same in every process for shards and resumed runs to line up.
     """
-    if pretrained:
-        return load_model(name, device)
+    if pretrained or weights is not None:
+        return load_model(name, device, weights=weights)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
         return load_model(name, device, pretrained=False)

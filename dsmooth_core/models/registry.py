@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,15 +82,24 @@ def _spec(name: str) -> ModelSpec:
     return ModelSpec(name, arch.dataset, description, not cached, arch.name)
 
 
-def load_model(name: str, device: str | torch.device = "cpu", pretrained: bool = True) -> Normalized:
+def load_model(
+    name: str, device: str | torch.device = "cpu", pretrained: bool = True, weights: str | Path | None = None
+) -> Normalized:
     """An eval-mode, gradient-free model taking ``[0, 1]`` pixels.
 
     ``pretrained=False`` gives untrained weights (no download of weights; the chenyaofo models
-    still need their code), which is enough to exercise code paths offline.
+    still need their code), which is enough to exercise code paths offline. ``weights`` is a state
+    dict file of the same architecture (e.g. one written by ``train``) used instead of the model's
+    own weights, with the model's input normalization; the model is then named after the file.
     """
     if name not in _ARCH_OF:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     arch = ARCHITECTURES[_ARCH_OF[name]]
+    if weights is not None:
+        model = load_model(name, device, pretrained=False)
+        source = _load_weights_file(model.net, Path(weights), arch.name)
+        info = dataclasses.replace(model.info, name=Path(weights).stem, source=source, weights_hash="")
+        return wrap(model.net, info).to(device)
     net = build_architecture(arch.name)
     if name == DEFAULT_MODEL:
         source = _load_bundled(net) if pretrained else UNTRAINED
@@ -112,6 +122,19 @@ def load_model(name: str, device: str | torch.device = "cpu", pretrained: bool =
             std=HUB_CIFAR10_STD,
         )
     return wrap(net, info).to(device)
+
+
+def _load_weights_file(net: nn.Module, path: Path, arch_name: str) -> str:
+    if not path.is_file():
+        raise ModelUnavailableError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ModelUnavailableError(f"{path} is not a state dict that can be read safely: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ModelUnavailableError(f"{path} holds a {type(state).__name__}, not a state dict")
+    load_strict(net, unwrap_state_dict(state), arch_name)
+    return f"file:{path.name}"
 
 
 def _load_bundled(net: nn.Module) -> str:
