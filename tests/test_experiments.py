@@ -115,6 +115,8 @@ def test_certified_accuracy_by_hand():
     points = curve(group)
     assert [p["radius"] for p in points] == [0.0, 0.25, 0.5, 1.0]
     assert [p["certified_accuracy"] for p in points] == pytest.approx([3 / 5, 3 / 5, 2 / 5, 1 / 5])
+    (row,) = attack_table([group])
+    assert (row["accuracy"], row["abstain_rate"], row["median_certified_radius"]) == (3 / 5, 1 / 5, 0.5)
 
 
 def test_high_probability_bound_by_hand():

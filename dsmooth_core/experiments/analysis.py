@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom
 
+from dsmooth_core.certify import ABSTAIN
 from dsmooth_core.experiments.records import Record
 
 METHOD_NAMES = {"dsmooth": "DSmooth", "randsmooth": "RandSmooth", "lsmooth": "LSmooth"}
@@ -203,7 +204,8 @@ def curves_table(groups: Sequence[Group], field: str = "radius", gamma: float | 
 
 
 def attack_table(groups: Sequence[Group], gamma: float | None = None) -> list[dict]:
-    """Per group: accuracy of the smoothed classifier, share certified against the attack, attack success."""
+    """Per group: accuracy and abstentions of the smoothed classifier, share certified against the attack,
+    attack success, and the median perturbation and certified radius in the group's own metric."""
     rows = []
     for group in groups:
         records = group.records
@@ -212,6 +214,7 @@ def attack_table(groups: Sequence[Group], gamma: float | None = None) -> list[di
             **_describe(group),
             "metric": group.metric,
             "accuracy": sum(bool(r["correct"]) for r in records) / group.size,
+            "abstain_rate": sum(r["prediction"] == ABSTAIN for r in records) / group.size,
             "certified_against_attack": covered / group.size,
             "attack_success_rate": sum(bool(r["attack_success"]) for r in records) / group.size,
             "median_perturbation": float(np.median([r[f"pert_{group.metric}"] for r in records])),
