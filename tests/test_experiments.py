@@ -39,7 +39,7 @@ from dsmooth_core.experiments import (
 )
 from dsmooth_core.experiments import report as report_module
 from dsmooth_core.experiments import runner as runner_module
-from dsmooth_core.models import ModelInfo, wrap
+from dsmooth_core.models import DEFAULT_MODEL, ModelInfo, cifar_resnet, state_dict_hash, wrap
 from dsmooth_core.profiles import ProfileMismatchError, build_profile
 from tests.fakedata import write_fake_cifar10
 from tests.oracles import anisotropic_perturbations
@@ -415,3 +415,17 @@ def test_cli_runs_shards_and_analyses(tmp_path, monkeypatch, capsys):
     charts = sorted(p.suffix for p in out.iterdir() if p.suffix in (".png", ".html"))
     assert len(charts) == 5 and len(set(charts)) == 1
     assert charts[0] == ".png" or "note: PNG export failed" in printed
+
+
+def test_cli_evaluates_a_weights_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
+    net = cifar_resnet("resnet20")
+    weights = tmp_path / "my_resnet20.pt"
+    torch.save(net.state_dict(), weights)
+    args = [a for a in CLI if a not in ("cifar10_resnet20", "--untrained")]
+    args[args.index("--model") + 1 : args.index("--model") + 1] = [DEFAULT_MODEL, "--weights", str(weights)]
+    records_path = tmp_path / "mine.jsonl"
+    assert main([*args, "--methods", "randsmooth", "--eval-size", "2", "--records", str(records_path)]) == 0
+    records = read_records(records_path)
+    assert len(records) == 2
+    assert {(r["model"], r["model_hash"]) for r in records} == {("my_resnet20", state_dict_hash(net))}
