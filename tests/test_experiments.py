@@ -34,6 +34,7 @@ from dsmooth_core.experiments import (
     png_export,
     read_records,
     run_experiment,
+    summary_table,
     time_table,
     write_report,
 )
@@ -147,6 +148,10 @@ def test_groups_tables_and_ablations():
     times = {row["label"]: row for row in time_table(groups)}
     assert times["RandSmooth (l2) n=100"]["mean_seconds"] == 2.0
     assert times["RandSmooth (l2) n=100"]["std_seconds"] == 1.0
+    summary = {row["label"]: row for row in summary_table(groups)}
+    ds3 = summary["DSmooth (Mahalanobis) k=3, n=100"]
+    assert (ds3["median_certified_radius"], ds3["median_l2_inscribed"], ds3["mean_seconds"]) == (1.5, 0.75, 1.0)
+    assert summary["RandSmooth (l2) n=100"]["certified_against_attack"] == 0.0
     assert [g.config["k"] for g in ablation_groups(groups, "k")] == [3, 10]
     assert [g.config["n"] for g in ablation_groups(groups, "n")] == [100, 1000]
     assert ablation_groups(groups, "alpha") == []
@@ -355,6 +360,8 @@ def test_report_falls_back_to_html_when_png_export_fails(tmp_path, monkeypatch):
         "certified_accuracy_l1.csv",
         "certified_against_attack.csv",
         "time_per_image.csv",
+        "summary.csv",
+        "summary.md",
     }
 
 
@@ -412,6 +419,8 @@ def test_cli_runs_shards_and_analyses(tmp_path, monkeypatch, capsys):
     assert "12 records from 2 file(s)" in printed
     rows = (out / "certified_accuracy.csv").read_text().splitlines()
     assert rows[0].startswith("label,method,sigma,k,n0,n,alpha,images,metric,radius,certified_accuracy,lower_bound")
+    summary = (out / "summary.md").read_text().splitlines()
+    assert summary[0].startswith("| label | images | metric | accuracy |") and len(summary) == 2 + 3
     charts = sorted(p.suffix for p in out.iterdir() if p.suffix in (".png", ".html"))
     assert len(charts) == 5 and len(set(charts)) == 1
     assert charts[0] == ".png" or "note: PNG export failed" in printed

@@ -14,6 +14,7 @@ from dsmooth_core.experiments.analysis import (
     curves_table,
     group_records,
     high_probability_lower_bound,
+    summary_table,
     time_table,
 )
 from dsmooth_core.experiments.figures import ablation_figure, accuracy_figure, attack_figure, time_figure
@@ -65,6 +66,7 @@ __all__ = [
     "report_figures",
     "report_tables",
     "run_experiment",
+    "summary_table",
     "time_figure",
     "time_table",
     "write_report",

@@ -22,6 +22,7 @@ from dsmooth_core.experiments.analysis import (
     attack_table,
     curves_table,
     group_records,
+    summary_table,
     time_table,
 )
 from dsmooth_core.experiments.figures import ablation_figure, accuracy_figure, attack_figure, time_figure
@@ -30,6 +31,16 @@ from dsmooth_core.experiments.records import Record
 
 CURVES = {"certified_accuracy": "radius", "certified_accuracy_l2": "l2_inscribed", "certified_accuracy_l1": "l1_radius"}
 CHART_WIDTH = 1100
+# summary.md's number columns and how each is rounded
+SUMMARY_COLUMNS = {
+    "accuracy": ".1%",
+    "abstain_rate": ".1%",
+    "median_certified_radius": ".3g",
+    "median_l2_inscribed": ".3g",
+    "certified_against_attack": ".1%",
+    "median_perturbation": ".3g",
+    "mean_seconds": ".2f",
+}
 ImageFormat = Literal["png", "html"]
 
 
@@ -41,10 +52,11 @@ class ReportFiles:
 
 
 def report_tables(groups: Sequence[Group], gamma: float | None = None) -> dict[str, list[dict]]:
-    """Every table by file stem: three accuracy curves, the attack comparison, the timings."""
+    """Every table by file stem: three accuracy curves, the attack comparison, the timings, a summary."""
     tables = {name: curves_table(groups, field, gamma) for name, field in CURVES.items()}
     tables["certified_against_attack"] = attack_table(groups, gamma)
     tables["time_per_image"] = time_table(groups)
+    tables["summary"] = summary_table(groups)
     return tables
 
 
@@ -69,7 +81,9 @@ def write_report(
         raise ValueError("there are no records to analyse")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = [_write_csv(out / f"{name}.csv", rows) for name, rows in report_tables(groups, gamma).items()]
+    all_tables = report_tables(groups, gamma)
+    tables = [_write_csv(out / f"{name}.csv", rows) for name, rows in all_tables.items()]
+    tables.append(_write_markdown(out / "summary.md", all_tables["summary"]))
     charts, note = _write_charts(report_figures(groups, gamma), out, image_format)
     return ReportFiles(tables, charts, note)
 
@@ -79,6 +93,18 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
         writer.writeheader()
         writer.writerows(rows)
+    return path
+
+
+def _write_markdown(path: Path, rows: list[dict]) -> Path:
+    """The summary as a Markdown table, numbers rounded for reading (the CSV keeps them whole)."""
+    columns = ["label", "images", "metric", *SUMMARY_COLUMNS]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [str(row["label"]), str(row["images"]), str(row["metric"])]
+        cells += [format(row[name], spec) for name, spec in SUMMARY_COLUMNS.items()]
+        lines.append("| " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
