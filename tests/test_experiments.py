@@ -434,7 +434,8 @@ def test_cli_evaluates_a_weights_file(tmp_path, monkeypatch):
     args = [a for a in CLI if a not in ("cifar10_resnet20", "--untrained")]
     args[args.index("--model") + 1 : args.index("--model") + 1] = [DEFAULT_MODEL, "--weights", str(weights)]
     records_path = tmp_path / "mine.jsonl"
-    assert main([*args, "--methods", "randsmooth", "--eval-size", "2", "--records", str(records_path)]) == 0
+    args += ["--methods", "randsmooth", "--eval-size", "2", "--profile-dir", str(tmp_path / "profiles")]
+    assert main([*args, "--records", str(records_path)]) == 0
     records = read_records(records_path)
     assert len(records) == 2
     assert {(r["model"], r["model_hash"]) for r in records} == {("my_resnet20", state_dict_hash(net))}
