@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import math
 import time
@@ -174,6 +175,16 @@ def test_merging_deduplicates_by_key(tmp_path):
 
 
 # ---------------------------------------------------------------- the cover check
+def test_gzipped_record_files_are_read(tmp_path):
+    records = [rec(i, radius=0.5) for i in range(3)]
+    plain, packed = tmp_path / "r.jsonl", tmp_path / "r.jsonl.gz"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in records))
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_records(packed) == read_records(plain) == records
+    with pytest.raises(ValueError, match="read-only"):
+        RecordStore(packed)
+
+
 def test_cover_check_in_each_metric():
     cov = LowRankCovariance.fit(anisotropic_perturbations(40, (3, 4, 4), seed=1), k=3)
     radius, inside, outside = 0.5, 0.999, 1.001

@@ -13,6 +13,7 @@ attack_success seconds``. ``pert_mahalanobis`` is measured in the St of the reco
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import warnings
@@ -29,12 +30,13 @@ def record_key(identity: Mapping[str, Any]) -> str:
 
 
 def read_records(path: str | Path) -> list[Record]:
-    """Every record of one JSON-lines file (an empty list when the file does not exist)."""
+    """Every record of one JSON-lines file, plain or gzipped (``.gz``, for archived runs); an empty list
+    when the file does not exist."""
     path = Path(path)
     if not path.exists():
         return []
     records = []
-    with path.open() as f:
+    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -63,6 +65,8 @@ class RecordStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.suffix == ".gz":
+            raise ValueError(f"{self.path} is a gzipped archive, read-only; write records to a .jsonl file")
         _drop_torn_tail(self.path)
         self._keys = {record["key"] for record in read_records(self.path)}
 
