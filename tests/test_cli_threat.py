@@ -45,7 +45,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _untrained_model():
-    return load_cifar_model(argparse.Namespace(model="cifar10_resnet20", untrained=True, device="cpu"))
+    return load_cifar_model(argparse.Namespace(model="cifar10_resnet20", untrained=True, weights=None, device="cpu"))
 
 
 def test_attack_saves_what_the_library_computes(data_dir, tmp_path, capsys):
