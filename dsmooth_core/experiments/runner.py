@@ -2,7 +2,8 @@
 
 Per image: one Square + FGSM run (seeded from the image), then one certificate per setting not yet
 in the store, each written as soon as it exists. The perturbation is measured in every metric once
-and checked against each certificate in that certificate's own metric.
+and checked against each certificate in that certificate's own metric. Settings that differ only in
+alpha share one set of noise draws: the votes do not depend on alpha (``at_level``).
 """
 
 from __future__ import annotations
