@@ -99,7 +99,7 @@ def load_model(
         model = load_model(name, device, pretrained=False)
         source = _load_weights_file(model.net, Path(weights), arch.name)
         info = dataclasses.replace(model.info, name=Path(weights).stem, source=source, weights_hash="")
-        return wrap(model.net, info).to(device)
+        return wrap(model.net, info).to(device)  # the new wrapper's mean and std start on the CPU
     net = build_architecture(arch.name)
     if name == DEFAULT_MODEL:
         source = _load_bundled(net) if pretrained else UNTRAINED
@@ -127,13 +127,7 @@ def load_model(
 def _load_weights_file(net: nn.Module, path: Path, arch_name: str) -> str:
     if not path.is_file():
         raise ModelUnavailableError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise ModelUnavailableError(f"{path} is not a state dict that can be read safely: {exc}") from exc
-    if not isinstance(state, dict):
-        raise ModelUnavailableError(f"{path} holds a {type(state).__name__}, not a state dict")
-    load_strict(net, unwrap_state_dict(state), arch_name)
+    _load_state_dict_file(net, path, arch_name)
     return f"file:{path.name}"
 
 
@@ -143,12 +137,19 @@ def _load_bundled(net: nn.Module) -> str:
             f"The bundled model has not been trained yet: {BUNDLED_WEIGHTS} (with its model card "
             f"{BUNDLED_CARD.name}) is missing. Pick another model, or train it and save its state dict there."
         )
-    try:
-        state = torch.load(BUNDLED_WEIGHTS, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise ModelUnavailableError(f"The bundled weights {BUNDLED_WEIGHTS} could not be read: {exc}") from exc
-    load_strict(net, unwrap_state_dict(state), "resnet20")
+    _load_state_dict_file(net, BUNDLED_WEIGHTS, "resnet20")
     return "bundled"
+
+
+def _load_state_dict_file(net: nn.Module, path: Path, arch_name: str) -> None:
+    """Read a state dict with ``weights_only=True`` (a file that would run code is refused) into ``net``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ModelUnavailableError(f"{path} could not be read safely as a state dict: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ModelUnavailableError(f"{path} holds a {type(state).__name__}, not a state dict")
+    load_strict(net, unwrap_state_dict(state), arch_name)
 
 
 def _torchvision_weights(arch: str) -> WeightsEnum:
