@@ -68,7 +68,7 @@ def main() -> None:
     for method in ("randsmooth", "lsmooth", "dsmooth"):
         noise = make_noise(method, 0.25, covariance)
         gen = torch.Generator(device=device).manual_seed(1)
-        runs[f"{noise.method} ({noise.metric})"] = partial(
+        runs[f"{noise.name} ({noise.metric})"] = partial(
             certify, model, x, noise, args.n0, args.n, 0.001, args.batch, gen
         )
     for run in runs.values():  # warm-up

@@ -6,6 +6,7 @@ shapes DSmooth's noise, and Cohen's Monte Carlo ``predict``/``certify``. Inputs 
 """
 
 from dsmooth_core.certify import ABSTAIN, Certificate, at_level, certify, predict, radius_ceiling
+from dsmooth_core.comparison import Comparison, compare
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.device import pick_device
 from dsmooth_core.noise import AnisotropicGaussian, IsotropicGaussian, Laplace, SmoothingNoise
@@ -16,12 +17,14 @@ __all__ = [
     "AnisotropicGaussian",
     "Cancelled",
     "Certificate",
+    "Comparison",
     "IsotropicGaussian",
     "Laplace",
     "LowRankCovariance",
     "SmoothingNoise",
     "at_level",
     "certify",
+    "compare",
     "pick_device",
     "predict",
     "radius_ceiling",

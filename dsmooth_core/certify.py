@@ -41,6 +41,21 @@ class Certificate:
     def abstained(self) -> bool:
         return self.prediction == ABSTAIN
 
+    @property
+    def selected(self) -> int:
+        """The class the n0 selection draws chose, whose probability was bounded (the prediction unless abstained)."""
+        return _first_argmax(self.counts_selection)
+
+    @property
+    def selected_votes(self) -> int:
+        """Estimation draws that voted for the selected class (of ``n``)."""
+        return self.counts_estimation[self.selected]
+
+
+def _first_argmax(counts: tuple[int, ...] | list[int]) -> int:
+    """Index of the largest count, the first of ties (as ``argmax``)."""
+    return max(range(len(counts)), key=counts.__getitem__)
+
 
 class _VoteCounter:
     """Counts the base model's votes under noise, in batches, with progress and OOM recovery."""
@@ -151,8 +166,8 @@ def at_level(certificate: Certificate, noise: SmoothingNoise, alpha: float) -> C
     The votes do not depend on alpha, so this is exactly what ``certify`` returns at ``alpha`` with
     the same generator: an alpha ablation draws the noise once.
     """
-    if noise.method != certificate.method:
-        raise ValueError(f"a {certificate.method} certificate cannot be re-levelled with {noise.method} noise")
+    if noise.name != certificate.method:
+        raise ValueError(f"a {certificate.method} certificate cannot be re-levelled with {noise.name} noise")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     return _conclude(
@@ -165,14 +180,14 @@ def _conclude(
 ) -> Certificate:
     """Bound the selected class's probability from the estimation votes and turn it into a radius."""
     n0, n = sum(selection), sum(estimation)
-    top_class = max(range(len(selection)), key=selection.__getitem__)  # first of ties, as argmax
+    top_class = _first_argmax(selection)
     p_lower = clopper_pearson_lower(estimation[top_class], n, alpha)
     certified = p_lower > 0.5
     return Certificate(
         prediction=top_class if certified else ABSTAIN,
         radius=noise.radius(p_lower) if certified else 0.0,
         metric=noise.metric,
-        method=noise.method,
+        method=noise.name,
         p_lower=p_lower,
         counts_selection=tuple(selection),
         counts_estimation=tuple(estimation),

@@ -41,12 +41,27 @@ def _check_dim(dim: int) -> int:
     return int(dim)
 
 
-class SmoothingNoise(ABC):
-    """A smoothing distribution with the certificate it yields."""
+# Directions measured at once when tracing a region's slice (bounds memory for ImageNet-sized d).
+_DIRECTION_CHUNK = 32
 
-    method: str  # display name of the certification method
+
+class SmoothingNoise(ABC):
+    """A smoothing distribution with the certificate it yields, and everything that names or draws it."""
+
+    key: str  # the method's name in records, CLI choices and settings
+    name: str  # display name of the certification method
+    color: str  # one colour per method in every chart
     metric: str  # the distance the radius is measured in
+    metric_short: str  # the metric in legends
+    metric_label: str  # the metric in tables and slice pictures
+    region_name: str  # what the certified region is
+    needs_profile: bool = False  # shaped by a threat profile (a fitted covariance)
     input_shape: tuple[int, ...] | None = None  # None: any image shape
+
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """Everything that determines this noise's draws, as a short string (a cache key)."""
 
     @abstractmethod
     def sample(
@@ -78,25 +93,62 @@ class SmoothingNoise(ABC):
     def inscribed_l1_radius(self, radius: float, dim: int) -> float:
         """Radius of the largest l1 ball inside the certified region of ``radius``, in ``dim`` pixels."""
 
+    @abstractmethod
+    def linf_lower_bound(self, radius: float, dim: int) -> float:
+        """An l_inf ball of this radius lies inside the certified region of ``radius`` (MATH.md section 6)."""
+
+    def equal_volume_l2_radius(self, radius: float, dim: int) -> float:
+        """Radius of the l2 ball with the certified region's volume: compares sizes, guarantees nothing.
+
+        R for the l2 ball itself and for DSmooth's ellipsoid (det St = 1); the l1 ball overrides it.
+        """
+        _check_dim(dim)
+        return _check_radius(radius)
+
+    def top_direction(self) -> torch.Tensor | None:
+        """The flattened unit direction the noise stretches most; ``None`` when it is the same in all directions."""
+        return None
+
+    def slice_radii(
+        self, radius: float, e1: torch.Tensor, e2: torch.Tensor, angles: torch.Tensor, shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Where the certified region of ``radius`` ends along ``cos(t) e1 + sin(t) e2``, for each angle t.
+
+        ``e1``, ``e2`` are orthonormal flattened directions (float64). The region is a ball of this
+        method's metric, so along a unit direction u it ends at ``R / distance(u)`` (MATH.md section 6).
+        """
+        out = []
+        for chunk in angles.to(torch.float64).split(_DIRECTION_CHUNK):
+            units = torch.cos(chunk)[:, None] * e1 + torch.sin(chunk)[:, None] * e2
+            out.append(self.distance(units.reshape(-1, *shape)).to("cpu", torch.float64))
+        return _check_radius(radius) / torch.cat(out)
+
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """Reject inputs this distribution was not built for."""
         if self.input_shape is not None and tuple(shape) != self.input_shape:
-            raise ValueError(
-                f"{self.method} noise was built for inputs of shape {self.input_shape}, got {tuple(shape)}"
-            )
+            raise ValueError(f"{self.name} noise was built for inputs of shape {self.input_shape}, got {tuple(shape)}")
 
     def describe(self) -> str:
-        return f"{self.method} ({self.metric})"
+        return f"{self.name} ({self.metric})"
 
 
 class IsotropicGaussian(SmoothingNoise):
     """RandSmooth (Cohen et al. 2019): N(0, sigma^2 I), certified in l2."""
 
-    method = "RandSmooth"
+    key = "randsmooth"
+    name = "RandSmooth"
+    color = "#1f77b4"
     metric = "l2"
+    metric_short = "l2"
+    metric_label = "l2"
+    region_name = "l2 ball"
 
     def __init__(self, sigma: float) -> None:
         self.sigma = _positive("sigma", sigma)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.key} sigma={self.sigma!r}"
 
     def sample(self, count, shape, generator, device="cpu", dtype=torch.float32):
         z = torch.randn((count, *shape), generator=generator, device=generator.device, dtype=dtype)
@@ -118,6 +170,10 @@ class IsotropicGaussian(SmoothingNoise):
         _check_dim(dim)
         return _check_radius(radius)
 
+    def linf_lower_bound(self, radius: float, dim: int) -> float:
+        """R / sqrt(d), since ``||d||_2 <= sqrt(d) ||d||_inf``."""
+        return _check_radius(radius) / math.sqrt(_check_dim(dim))
+
     def describe(self) -> str:
         return f"RandSmooth, sigma={self.sigma:g} (l2)"
 
@@ -125,11 +181,20 @@ class IsotropicGaussian(SmoothingNoise):
 class Laplace(SmoothingNoise):
     """LSmooth (Teng et al. 2020): iid Laplace(0, scale), certified in l1."""
 
-    method = "LSmooth"
+    key = "lsmooth"
+    name = "LSmooth"
+    color = "#2ca02c"
     metric = "l1"
+    metric_short = "l1"
+    metric_label = "l1"
+    region_name = "l1 ball"
 
     def __init__(self, scale: float) -> None:
         self.scale = _positive("scale", scale)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.key} scale={self.scale!r}"
 
     @classmethod
     def from_sigma(cls, sigma: float) -> Laplace:
@@ -166,6 +231,18 @@ class Laplace(SmoothingNoise):
         _check_dim(dim)
         return _check_radius(radius)
 
+    def linf_lower_bound(self, radius: float, dim: int) -> float:
+        """R / d, since ``||d||_1 <= d ||d||_inf``."""
+        return _check_radius(radius) / _check_dim(dim)
+
+    def equal_volume_l2_radius(self, radius: float, dim: int) -> float:
+        """vol(l1 ball) = (2R)^d / d!, vol(l2 ball) = pi^(d/2) r^d / Gamma(d/2 + 1), solved for r in logs."""
+        radius, dim = _check_radius(radius), _check_dim(dim)
+        if radius == 0 or math.isinf(radius):
+            return radius
+        log_ratio = (math.lgamma(dim / 2 + 1) - math.lgamma(dim + 1)) / dim
+        return radius * 2.0 / math.sqrt(math.pi) * math.exp(log_ratio)
+
     def describe(self) -> str:
         return f"LSmooth, scale={self.scale:g} (sigma={self.sigma:g} matched in variance, l1)"
 
@@ -173,13 +250,23 @@ class Laplace(SmoothingNoise):
 class AnisotropicGaussian(SmoothingNoise):
     """DSmooth: N(0, sigma^2 St), St the det-normalized threat covariance, certified in its metric."""
 
-    method = "DSmooth"
+    key = "dsmooth"
+    name = "DSmooth"
+    color = "#d62728"
     metric = "mahalanobis"
+    metric_short = "Mahalanobis"
+    metric_label = "Mahalanobis (St)"
+    region_name = "Mahalanobis ball of St (ellipsoid)"
+    needs_profile = True
 
     def __init__(self, sigma: float, covariance: LowRankCovariance) -> None:
         self.sigma = _positive("sigma", sigma)
         self.covariance = covariance
         self.input_shape = tuple(covariance.shape)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.key} sigma={self.sigma!r} covariance={self.covariance.content_hash()}"
 
     def sample(self, count, shape, generator, device="cpu", dtype=torch.float32):
         self.check_shape(shape)
@@ -193,7 +280,7 @@ class AnisotropicGaussian(SmoothingNoise):
 
     def _check_pixels(self, dim: int) -> None:
         if _check_dim(dim) != self.covariance.dim:
-            raise ValueError(f"{self.method} noise was built for {self.covariance.dim} pixels, got dim={dim}")
+            raise ValueError(f"{self.name} noise was built for {self.covariance.dim} pixels, got dim={dim}")
 
     def inscribed_l2_radius(self, radius: float, dim: int) -> float:
         """R sqrt(mu_min): the ellipsoid's shortest semi-axis, along the eigenvector of mu_min."""
@@ -205,25 +292,57 @@ class AnisotropicGaussian(SmoothingNoise):
         self._check_pixels(dim)
         return _check_radius(radius) * self.covariance.l1_radius_factor()
 
-    def linf_radius_lower_bound(self, radius: float) -> float:
-        return radius * math.sqrt(self.covariance.mu_min / self.covariance.dim)
+    def linf_lower_bound(self, radius: float, dim: int) -> float:
+        """R sqrt(mu_min / d): the inscribed l2 ball R sqrt(mu_min) holds the l_inf ball of that over sqrt(d)."""
+        self._check_pixels(dim)
+        return _check_radius(radius) * math.sqrt(self.covariance.mu_min / dim)
+
+    def top_direction(self) -> torch.Tensor | None:
+        """The top eigen-direction u1 of St (``None`` at rank 0, where St is isotropic)."""
+        return self.covariance.eigenvectors[:, 0] if self.covariance.k else None
+
+    def slice_radii(
+        self, radius: float, e1: torch.Tensor, e2: torch.Tensor, angles: torch.Tensor, shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """The ellipse ``[a b] M [a b]^T < R^2``, M the 2x2 restriction of St^-1 to the plane.
+
+        M is read off three Mahalanobis distances (of e1, e2 and e1 + e2, by polarisation), so no
+        d x d matrix is formed and the cost does not grow with the number of angles.
+        """
+        q = self.distance(torch.stack([e1, e2, e1 + e2]).reshape(3, *shape)).to("cpu", torch.float64).pow(2)
+        m11, m22 = q[0], q[1]
+        m12 = 0.5 * (q[2] - m11 - m22)
+        t = angles.to(torch.float64)
+        c, s = torch.cos(t), torch.sin(t)
+        quad = m11 * c * c + 2 * m12 * c * s + m22 * s * s
+        return _check_radius(radius) / quad.clamp(min=1e-300).sqrt()
 
     def describe(self) -> str:
         return f"DSmooth, sigma={self.sigma:g}, k={self.covariance.k} (Mahalanobis of St)"
 
 
-METHODS = ("dsmooth", "randsmooth", "lsmooth")
+# The method registry: one class per method, in display order. Labels, colours and CLI choices come from here.
+METHOD_CLASSES: dict[str, type[SmoothingNoise]] = {
+    cls.key: cls for cls in (AnisotropicGaussian, IsotropicGaussian, Laplace)
+}
+METHODS = tuple(METHOD_CLASSES)
+
+
+def method_class(method: str) -> type[SmoothingNoise]:
+    """The noise class of a method key (``dsmooth``, ``randsmooth``, ``lsmooth``), case-insensitive."""
+    try:
+        return METHOD_CLASSES[method.lower()]
+    except KeyError:
+        raise ValueError(f"unknown method '{method}': choose one of {', '.join(METHODS)}") from None
 
 
 def make_noise(method: str, sigma: float, covariance: LowRankCovariance | None = None) -> SmoothingNoise:
     """Build a method's noise at per-pixel standard deviation ``sigma`` (Laplace matched in variance)."""
-    key = method.lower()
-    if key == "randsmooth":
-        return IsotropicGaussian(sigma)
-    if key == "lsmooth":
-        return Laplace.from_sigma(sigma)
-    if key == "dsmooth":
+    cls = method_class(method)
+    if cls is AnisotropicGaussian:
         if covariance is None:
             raise ValueError("DSmooth needs a threat profile (a fitted covariance)")
         return AnisotropicGaussian(sigma, covariance)
-    raise ValueError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")
+    if cls is Laplace:
+        return Laplace.from_sigma(sigma)
+    return IsotropicGaussian(sigma)

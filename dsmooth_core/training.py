@@ -33,7 +33,7 @@ def parse_noise(spec: str, covariance: LowRankCovariance | None = None) -> Smoot
 
 
 def noise_label(noise: SmoothingNoise | None) -> str:
-    return "clean" if noise is None else f"{noise.method} sigma={noise.sigma:g}"
+    return "clean" if noise is None else f"{noise.name} sigma={noise.sigma:g}"
 
 
 class NoiseMixture:

@@ -16,9 +16,11 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
+from dsmooth_core.noise import METHOD_CLASSES
 from dsmooth_lab_ui.images import upscale
 
-METHOD_COLORS = {"DSmooth": "#d62728", "RandSmooth": "#1f77b4", "LSmooth": "#2ca02c"}
+_METHOD_COLORS = {cls.name: cls.color for cls in METHOD_CLASSES.values()}  # by display name
+_OTHER_COLOR = "#7f7f7f"
 _SMALL = 96  # images smaller than this are enlarged (nearest neighbour) before embedding
 
 
@@ -165,7 +167,7 @@ def vote_histogram(
                 x=[class_names[i] for i in order],
                 y=c[order],
                 name=method,
-                marker_color=METHOD_COLORS.get(method.split(" ")[0]),
+                marker_color=_METHOD_COLORS.get(method, _OTHER_COLOR),
             )
         )
     fig.update_layout(
@@ -253,7 +255,7 @@ def region_slice_figure(
     """
     fig = go.Figure()
     for region in regions:
-        color = METHOD_COLORS.get(region.method, "#7f7f7f")
+        color = _METHOD_COLORS.get(region.method, _OTHER_COLOR)
         fig.add_trace(
             go.Scatter(
                 x=region.xs,
@@ -316,7 +318,7 @@ def guarantee_bars(rows: Sequence[Mapping[str, float | str]]) -> go.Figure:
                 x=[label for _, label in metrics],
                 y=[float(row[key]) for key, _ in metrics],
                 name=method,
-                marker_color=METHOD_COLORS.get(method),
+                marker_color=_METHOD_COLORS.get(method, _OTHER_COLOR),
             )
         )
     fig.update_layout(

@@ -21,8 +21,8 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from dsmooth_core import certify, pick_device
-from dsmooth_core.attacks import AttackConfig, square_then_fgsm
+from dsmooth_core import Certificate, SmoothingNoise, certify, pick_device
+from dsmooth_core.attacks import AttackConfig, AttackResult, square_then_fgsm
 from dsmooth_core.data import (
     DataUnavailableError,
     ImageSet,
@@ -234,8 +234,8 @@ def attack(
     seed: int,
     _model: torch.nn.Module,
     _x: torch.Tensor,
-) -> dict[str, Any]:
-    """Square + FGSM on one image; tensors come back on the CPU."""
+) -> AttackResult:
+    """Square + FGSM on one image (a batch of one); tensors come back on the CPU."""
     config = AttackConfig(**dict(config_items))
     progress = JobProgress("Square Attack iterations")
     result = square_then_fgsm(
@@ -247,58 +247,44 @@ def attack(
         progress=progress,
     )
     progress.finish()
-    return {
-        "clean": result.clean[0].cpu(),
-        "adversarial": result.adversarial[0].cpu(),
-        "perturbation": result.perturbation[0].cpu(),
-        "clean_pred": int(result.clean_pred[0]),
-        "adv_pred": int(result.adv_pred[0]),
-        "success": bool(result.success[0]),
-        "queries": int(result.queries[0]),
-        "linf": float(result.linf[0]),
-        "l2": float(result.l2[0]),
-        "l1": float(result.l1[0]),
-    }
+    return dataclasses.replace(result, **{f.name: getattr(result, f.name).cpu() for f in dataclasses.fields(result)})
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def certificate(
     model_key: str,
     image_id: str,
-    method: str,
-    sigma: float,
+    noise_identity: str,
     n0: int,
     n: int,
     alpha: float,
     batch_size: int,
     seed: int,
-    profile_hash: str | None,
     _model: torch.nn.Module,
     _x: torch.Tensor,
-    _noise: Any,
-) -> dict[str, Any]:
-    """DCERT for one method (Cohen's CERTIFY with that method's noise)."""
-    progress = JobProgress(f"{_noise.method}: noise draws")
+    _noise: SmoothingNoise,
+) -> Certificate:
+    """DCERT for one method (Cohen's CERTIFY with that method's noise, identified by ``noise_identity``)."""
+    progress = JobProgress(f"{_noise.name}: noise draws")
     cert = certify(_model, _x, _noise, n0, n, alpha, batch_size, torch.Generator().manual_seed(seed), progress=progress)
     progress.finish()
-    return dataclasses.asdict(cert)
+    return cert
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def votes(
     model_key: str,
     image_id: str,
-    method: str,
-    sigma: float,
+    noise_identity: str,
     count: int,
     seed: int,
-    profile_hash: str | None,
     batch_size: int,
     _model: torch.nn.Module,
     _x: torch.Tensor,
-    _noise: Any,
+    _noise: SmoothingNoise,
 ) -> dict[str, np.ndarray]:
-    progress = JobProgress(f"{_noise.method if _noise is not None else method}: base-model votes")
+    """The base model's votes under ``_noise`` (identified by ``noise_identity``) and the noise energy map."""
+    progress = JobProgress(f"{_noise.name}: base-model votes")
     out = compute.noise_votes(
         _model, _x, _noise, count, batch_size, torch.Generator().manual_seed(seed), progress=progress
     )

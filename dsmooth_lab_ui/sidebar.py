@@ -45,7 +45,8 @@ def render(container) -> None:
 
         attack = state.get(state.ATTACK)
         if attack is not None:
+            result = attack.result
             st.markdown(
-                f"**Attack** {'fooled' if attack.success else 'did not fool'} the model, l2 = "
-                f"{attack.l2:.3g}, l_inf = {attack.linf:.3g}"
+                f"**Attack** {'fooled' if bool(result.success[0]) else 'did not fool'} the model, l2 = "
+                f"{float(result.l2[0]):.3g}, l_inf = {float(result.linf[0]):.3g}"
             )

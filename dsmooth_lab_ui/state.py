@@ -14,6 +14,8 @@ import numpy as np
 import streamlit as st
 import torch
 
+from dsmooth_core import Certificate, SmoothingNoise
+from dsmooth_core.attacks import AttackResult
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.profiles import ThreatProfile
 
@@ -95,7 +97,7 @@ class ProfileChoice:
 
 @dataclass(frozen=True, eq=False)
 class AttackRecord:
-    """One Square + FGSM run on the current image (tensors (C,H,W) on the CPU)."""
+    """One Square + FGSM run on the current image: the library's result for a batch of one, on the CPU."""
 
     model_key: str
     image_id: str
@@ -103,28 +105,23 @@ class AttackRecord:
     label_is_prediction: bool
     config: dict[str, Any]
     seed: int
-    clean: torch.Tensor
-    adversarial: torch.Tensor
-    perturbation: torch.Tensor
-    clean_pred: int
-    adv_pred: int
-    success: bool
-    queries: int
-    linf: float
-    l2: float
-    l1: float
+    result: AttackResult
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        """The image's perturbation (C,H,W)."""
+        return self.result.perturbation[0]
 
 
 @dataclass(eq=False)
 class CertifyRecord:
-    """The last certification run: its settings and, per method, the certificate and its noise."""
+    """The last certification run: its settings and, per method, the noise used and its certificate."""
 
     model_key: str
     image_id: str
     settings: dict[str, Any]
     label: int | None
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> certificate fields
-    noises: dict[str, Any] = field(default_factory=dict)  # method -> SmoothingNoise used
+    results: list[tuple[SmoothingNoise, Certificate]] = field(default_factory=list)
 
 
 def init() -> None:

@@ -20,7 +20,15 @@ def run_attack(model, image: state.ImageChoice, config, seed: int, note) -> None
     key = resources.model_key(model)
     try:
         with jobs.running_job(JOB, "The attack", note):
-            out = resources.attack(key, image.image_id, label, widgets.config_items(config), seed, model, x)
+            result = resources.attack(
+                model_key=key,
+                image_id=image.image_id,
+                label=label,
+                config_items=widgets.config_items(config),
+                seed=seed,
+                _model=model,
+                _x=x,
+            )
     except Cancelled as exc:
         jobs.cancelled_message(JOB, "the attack", exc)
         return
@@ -33,7 +41,7 @@ def run_attack(model, image: state.ImageChoice, config, seed: int, note) -> None
             label_is_prediction=is_prediction,
             config=dict(widgets.config_items(config)),
             seed=seed,
-            **out,
+            result=result,
         ),
     )
 
@@ -45,12 +53,14 @@ def show_result(model, record: state.AttackRecord, image: state.ImageChoice) -> 
             "This attack was run on another model or image than the current ones; run it again to update.",
             icon=":material/history:",
         )
+    result = record.result
+    clean_pred, adv_pred, success = int(result.clean_pred[0]), int(result.adv_pred[0]), bool(result.success[0])
     amplified, factor = signed_to_uint8(record.perturbation)
     fig = figures.image_strip(
-        [to_uint8(record.clean), to_uint8(record.adversarial), amplified],
+        [to_uint8(result.clean[0]), to_uint8(result.adversarial[0]), amplified],
         [
-            f"original: {classes[record.clean_pred]}",
-            f"adversarial: {classes[record.adv_pred]}",
+            f"original: {classes[clean_pred]}",
+            f"adversarial: {classes[adv_pred]}",
             f"perturbation x{factor:.1f} around grey",
         ],
         title="Original, adversarial and amplified perturbation",
@@ -64,26 +74,28 @@ def show_result(model, record: state.AttackRecord, image: state.ImageChoice) -> 
         " (the model's own prediction; true label unknown)" if record.label_is_prediction else " (true label)"
     )
     st.markdown(f"Attacked label: **{target}**.")
-    if record.clean_pred != record.label:
+    if clean_pred != record.label:
         st.info(
             "The model already misclassifies the clean image, so Square Attack stopped at once; only the "
             "FGSM step (if any) moved it.",
             icon=":material/info:",
         )
     c = st.columns(4)
-    c[0].metric("Prediction before", classes[record.clean_pred])
+    c[0].metric("Prediction before", classes[clean_pred])
     c[1].metric(
         "Prediction after",
-        classes[record.adv_pred],
-        "fooled" if record.success else "not fooled",
-        delta_color="inverse" if record.success else "normal",
+        classes[adv_pred],
+        "fooled" if success else "not fooled",
+        delta_color="inverse" if success else "normal",
     )
-    c[2].metric("Queries used", f"{record.queries:,}", help="Square's model queries, plus 1 for the FGSM gradient.")
+    queries = int(result.queries[0])
+    c[2].metric("Queries used", f"{queries:,}", help="Square's model queries, plus 1 for the FGSM gradient.")
     c[3].metric("Seed", record.seed)
+    linf, l2, l1 = float(result.linf[0]), float(result.l2[0]), float(result.l1[0])
     n = st.columns(3)
-    n[0].metric("l_inf norm of delta", f"{record.linf:.4f} ({record.linf * 255:.1f}/255)")
-    n[1].metric("l2 norm of delta", f"{record.l2:.4f}")
-    n[2].metric("l1 norm of delta", f"{record.l1:.2f}")
+    n[0].metric("l_inf norm of delta", f"{linf:.4f} ({linf * 255:.1f}/255)")
+    n[1].metric("l2 norm of delta", f"{l2:.4f}")
+    n[2].metric("l1 norm of delta", f"{l1:.2f}")
     with st.expander("Attack settings used"):
         st.json(record.config)
 

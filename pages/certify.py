@@ -6,13 +6,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dsmooth_core import Cancelled, radius_ceiling
-from dsmooth_core.noise import make_noise
+from dsmooth_core import Cancelled, SmoothingNoise, radius_ceiling
+from dsmooth_core.noise import METHOD_CLASSES, make_noise
 from dsmooth_lab_ui import choices, figures, jobs, nav, reports, resources, state, widgets
-from dsmooth_lab_ui.compare import METRIC_LABEL
 
 JOB = "certify"
-METHODS = {"DSmooth": "dsmooth", "RandSmooth": "randsmooth", "LSmooth": "lsmooth"}
+KEYS = {cls.name: key for key, cls in METHOD_CLASSES.items()}  # the multiselect shows display names
 GPU = torch.cuda.is_available()
 TABLE_COLUMNS = (  # shown on screen; the CSV has every column (settings included)
     "method",
@@ -49,8 +48,9 @@ COMPARISON_HELP = {
 }
 
 
-def settings(profile) -> tuple[list[str], dict | None]:
-    available = [m for m in METHODS if m != "DSmooth" or profile is not None]
+def settings(profile) -> tuple[list[SmoothingNoise], dict | None]:
+    """The noises chosen (built once) and the run's numbers, or ``None`` when an input is refused."""
+    available = [cls.name for cls in METHOD_CLASSES.values() if profile is not None or not cls.needs_profile]
     chosen = st.session_state.get("cert_methods")
     # keep the user's choice, minus a method that became unavailable (e.g. the profile was dropped)
     st.session_state["cert_methods"] = available if chosen is None else [m for m in chosen if m in available]
@@ -90,7 +90,7 @@ def settings(profile) -> tuple[list[str], dict | None]:
     if not methods:
         st.error("Choose at least one method.", icon=":material/error:")
     if problems or not methods:
-        return methods, None
+        return [], None
     values = {
         "sigma": float(sigma),
         "n0": int(n0),
@@ -99,20 +99,20 @@ def settings(profile) -> tuple[list[str], dict | None]:
         "batch": int(batch),
         "seed": int(seed),
     }
-    ceilings = []
-    for m in methods:
-        noise = make_noise(METHODS[m], values["sigma"], profile.covariance if profile else None)
-        ceiling = radius_ceiling(noise, values["n"], values["alpha"])
-        ceilings.append(f"{m} {ceiling:.3g} ({METRIC_LABEL[noise.metric]})")
+    noises = [make_noise(KEYS[m], values["sigma"], profile.covariance if profile else None) for m in methods]
+    ceilings = [
+        f"{noise.name} {radius_ceiling(noise, values['n'], values['alpha']):.3g} ({noise.metric_label})"
+        for noise in noises
+    ]
 
     st.caption(
         f"Radius ceiling for n = {values['n']:,} and alpha = {values['alpha']:g} (the radius if all n votes "
         f"agree, each in its own metric): {', '.join(ceilings)}. A larger radius needs a larger n."
     )
-    return methods, values
+    return noises, values
 
 
-def run(model, image, x, methods: list[str], values: dict, profile, note) -> None:
+def run(model, image, x, noises: list[SmoothingNoise], values: dict, profile, note) -> None:
     key = resources.model_key(model)
     record = state.CertifyRecord(
         model_key=key, image_id=image.image_id, settings=values, label=resources.effective_label(model, image)
@@ -122,26 +122,21 @@ def run(model, image, x, methods: list[str], values: dict, profile, note) -> Non
     state.put(state.CERTIFY, record)
     try:
         with jobs.running_job(JOB, "Certification", note):
-            for method in methods:
-                noise = make_noise(
-                    METHODS[method], values["sigma"], profile.covariance if method == "DSmooth" else None
+            for noise in noises:
+                cert = resources.certificate(
+                    model_key=key,
+                    image_id=image.image_id,
+                    noise_identity=noise.identity,
+                    n0=values["n0"],
+                    n=values["n"],
+                    alpha=values["alpha"],
+                    batch_size=values["batch"],
+                    seed=values["seed"],
+                    _model=model,
+                    _x=x,
+                    _noise=noise,
                 )
-                record.results[method] = resources.certificate(
-                    key,
-                    image.image_id,
-                    METHODS[method],
-                    values["sigma"],
-                    values["n0"],
-                    values["n"],
-                    values["alpha"],
-                    values["batch"],
-                    values["seed"],
-                    profile.content_hash if method == "DSmooth" else None,
-                    model,
-                    x,
-                    noise,
-                )
-                record.noises[method] = noise
+                record.results.append((noise, cert))
     except Cancelled as exc:
         jobs.cancelled_message(JOB, "certification", exc)
 
@@ -181,7 +176,7 @@ def show(model, image, x, record: state.CertifyRecord) -> None:
         "in shared terms; the attack columns check whether the actual Square + FGSM perturbation of this "
         "image lies inside each certified region (||d||_2 < R, ||d||_1 < R, Mahalanobis(d) < R)."
     )
-    comparison = reports.comparison_rows(record.results, record.noises, delta, x.numel(), record.label)
+    comparison = reports.comparison_rows(record.results, delta, x.numel(), record.label)
     st.dataframe(pd.DataFrame(comparison), hide_index=True, key="cert_comparison", column_config=COMPARISON_HELP)
     if delta is None:
         st.info("Run the attack on this image to see whether its perturbation lies inside each region.")
@@ -197,7 +192,7 @@ def show(model, image, x, record: state.CertifyRecord) -> None:
         st.plotly_chart(figures.guarantee_bars(comparison), key="cert_bars", width="stretch")
     with right:
         whole = st.toggle("Show the whole regions", key="cert_slice_whole", help="Off: zoom on the attack point.")
-        fig, _ = reports.slice_figure(record.results, record.noises, delta, tuple(x.shape), zoom=not whole)
+        fig, _ = reports.slice_figure(record.results, delta, tuple(x.shape), zoom=not whole)
         st.plotly_chart(fig, key="cert_slice", width="stretch")
     st.caption(
         "Right: the plane through the image spanned by the attack perturbation and DSmooth's top "

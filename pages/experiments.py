@@ -20,7 +20,6 @@ from dsmooth_core import Cancelled, pick_device
 from dsmooth_core.attacks import PRESETS
 from dsmooth_core.data import DataUnavailableError, ImageSet, data_dir, load_cifar10
 from dsmooth_core.experiments import (
-    METHOD_NAMES,
     ExperimentSpec,
     RecordStore,
     attack_config,
@@ -35,7 +34,7 @@ from dsmooth_core.experiments import (
     time_table,
 )
 from dsmooth_core.models import DEFAULT_MODEL
-from dsmooth_core.noise import METHODS
+from dsmooth_core.noise import METHODS, method_class
 
 APP_MODEL_KEY = "dsl_model"  # the app's ModelChoice (name, pretrained), used when "model_name" is absent
 RECORDS_FILE = "records.jsonl"
@@ -80,7 +79,7 @@ def settings() -> tuple[ExperimentSpec, dict[str, Any]]:
         "Methods",
         list(METHODS),
         default=list(METHODS),
-        format_func=METHOD_NAMES.get,
+        format_func=lambda key: method_class(key).name,
         key="exp_methods",
         persist_state="session",
     )

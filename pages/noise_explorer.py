@@ -5,24 +5,26 @@ from __future__ import annotations
 import streamlit as st
 
 from dsmooth_core import Cancelled
-from dsmooth_core.noise import make_noise
+from dsmooth_core.noise import METHOD_CLASSES, make_noise, method_class
 from dsmooth_lab_ui import choices, compute, figures, jobs, nav, resources, state
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8
 
 JOB = "votes"
 SIGMA_CHOICES = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 DEFAULT_SIGMAS = [0.0, 0.1, 0.5, 1.0]
-METHOD_NAMES = {"randsmooth": "RandSmooth", "lsmooth": "LSmooth", "dsmooth": "DSmooth"}
 
 
 def methods_for(profile: state.ProfileChoice | None) -> list[str]:
-    return ["randsmooth", "lsmooth", *(["dsmooth"] if profile is not None else [])]
+    """The isotropic methods first, then those a threat profile shapes (when there is one)."""
+    plain = [key for key, cls in METHOD_CLASSES.items() if not cls.needs_profile]
+    shaped = [key for key, cls in METHOD_CLASSES.items() if cls.needs_profile and profile is not None]
+    return plain + shaped
 
 
 def noise_for(method: str, sigma: float, profile: state.ProfileChoice | None):
     if sigma == 0:
         return None
-    return make_noise(method, sigma, profile.covariance if method == "dsmooth" and profile else None)
+    return make_noise(method, sigma, profile.covariance if profile else None)
 
 
 def sample_grids(x, methods, sigmas, profile, seed: int) -> None:
@@ -35,7 +37,7 @@ def sample_grids(x, methods, sigmas, profile, seed: int) -> None:
             raw.append(signed_to_uint8(eps, scale=3 * sigma if sigma > 0 else 1.0)[0])
         noisy_rows.append(noisy)
         noise_rows.append(raw)
-    rows = [METHOD_NAMES[m] for m in methods]
+    rows = [method_class(m).name for m in methods]
     cols = [f"sigma = {s:g}" for s in sigmas]
     st.plotly_chart(
         figures.image_grid(noisy_rows, row_titles=rows, col_titles=cols, title="Noisy images x + e", cell_px=150),
@@ -78,7 +80,6 @@ def votes_section(model, x, image, methods, sigmas, profile, note) -> None:
     batch = c3.number_input("Batch size", min_value=1, value=100, key="votes_batch", persist_state="session")
     seed = c4.number_input("Seed", min_value=0, value=0, key="votes_seed", persist_state="session")
     key = resources.model_key(model)
-    profile_hash = profile.content_hash if profile else None
     if st.button("Count the votes", type="primary", icon=":material/how_to_vote:"):
         record = {
             "model_key": key,
@@ -91,18 +92,17 @@ def votes_section(model, x, image, methods, sigmas, profile, note) -> None:
         try:
             with jobs.running_job(JOB, "Counting votes", note):
                 for method in methods:
-                    record["results"][METHOD_NAMES[method]] = resources.votes(
-                        key,
-                        image.image_id,
-                        method,
-                        float(sigma),
-                        int(count),
-                        int(seed),
-                        profile_hash if method == "dsmooth" else None,
-                        int(batch),
-                        model,
-                        x,
-                        noise_for(method, float(sigma), profile),
+                    noise = noise_for(method, float(sigma), profile)
+                    record["results"][noise.name] = resources.votes(
+                        model_key=key,
+                        image_id=image.image_id,
+                        noise_identity=noise.identity,
+                        count=int(count),
+                        seed=int(seed),
+                        batch_size=int(batch),
+                        _model=model,
+                        _x=x,
+                        _noise=noise,
                     )
         except Cancelled as exc:
             jobs.cancelled_message(JOB, "counting votes", exc)

@@ -10,7 +10,7 @@ import streamlit as st
 
 from dsmooth_core import Cancelled
 from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile
-from dsmooth_lab_ui import choices, compare, figures, jobs, nav, resources, state, widgets
+from dsmooth_lab_ui import choices, figures, jobs, nav, profile_shape, resources, state, widgets
 from dsmooth_lab_ui.images import eigen_images
 
 JOB = "profile"
@@ -202,7 +202,7 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
         on_change=_update_shape,
     )
     cov = choice.covariance
-    shape = compare.shape_summary(cov)
+    shape = profile_shape.shape_summary(cov)
     m = st.columns(4)
     m[0].metric("mu_min (smallest eigenvalue of St)", f"{shape['mu_min']:.4g}")
     m[1].metric("mu_max (largest eigenvalue of St)", f"{shape['mu_max']:.4g}")
@@ -242,7 +242,7 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
         )
     with right:
         st.plotly_chart(
-            figures.explained_variance_figure(compare.cumulative_explained(fitted), cov.k),
+            figures.explained_variance_figure(profile_shape.cumulative_explained(fitted), cov.k),
             key="profile_explained",
             width="stretch",
         )

@@ -1,4 +1,4 @@
-"""The app's pure helpers on hand-made inputs: slice geometry, comparisons, tables, figures, images."""
+"""The app's pure helpers on hand-made inputs: slice planes, profile shape, tables, figures, images."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from dsmooth_core import ABSTAIN, AnisotropicGaussian, IsotropicGaussian, Laplace, LowRankCovariance
-from dsmooth_lab_ui import compare, figures, reports, slices
+from dsmooth_lab_ui import figures, profile_shape, reports, slices
 from dsmooth_lab_ui.images import eigen_images, signed_to_uint8, to_uint8, upscale
+from tests.fakecerts import certificate
 
 
 def diagonal_covariance(top: float = 4.0, residual: float = 1.0, shape=(1, 2, 2)) -> LowRankCovariance:
@@ -27,73 +28,7 @@ def diagonal_covariance(top: float = 4.0, residual: float = 1.0, shape=(1, 2, 2)
     )
 
 
-def dense_st_inverse(cov: LowRankCovariance) -> torch.Tensor:
-    """St^-1 formed explicitly (test oracle; fine for tiny d)."""
-    u, lam, rho2 = cov.eigenvectors, cov.eigenvalues, cov.residual_variance
-    s = u @ torch.diag(lam - rho2) @ u.T + rho2 * torch.eye(cov.dim, dtype=torch.float64)
-    return torch.linalg.inv(s / cov.geometric_mean)
-
-
-def axis(d: int, i: int) -> torch.Tensor:
-    v = torch.zeros(d, dtype=torch.float64)
-    v[i] = 1.0
-    return v
-
-
 # ---------------------------------------------------------------- slices
-def test_l2_slice_is_a_disc_of_radius_r() -> None:
-    xs, ys = slices.disc_boundary(0.7, count=181)
-    assert np.allclose(np.hypot(xs, ys), 0.7)
-    assert (xs[0], ys[0]) == pytest.approx((xs[-1], ys[-1]))
-
-
-def test_l1_slice_in_a_coordinate_plane_is_the_diamond_with_vertices_at_plus_minus_r() -> None:
-    d, radius = 12, 1.5
-    basis = slices.plane_basis(axis(d, 3), axis(d, 7), d)
-    theta = np.array([0.0, np.pi / 2, np.pi, 3 * np.pi / 2, np.pi / 4])
-    r = radius / slices.l1_norms_along(basis, theta)
-    assert r[:4] == pytest.approx([radius] * 4)  # vertices +-R e1, +-R e2
-    assert r[4] == pytest.approx(radius / math.sqrt(2))  # the edge midpoint (R/2, R/2)
-    xs, ys = slices.l1_boundary(basis, radius, count=361)
-    assert np.allclose(np.abs(xs) + np.abs(ys), radius)
-
-
-def test_l1_slice_in_a_dense_plane_is_much_smaller_than_the_disc() -> None:
-    d = 1024
-    g = torch.Generator().manual_seed(0)
-    basis = slices.plane_basis(torch.randn(d, generator=g), torch.randn(d, generator=g), d)
-    xs, ys = slices.l1_boundary(basis, 1.0, count=91)
-    assert np.hypot(xs, ys).max() < 0.1  # ||e||_1 ~ sqrt(2d/pi) for a dense unit vector
-    assert np.hypot(xs, ys).min() >= 1 / math.sqrt(d) - 1e-12  # ||v||_1 <= sqrt(d) ||v||_2
-
-
-def test_ellipse_axes_for_a_diagonal_st() -> None:
-    cov = diagonal_covariance(top=4.0, residual=1.0)  # d = 4, gm = 4^(1/4)
-    gm = 4.0**0.25
-    basis = slices.plane_basis(axis(4, 0), axis(4, 1), 4)
-    form = slices.restricted_form(cov.mahalanobis, basis, cov.shape)
-    assert form == pytest.approx(np.diag([gm / 4.0, gm / 1.0]))
-    radius = 0.8
-    semi = slices.ellipse_semi_axes(form, radius)
-    assert semi == pytest.approx(sorted([radius * math.sqrt(4 / gm), radius * math.sqrt(1 / gm)]))
-    xs, ys = slices.ellipse_boundary(form, radius, count=8 * 45 + 1)
-    assert xs[0] == pytest.approx(radius * math.sqrt(4 / gm))  # long axis along the eigen-direction
-    assert ys[90] == pytest.approx(radius * math.sqrt(1 / gm))
-    points = torch.as_tensor(np.outer(xs, basis.e1) + np.outer(ys, basis.e2)).reshape(-1, *cov.shape)
-    assert cov.mahalanobis(points).numpy() == pytest.approx(np.full(len(xs), radius))
-
-
-def test_restricted_form_matches_the_dense_inverse_in_an_oblique_plane() -> None:
-    g = torch.Generator().manual_seed(1)
-    perturbations = torch.randn(30, 2, 3, 3, generator=g) * torch.linspace(0.1, 2, 18).reshape(2, 3, 3)
-    cov = LowRankCovariance.fit(perturbations, k=5)
-    basis = slices.plane_basis(torch.randn(18, generator=g), torch.randn(18, generator=g), 18)
-    form = slices.restricted_form(cov.mahalanobis, basis, cov.shape)
-    inv = dense_st_inverse(cov)
-    e = torch.stack([basis.e1, basis.e2])
-    assert form == pytest.approx((e @ inv @ e.T).numpy(), rel=1e-9)
-
-
 def test_plane_basis_orthonormalises_and_replaces_degenerate_directions() -> None:
     d = 20
     v = torch.arange(d, dtype=torch.float64)
@@ -105,125 +40,75 @@ def test_plane_basis_orthonormalises_and_replaces_degenerate_directions() -> Non
     assert ok.label2 == "u1"
     a, b = slices.coordinates(v, ok)
     assert (a, b) == pytest.approx((float(v.norm()), 0.0))
-    assert slices.off_plane_norm(v, ok) == pytest.approx(0.0, abs=1e-9)
     assert slices.plane_basis(None, None, d).label1 == "random direction"
 
 
-# ---------------------------------------------------------------- comparisons
-def test_guarantees_in_shared_metrics() -> None:
-    d, r = 3072, 0.9
-    iso = compare.guarantee(IsotropicGaussian(0.25), r, d)
-    assert (iso.l2_every_direction, iso.l1, iso.equal_volume_l2) == (r, r, r)
-    assert iso.linf_lower_bound == pytest.approx(r / math.sqrt(d))
-    lap = compare.guarantee(Laplace.from_sigma(0.25), r, d)
-    assert lap.l1 == r and lap.l2_every_direction == pytest.approx(r / math.sqrt(d))
-    assert lap.linf_lower_bound == pytest.approx(r / d)
+def test_region_boundary_closes_and_lies_on_the_region_in_the_methods_metric() -> None:
     cov = diagonal_covariance(top=4.0, residual=1.0)
-    noise = AnisotropicGaussian(0.25, cov)
-    ds = compare.guarantee(noise, r, cov.dim)
-    assert ds.l2_every_direction == pytest.approx(r * math.sqrt(cov.mu_min))
-    assert ds.l1 == pytest.approx(noise.inscribed_l1_radius(r, cov.dim))
-    assert ds.equal_volume_l2 == r  # det St = 1
-    assert compare.guarantee(IsotropicGaussian(0.25), 0.0, d).l2_every_direction == 0.0
+    g = torch.Generator().manual_seed(3)
+    basis = slices.plane_basis(torch.randn(4, generator=g), torch.randn(4, generator=g), 4)
+    for noise in (IsotropicGaussian(0.1), Laplace(0.1), AnisotropicGaussian(0.1, cov)):
+        xs, ys = slices.region_boundary(noise, 0.6, basis, cov.shape, count=91)
+        assert (xs[0], ys[0]) == pytest.approx((xs[-1], ys[-1]))
+        points = torch.as_tensor(np.outer(xs, basis.e1) + np.outer(ys, basis.e2)).reshape(-1, *cov.shape)
+        assert noise.distance(points).numpy() == pytest.approx(np.full(91, 0.6))
 
 
-def test_equal_volume_radius_of_the_l1_ball_in_low_dimensions() -> None:
-    assert compare.l1_ball_equal_volume_l2_radius(2.0, 1) == pytest.approx(2.0)  # both are [-R, R]
-    # d = 2: the diamond has area 2 R^2, the disc pi r^2
-    assert compare.l1_ball_equal_volume_l2_radius(1.0, 2) == pytest.approx(math.sqrt(2 / math.pi))
-    # Stirling: r / R -> sqrt(2 e / (pi d)) for large d
-    d = 3072
-    assert compare.l1_ball_equal_volume_l2_radius(1.0, d) == pytest.approx(
-        math.sqrt(2 * math.e / (math.pi * d)), rel=1e-3
-    )
-
-
-def test_inside_uses_each_methods_own_metric() -> None:
-    delta = torch.zeros(1, 2, 2)
-    delta[0, 0, 0] = 0.3
-    delta[0, 1, 1] = -0.4  # l2 = 0.5, l1 = 0.7
-    assert compare.inside(IsotropicGaussian(0.1), 0.6, delta) == (pytest.approx(0.5), True)
-    assert compare.inside(Laplace(0.1), 0.6, delta) == (pytest.approx(0.7), False)
-    assert compare.inside(IsotropicGaussian(0.1), 0.0, torch.zeros(1, 2, 2))[1] is False
-    cov = diagonal_covariance()
-    size, _ = compare.inside(AnisotropicGaussian(0.1, cov), 10.0, delta)
-    assert size == pytest.approx(float(cov.mahalanobis(delta)))
-
-
+# ---------------------------------------------------------------- profile shape
 def test_shape_summary_of_an_isotropic_profile_is_a_ball() -> None:
     cov = diagonal_covariance(top=2.0, residual=1.0).with_shrinkage(1.0)
-    shape = compare.shape_summary(cov)
+    shape = profile_shape.shape_summary(cov)
     assert shape["mu_min"] == pytest.approx(1.0) and shape["axis_ratio"] == pytest.approx(1.0)
     assert shape["inscribed_log_volume_ratio"] == pytest.approx(0.0, abs=1e-12)
-    aniso = compare.shape_summary(diagonal_covariance(top=4.0, residual=1.0))
+    aniso = profile_shape.shape_summary(diagonal_covariance(top=4.0, residual=1.0))
     assert aniso["axis_ratio"] == pytest.approx(2.0)
     assert aniso["inscribed_log_volume_ratio"] == pytest.approx(4 / 2 * math.log(aniso["mu_min"]))
-    assert compare.cumulative_explained(diagonal_covariance(top=4.0, residual=1.0)) == pytest.approx([4 / 7])
+    assert profile_shape.cumulative_explained(diagonal_covariance(top=4.0, residual=1.0)) == pytest.approx([4 / 7])
 
 
 # ---------------------------------------------------------------- tables and the slice figure
-def fake_certificate(method: str, metric: str, prediction: int, radius: float) -> dict:
-    counts = [0, 45, 5] if prediction != ABSTAIN else [20, 25, 5]
-    return {
-        "prediction": prediction,
-        "radius": radius,
-        "metric": metric,
-        "method": method,
-        "p_lower": 0.8 if prediction != ABSTAIN else 0.4,
-        "counts_selection": (0, 10, 0),
-        "counts_estimation": tuple(counts),
-        "n0": 10,
-        "n": 50,
-        "alpha": 0.001,
-        "radius_ceiling": 0.5,
-        "seconds": 0.1,
+def three_results(cov: LowRankCovariance, order=("RandSmooth", "DSmooth", "LSmooth")) -> list:
+    """RandSmooth and DSmooth certify class 1 (R = 0.2, 0.3); LSmooth abstains."""
+    pairs = {
+        "RandSmooth": (IsotropicGaussian(0.1), 1, 0.2),
+        "DSmooth": (AnisotropicGaussian(0.1, cov), 1, 0.3),
+        "LSmooth": (Laplace.from_sigma(0.1), ABSTAIN, 0.0),
     }
+    return [(pairs[m][0], certificate(*pairs[m])) for m in order]
 
 
 def test_result_and_comparison_rows_label_every_radius() -> None:
     cov = diagonal_covariance()
-    results = {
-        "RandSmooth": fake_certificate("RandSmooth", "l2", 1, 0.2),
-        "DSmooth": fake_certificate("DSmooth", "mahalanobis", 1, 0.3),
-        "LSmooth": fake_certificate("LSmooth", "l1", ABSTAIN, 0.0),
-    }
-    noises = {
-        "RandSmooth": IsotropicGaussian(0.1),
-        "DSmooth": AnisotropicGaussian(0.1, cov),
-        "LSmooth": Laplace.from_sigma(0.1),
-    }
+    results = three_results(cov)
     rows = reports.result_rows(results, ["a", "b", "c"], true_label=1)
     assert [r["method"] for r in rows] == ["DSmooth", "RandSmooth", "LSmooth"]
     assert [r["radius metric"] for r in rows] == ["Mahalanobis (St)", "l2", "l1"]
+    assert [r["certified region"] for r in rows] == ["Mahalanobis ball of St (ellipsoid)", "l2 ball", "l1 ball"]
     assert rows[2]["prediction"] == "ABSTAIN" and rows[2]["correct"] is None
     assert rows[0]["correct"] is True
+    assert rows[0]["votes for top class (of n)"] == "45 / 55"  # the selected class's estimation votes
+    assert rows[2]["votes for top class (of n)"] == "25 / 50"
     delta = torch.zeros(1, 2, 2)
     delta[0, 0, 1] = 0.1
-    comparison = reports.comparison_rows(results, noises, delta, 4, true_label=1)
+    comparison = reports.comparison_rows(results, delta, 4, true_label=1)
     by_method = {r["method"]: r for r in comparison}
     assert by_method["RandSmooth"]["attack inside region"] is True
     assert by_method["RandSmooth"]["certified against the attack"] is True
     assert by_method["LSmooth"]["certified against the attack"] is False
     assert by_method["DSmooth"]["l2 radius in every direction"] == pytest.approx(0.3 * math.sqrt(cov.mu_min))
-    no_attack = reports.comparison_rows(results, noises, None, 4, true_label=1)
+    assert by_method["DSmooth"]["attack size (own metric)"] == pytest.approx(float(cov.mahalanobis(delta)))
+    no_attack = reports.comparison_rows(results, None, 4, true_label=1)
     assert "attack inside region" not in no_attack[0]
+    unknown_label = reports.comparison_rows(results, delta, 4, true_label=None)
+    assert unknown_label[1]["attack inside region"] is True and unknown_label[1]["certified against the attack"] is None
 
 
 def test_slice_figure_draws_each_certified_region_and_the_attack() -> None:
     cov = diagonal_covariance(top=4.0, residual=1.0)
-    results = {
-        "DSmooth": fake_certificate("DSmooth", "mahalanobis", 1, 0.3),
-        "RandSmooth": fake_certificate("RandSmooth", "l2", 1, 0.2),
-        "LSmooth": fake_certificate("LSmooth", "l1", ABSTAIN, 0.0),
-    }
-    noises = {
-        "DSmooth": AnisotropicGaussian(0.1, cov),
-        "RandSmooth": IsotropicGaussian(0.1),
-        "LSmooth": Laplace.from_sigma(0.1),
-    }
+    results = three_results(cov, order=("LSmooth", "RandSmooth", "DSmooth"))
     delta = torch.zeros(1, 2, 2)
     delta[0, 1, 0] = 0.25
-    fig, basis = reports.slice_figure(results, noises, delta, (1, 2, 2), count=181)
+    fig, basis = reports.slice_figure(results, delta, (1, 2, 2), count=181)
     names = [t.name for t in fig.data]
     assert names[0].startswith("DSmooth: Mahalanobis (St) ball") and names[1].startswith("RandSmooth: l2 ball")
     assert "LSmooth: abstained (no region)" in names and "x + attack perturbation" in names
@@ -232,6 +117,7 @@ def test_slice_figure_draws_each_certified_region_and_the_attack() -> None:
     assert np.hypot(fig.data[1].x, fig.data[1].y) == pytest.approx(np.full(181, 0.2))
     assert basis.label2.startswith("along DSmooth's top eigen-direction")
     assert fig.layout.yaxis.scaleanchor == "x"
+    assert fig.data[0].line.color == AnisotropicGaussian.color and fig.data[1].line.color == IsotropicGaussian.color
 
 
 # ---------------------------------------------------------------- figures

@@ -224,7 +224,7 @@ def test_attack_runs_shows_images_norms_and_survives_page_switches(app_env: Path
     record = at.session_state[state.ATTACK]
     assert isinstance(record, state.AttackRecord)
     assert status_of(at)[0] == "complete" and status_of(at)[1].startswith("The attack: done")
-    assert record.queries <= 21 and record.linf <= 8 / 255 + 1e-6
+    assert int(record.result.queries[0]) <= 21 and float(record.result.linf[0]) <= 8 / 255 + 1e-6
     spec = chart(at, "attack_images")
     assert [t["type"] for t in spec["data"]] == ["image"] * 3
     labels = {m.label for m in at.metric}
@@ -341,9 +341,10 @@ def test_certify_three_methods_compares_honestly_and_caches(app_with_profile: Ap
     assert at.multiselect(key="cert_methods").value == ["DSmooth", "RandSmooth", "LSmooth"]
     _certify(at)
     record = at.session_state[state.CERTIFY]
-    assert set(record.results) == {"DSmooth", "RandSmooth", "LSmooth"}
+    certificates = {noise.name: cert for noise, cert in record.results}
+    assert set(certificates) == {"DSmooth", "RandSmooth", "LSmooth"}
     assert status_of(at)[0] == "complete" and status_of(at)[1].startswith("Certification: done")
-    metrics = {m: r["metric"] for m, r in record.results.items()}
+    metrics = {m: cert.metric for m, cert in certificates.items()}
     assert metrics == {"DSmooth": "mahalanobis", "RandSmooth": "l2", "LSmooth": "l1"}
     table = at.dataframe[0].value
     assert list(table["method"]) == ["DSmooth", "RandSmooth", "LSmooth"]
@@ -363,19 +364,19 @@ def test_certify_three_methods_compares_honestly_and_caches(app_with_profile: Ap
     for method in ("DSmooth", "RandSmooth", "LSmooth"):
         assert any(name.startswith(method) for name in names)
     for method, metric in (("DSmooth", "Mahalanobis (St)"), ("RandSmooth", "l2"), ("LSmooth", "l1")):
-        certified = record.results[method]["prediction"] != -1
+        certified = not certificates[method].abstained
         expected = f"{method}: {metric} ball" if certified else f"{method}: abstained (no region)"
         assert any(name.startswith(expected) for name in names), (expected, names)
     assert chart(at, "cert_bars")
     assert at.get("download_button")
     # same inputs => the cached certificates come back (same recorded timings, no new run)
-    seconds = {m: r["seconds"] for m, r in record.results.items()}
+    seconds = {noise.name: cert.seconds for noise, cert in record.results}
     button(at, "Certify").click()
     at.run()
     assert_clean(at)
     again = at.session_state[state.CERTIFY]
     assert again is not record
-    assert {m: r["seconds"] for m, r in again.results.items()} == seconds
+    assert {noise.name: cert.seconds for noise, cert in again.results} == seconds
     # results survive a page switch
     at.switch_page(nav.MODEL_IMAGE).run()
     at.switch_page(nav.CERTIFY).run()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from dsmooth_core import AnisotropicGaussian, Cancelled, IsotropicGaussian, Laplace, LowRankCovariance
+from dsmooth_core import ABSTAIN, AnisotropicGaussian, Cancelled, IsotropicGaussian, Laplace, LowRankCovariance, compare
 from dsmooth_core.attacks import AttackConfig
 from dsmooth_core.cli import main
 from dsmooth_core.data import load_cifar10
@@ -27,8 +27,6 @@ from dsmooth_core.experiments import (
     evaluation_indices,
     group_records,
     high_probability_lower_bound,
-    inscribed_radii,
-    is_covered,
     load_records,
     parse_shard,
     perturbation_distances,
@@ -43,6 +41,7 @@ from dsmooth_core.experiments import report as report_module
 from dsmooth_core.experiments import runner as runner_module
 from dsmooth_core.models import DEFAULT_MODEL, ModelInfo, cifar_resnet, state_dict_hash, wrap
 from dsmooth_core.profiles import ProfileMismatchError, build_profile
+from tests.fakecerts import certificate
 from tests.fakedata import write_fake_cifar10
 from tests.oracles import anisotropic_perturbations
 
@@ -188,9 +187,13 @@ def test_gzipped_record_files_are_read(tmp_path):
 def test_cover_check_in_each_metric():
     cov = LowRankCovariance.fit(anisotropic_perturbations(40, (3, 4, 4), seed=1), k=3)
     radius, inside, outside = 0.5, 0.999, 1.001
+    noises = {"l2": IsotropicGaussian(0.25), "l1": Laplace(0.1), "mahalanobis": AnisotropicGaussian(0.25, cov)}
 
     def covered(delta: torch.Tensor, metric: str, prediction: int = 1) -> bool:
-        return is_covered(prediction, 1, perturbation_distances(delta, cov)[metric], radius)
+        noise = noises[metric]
+        result = compare(certificate(noise, prediction, radius), noise, delta, label=1)
+        assert result.distance == pytest.approx(perturbation_distances(delta, cov)[metric], rel=1e-6)
+        return result.certified
 
     e0 = torch.zeros(3, 4, 4)
     e0[0, 0, 0] = 1.0
@@ -208,22 +211,28 @@ def test_cover_check_in_each_metric():
     assert perturbation_distances(u1, cov)["mahalanobis"] == pytest.approx(unit, rel=1e-5)
     assert covered(u1 * radius / unit * inside, "mahalanobis")
     assert not covered(u1 * radius / unit * outside, "mahalanobis")
-    assert not is_covered(-1, 1, 0.0, 0.0)  # an abstention covers nothing, not even no perturbation
+    # an abstention covers nothing, not even no perturbation
+    abstained = compare(certificate(noises["l2"], ABSTAIN, 0.0), noises["l2"], torch.zeros(3, 4, 4), label=1)
+    assert abstained.inside is False and abstained.certified is False
 
 
 def test_inscribed_radii_per_method():
     cov = LowRankCovariance.fit(anisotropic_perturbations(40, (3, 4, 4), seed=1), k=3)
     d = 48
-    assert inscribed_radii(IsotropicGaussian(0.25), 2.0, d) == {"l2_inscribed": 2.0, "l1_radius": 2.0}
-    assert inscribed_radii(Laplace.from_sigma(0.25), 2.0, d) == pytest.approx(
-        {"l2_inscribed": 2.0 / math.sqrt(d), "l1_radius": 2.0}
-    )
-    dsmooth = inscribed_radii(AnisotropicGaussian(0.25, cov), 2.0, d)
-    assert dsmooth["l2_inscribed"] == pytest.approx(2.0 * math.sqrt(cov.mu_min))
+
+    def radii(noise, radius: float = 2.0) -> tuple[float, float]:
+        result = compare(certificate(noise, 1, radius), noise, None, dim=d)
+        return result.l2_inscribed, result.l1_inscribed
+
+    assert radii(IsotropicGaussian(0.25)) == (2.0, 2.0)
+    assert radii(Laplace.from_sigma(0.25)) == pytest.approx((2.0 / math.sqrt(d), 2.0))
+    l2, l1 = radii(AnisotropicGaussian(0.25, cov))
+    assert l2 == pytest.approx(2.0 * math.sqrt(cov.mu_min))
     # the l1 ball's vertices r e_i all lie in the ellipsoid, the farthest exactly on its boundary
-    vertices = torch.eye(d).reshape(d, 3, 4, 4) * dsmooth["l1_radius"]
+    vertices = torch.eye(d).reshape(d, 3, 4, 4) * l1
     assert float(cov.mahalanobis(vertices).max()) == pytest.approx(2.0, rel=1e-6)
-    assert inscribed_radii(IsotropicGaussian(0.25), 0.0, d) == {"l2_inscribed": 0.0, "l1_radius": 0.0}
+    noise = IsotropicGaussian(0.25)
+    assert compare(certificate(noise, ABSTAIN, 0.0), noise, None, dim=d).l2_inscribed == 0.0
 
 
 # ---------------------------------------------------------------- running: resume and shards

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from dsmooth_core import AnisotropicGaussian, IsotropicGaussian, Laplace, LowRankCovariance, SmoothingNoise
-from dsmooth_core.experiments import inscribed_radii
+from dsmooth_core import AnisotropicGaussian, IsotropicGaussian, Laplace, LowRankCovariance, SmoothingNoise, compare
+from tests.fakecerts import certificate
 from tests.oracles import anisotropic_perturbations, dense_normalized
 
 SHAPE = (3, 4, 4)
@@ -93,10 +93,11 @@ def test_radii_scale_with_the_certificate_and_match_the_records(method, covarian
     assert noise.inscribed_l2_radius(0.0, D) == 0.0 and noise.inscribed_l1_radius(0.0, D) == 0.0
     assert noise.inscribed_l2_radius(2 * R, D) == pytest.approx(2 * noise.inscribed_l2_radius(R, D))
     assert noise.inscribed_l1_radius(2 * R, D) == pytest.approx(2 * noise.inscribed_l1_radius(R, D))
-    assert inscribed_radii(noise, R, D) == {
-        "l2_inscribed": noise.inscribed_l2_radius(R, D),
-        "l1_radius": noise.inscribed_l1_radius(R, D),
-    }
+    result = compare(certificate(noise, 1, R), noise, None, dim=D)
+    assert (result.l2_inscribed, result.l1_inscribed) == (
+        noise.inscribed_l2_radius(R, D),
+        noise.inscribed_l1_radius(R, D),
+    )
     with pytest.raises(ValueError, match="radius"):
         noise.inscribed_l2_radius(-0.1, D)
     with pytest.raises(ValueError, match="dimension"):

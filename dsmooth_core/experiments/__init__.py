@@ -5,7 +5,6 @@ charts are functions of the records alone, so shards and reruns merge by concate
 """
 
 from dsmooth_core.experiments.analysis import (
-    METHOD_NAMES,
     Group,
     ablation_groups,
     attack_table,
@@ -18,7 +17,7 @@ from dsmooth_core.experiments.analysis import (
     time_table,
 )
 from dsmooth_core.experiments.figures import ablation_figure, accuracy_figure, attack_figure, time_figure
-from dsmooth_core.experiments.geometry import inscribed_radii, is_covered, perturbation_distances
+from dsmooth_core.experiments.geometry import perturbation_distances
 from dsmooth_core.experiments.plan import (
     ExperimentSpec,
     Setting,
@@ -33,7 +32,6 @@ from dsmooth_core.experiments.runner import RunSummary, run_experiment
 from dsmooth_core.experiments.setup import load_experiment_model, prepare_profile
 
 __all__ = [
-    "METHOD_NAMES",
     "ExperimentSpec",
     "Group",
     "RecordStore",
@@ -53,8 +51,6 @@ __all__ = [
     "evaluation_indices",
     "group_records",
     "high_probability_lower_bound",
-    "inscribed_radii",
-    "is_covered",
     "load_experiment_model",
     "load_records",
     "merge_records",

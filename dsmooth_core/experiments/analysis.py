@@ -27,9 +27,8 @@ from scipy.stats import binom
 
 from dsmooth_core.certify import ABSTAIN
 from dsmooth_core.experiments.records import Record
+from dsmooth_core.noise import METHODS, method_class
 
-METHOD_NAMES = {"dsmooth": "DSmooth", "randsmooth": "RandSmooth", "lsmooth": "LSmooth"}
-METHOD_METRICS = {"dsmooth": "Mahalanobis", "randsmooth": "l2", "lsmooth": "l1"}  # for legends
 # radius fields of a record, and the metric each measures in (None: the method's own metric)
 RADIUS_FIELDS: dict[str, str | None] = {"radius": None, "l2_inscribed": "l2", "l1_radius": "l1"}
 CONFIG_FIELDS = (
@@ -50,7 +49,7 @@ CONFIG_FIELDS = (
 )
 ABLATION_PARAMS = ("k", "n", "alpha")
 _SYMBOLS = {"sigma": "σ", "k": "k", "n0": "n0", "n": "n", "alpha": "α", "seed": "seed"}
-_METHOD_ORDER = {name: i for i, name in enumerate(METHOD_NAMES)}
+_METHOD_ORDER = {key: i for i, key in enumerate(METHODS)}
 
 
 @dataclass(frozen=True)
@@ -122,9 +121,8 @@ def _varying(configs: list[dict[str, Any]]) -> set[str]:
 
 
 def _label(config: dict[str, Any], varying: set[str]) -> str:
-    method = METHOD_NAMES.get(config["method"], config["method"])
-    metric = METHOD_METRICS.get(config["method"], "?")
-    parts = [f"{method} ({metric})"]
+    cls = method_class(config["method"])
+    parts = [f"{cls.name} ({cls.metric_short})"]
     if "model" in varying or "model_hash" in varying:
         parts.append(f"{config['model']}@{str(config['model_hash'])[:8]}")
     if "attack" in varying or "attack_config" in varying:
@@ -183,7 +181,7 @@ def _describe(group: Group) -> dict[str, Any]:
     c = group.config
     return {
         "label": group.label,
-        "method": METHOD_NAMES.get(c["method"], c["method"]),
+        "method": method_class(c["method"]).name,
         "sigma": c["sigma"],
         "k": c["k"],
         "n0": c["n0"],

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from dsmooth_core.experiments.analysis import METHOD_NAMES, Group, curve
+from dsmooth_core.experiments.analysis import Group, curve
+from dsmooth_core.noise import METHOD_CLASSES, method_class
 
-METHOD_COLORS = {"dsmooth": "#d62728", "randsmooth": "#1f77b4", "lsmooth": "#2ca02c"}
 METHOD_DASHES = {"dsmooth": "solid", "randsmooth": "dash", "lsmooth": "dot"}
 AXIS_TITLES = {
     "radius": "radius r, each method in its own metric: DSmooth Mahalanobis of St, RandSmooth l2, LSmooth l1",
@@ -30,7 +30,7 @@ TITLES = {
 def _styles(groups: Sequence[Group]) -> list[tuple[str, str]]:
     """(colour, dash) per group: one colour per method when each method has one curve, else per curve."""
     if len({g.method for g in groups}) == len(groups):
-        return [(METHOD_COLORS.get(g.method, "#7f7f7f"), "solid") for g in groups]
+        return [(method_class(g.method).color, "solid") for g in groups]
     palette = qualitative.Plotly
     return [(palette[i % len(palette)], METHOD_DASHES.get(g.method, "solid")) for i, g in enumerate(groups)]
 
@@ -85,7 +85,7 @@ def ablation_figure(groups: Sequence[Group], param: str, *, gamma: float | None 
 
 
 def _bar_colours(rows: Sequence[dict]) -> list[str]:
-    by_name = {name: METHOD_COLORS[key] for key, name in METHOD_NAMES.items()}
+    by_name = {cls.name: cls.color for cls in METHOD_CLASSES.values()}
     return [by_name.get(row["method"], "#7f7f7f") for row in rows]
 
 

@@ -1,7 +1,7 @@
-"""Where an attack perturbation lies relative to each certified region (MATH.md section 6).
+"""An attack perturbation measured in every metric a certificate can be in (MATH.md section 6).
 
-Each method certifies a ball in its own metric, so comparing them needs the same perturbation
-measured in every metric, and every certificate restated as the largest l2 and l1 balls it contains.
+The records keep all four sizes, so a reader can set one perturbation against every method's region;
+whether it lies inside a given certificate's region is :func:`dsmooth_core.comparison.compare`'s call.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 from dsmooth_core.covariance import LowRankCovariance
-from dsmooth_core.noise import SmoothingNoise
 
 
 def perturbation_distances(delta: torch.Tensor, covariance: LowRankCovariance) -> dict[str, float]:
@@ -24,27 +23,4 @@ def perturbation_distances(delta: torch.Tensor, covariance: LowRankCovariance) -
         "l1": float(flat.abs().sum()),
         "linf": float(flat.abs().max()) if flat.numel() else 0.0,
         "mahalanobis": float(covariance.mahalanobis(delta.detach().reshape(covariance.shape))),
-    }
-
-
-def is_covered(prediction: int, label: int, distance: float, radius: float) -> bool:
-    """The certificate names the true label and the perturbation lies strictly inside its ball.
-
-    ``distance`` must be measured in the metric of the certificate (``||d||_2``, ``||d||_1`` or
-    ``MAHL_St(d)``); the region is the open ball ``{d : distance(d) < radius}``.
-    """
-    return prediction == label and distance < radius
-
-
-def inscribed_radii(noise: SmoothingNoise, radius: float, dim: int) -> dict[str, float]:
-    """Radii of the largest l2 and l1 balls inside the certified region of radius ``radius`` in ``dim`` pixels.
-
-    The formulas belong to each noise (``inscribed_l2_radius``/``inscribed_l1_radius``); an abstention
-    (``radius <= 0``) certifies nothing.
-    """
-    if radius <= 0:
-        return {"l2_inscribed": 0.0, "l1_radius": 0.0}
-    return {
-        "l2_inscribed": noise.inscribed_l2_radius(radius, dim),
-        "l1_radius": noise.inscribed_l1_radius(radius, dim),
     }

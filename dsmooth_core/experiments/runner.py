@@ -9,7 +9,6 @@ alpha share one set of noise draws: the votes do not depend on alpha (``at_level
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,13 +17,14 @@ import torch
 
 from dsmooth_core.attacks import square_then_fgsm
 from dsmooth_core.certify import Certificate, at_level, certify
+from dsmooth_core.comparison import compare
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet
 from dsmooth_core.device import model_device
-from dsmooth_core.experiments.geometry import inscribed_radii, is_covered, perturbation_distances
+from dsmooth_core.experiments.geometry import perturbation_distances
 from dsmooth_core.experiments.plan import ExperimentSpec, Setting, derive_seed
 from dsmooth_core.experiments.records import Record, RecordStore, record_key
-from dsmooth_core.noise import AnisotropicGaussian, SmoothingNoise, make_noise
+from dsmooth_core.noise import SmoothingNoise, make_noise
 from dsmooth_core.profiles import ThreatProfile
 from dsmooth_core.progress import ProgressCallback
 
@@ -175,8 +175,10 @@ def _attack(
 
 def _record(image: _Attacked, cert: Certificate, noise: SmoothingNoise, profile: ThreatProfile) -> Record:
     """One certificate and where the image's attack perturbation lies relative to it."""
-    covariance = noise.covariance if isinstance(noise, AnisotropicGaussian) else profile.covariance
+    # DSmooth's Mahalanobis size is in its own rank's metric; the other methods' records use the profile's
+    covariance = getattr(noise, "covariance", profile.covariance)
     distances = perturbation_distances(image.perturbation, covariance)
+    comparison = compare(cert, noise, image.perturbation, label=image.label)
     return {
         "label": image.label,
         "prediction": cert.prediction,
@@ -185,9 +187,10 @@ def _record(image: _Attacked, cert: Certificate, noise: SmoothingNoise, profile:
         "radius": cert.radius,
         "metric": cert.metric,
         "radius_ceiling": cert.radius_ceiling,
-        **inscribed_radii(noise, cert.radius, math.prod(image.x.shape)),
+        "l2_inscribed": comparison.l2_inscribed,
+        "l1_radius": comparison.l1_inscribed,
         **{f"pert_{metric}": value for metric, value in distances.items()},
-        "covered": is_covered(cert.prediction, image.label, distances[cert.metric], cert.radius),
+        "covered": comparison.certified,
         "attack_success": image.success,
         "seconds": cert.seconds,
     }

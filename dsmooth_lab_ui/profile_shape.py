@@ -1,0 +1,38 @@
+"""How anisotropic a threat profile's certified ellipsoid is, for the Threat profile page (MATH.md section 6)."""
+
+from __future__ import annotations
+
+import math
+
+from dsmooth_core import LowRankCovariance
+
+
+def shape_summary(cov: LowRankCovariance) -> dict[str, float]:
+    """How anisotropic the certified ellipsoid is, for the Threat profile page.
+
+    St has determinant 1, so the ellipsoid of radius R has the volume of the l2 ball of radius R.
+    What shape costs is in the directions it is thin: the l2 ball it contains has radius
+    R sqrt(mu_min), whose volume relative to the ellipsoid's is (d/2) log(mu_min) in natural logs.
+    """
+    mu_min, mu_max = cov.mu_min, cov.mu_max
+    return {
+        "mu_min": mu_min,
+        "mu_max": mu_max,
+        "axis_ratio": math.sqrt(mu_max / mu_min),
+        "inscribed_log_volume_ratio": cov.dim / 2 * math.log(mu_min),
+        "inscribed_radius_factor": math.sqrt(mu_min),
+        "logdet_S": cov.logdet(),
+        "geometric_mean": cov.geometric_mean,
+        "explained_variance": cov.explained_variance,
+        "residual_variance": cov.residual_variance,
+    }
+
+
+def cumulative_explained(cov: LowRankCovariance) -> list[float]:
+    """Share of trace(S) carried by the top-i fitted directions, i = 1..k."""
+    total = 0.0
+    out = []
+    for value in cov.base_eigenvalues.tolist():
+        total += value
+        out.append(total / cov.trace)
+    return out
