@@ -13,11 +13,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from dsmooth_core.attacks import AttackConfig, square_then_fgsm
 from dsmooth_core.covariance import LowRankCovariance
+from dsmooth_core.data import ImageSet, balanced_subset
 from dsmooth_core.progress import ProgressCallback
 
 Keep = Literal["successful", "nonzero"]
@@ -112,29 +114,59 @@ class ThreatProfile:
             )
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """What picks the calibration images and the profile fitted to their attacks (the model aside).
+
+    Frozen and hashable, so it is the cache key of a profile in the app; with the model's weights
+    hash and the subset's indices it gives the identity of the profile file on disk.
+    """
+
+    size: int  # a class-balanced subset of this many images
+    attack: AttackConfig
+    k: int  # directions fitted (clamped to the rank of the data)
+    split: str = "train"
+    subset_seed: int = 0  # draws the subset
+    keep: Keep = "successful"
+    seed: int = 0  # seeds the attack
+    dataset: str = "cifar10"
+
+    def __post_init__(self) -> None:
+        if self.keep not in ("successful", "nonzero"):
+            raise ValueError(f"keep must be 'successful' or 'nonzero', got {self.keep!r}")
+
+    def indices(self, labels: np.ndarray) -> list[int]:
+        """The class-balanced subset of a split with these ``labels``."""
+        return [int(i) for i in balanced_subset(labels, self.size, self.subset_seed)]
+
+    def identity(self, model_hash: str, indices: list[int] | tuple[int, ...]) -> str:
+        """A short hash of everything that determines the profile: its cache key on disk."""
+        key = [model_hash, self.dataset, self.split, [int(i) for i in indices], asdict(self.attack)]
+        key += [self.k, self.keep, self.seed]
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+    def cache_path(self, cache_dir: str | Path, model_hash: str, labels: np.ndarray) -> Path:
+        """Where :func:`calibrate` keeps this calibration's profile for a model in ``cache_dir``."""
+        return Path(cache_dir) / f"profile-{self.identity(model_hash, self.indices(labels))}.pt"
+
+
 def build_profile(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
+    calibration: Calibration,
     *,
-    dataset: str,
-    split: str,
     indices: list[int] | tuple[int, ...],
-    attack: AttackConfig,
-    k: int,
-    keep: Keep = "successful",
-    seed: int = 0,
     batch_size: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> ThreatProfile:
-    """Attack the calibration images and fit the covariance of the perturbations kept."""
+    """Attack the calibration ``images`` (at ``indices`` of the split) and fit the covariance of those kept."""
     if len(indices) != len(images):
         raise ValueError(f"{len(indices)} indices given for {len(images)} calibration images")
-    if keep not in ("successful", "nonzero"):
-        raise ValueError(f"keep must be 'successful' or 'nonzero', got {keep!r}")
-    generator = torch.Generator().manual_seed(seed)
+    keep = calibration.keep
+    generator = torch.Generator().manual_seed(calibration.seed)
     result = square_then_fgsm(
-        model, images, labels, attack, generator=generator, progress=progress, batch_size=batch_size
+        model, images, labels, calibration.attack, generator=generator, progress=progress, batch_size=batch_size
     )
     # A zero perturbation (an image misclassified before any attack, with FGSM off) is no sample of the
     # threat, so it is never kept, even when it counts as a success.
@@ -147,73 +179,46 @@ def build_profile(
             "attack more images, raise the budget, or keep all non-zero perturbations"
         )
     return ThreatProfile(
-        covariance=LowRankCovariance.fit(kept.cpu(), k),
+        covariance=LowRankCovariance.fit(kept.cpu(), calibration.k),
         model_name=model.info.name,
         model_hash=model.info.weights_hash,
-        dataset=dataset,
-        split=split,
+        dataset=calibration.dataset,
+        split=calibration.split,
         indices=tuple(int(i) for i in indices),
-        attack=asdict(attack),
+        attack=asdict(calibration.attack),
         keep=keep,
         n_attacked=len(images),
         n_kept=len(kept),
-        seed=seed,
+        seed=calibration.seed,
     )
 
 
-def profile_identity(
-    model_hash: str, dataset: str, split: str, indices, attack: AttackConfig, k: int, keep: Keep, seed: int
-) -> str:
-    """A short hash of everything that determines a profile: its cache key on disk."""
-    key = json.dumps(
-        [model_hash, dataset, split, [int(i) for i in indices], asdict(attack), k, keep, seed], sort_keys=True
-    )
-    return hashlib.sha256(key.encode()).hexdigest()[:20]
-
-
-def cached_profile_path(cache_dir: str | Path, identity: str) -> Path:
-    return Path(cache_dir) / f"profile-{identity}.pt"
-
-
-def load_or_build_profile(
+def calibrate(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    data: ImageSet,
+    calibration: Calibration,
     *,
-    cache_dir: str | Path,
-    dataset: str,
-    split: str,
-    indices: list[int] | tuple[int, ...],
-    attack: AttackConfig,
-    k: int,
-    keep: Keep = "successful",
-    seed: int = 0,
+    cache_dir: str | Path | None = None,
     batch_size: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> ThreatProfile:
-    """Build a profile once per identity and reuse the file afterwards."""
-    identity = profile_identity(model.info.weights_hash, dataset, split, indices, attack, k, keep, seed)
-    path = cached_profile_path(cache_dir, identity)
-    if path.exists():
+    """Pick the calibration subset of ``data`` (the split ``calibration.split``) and build its profile.
+
+    With ``cache_dir`` the profile is built once per identity and loaded from its file afterwards.
+    """
+    path = calibration.cache_path(cache_dir, model.info.weights_hash, data.labels) if cache_dir else None
+    if path is not None and path.exists():
         profile = ThreatProfile.load(path)
         profile.check_matches(model)
         return profile
+    indices = calibration.indices(data.labels)
+    images, labels = data.tensor(indices), torch.from_numpy(data.labels[indices])
     profile = build_profile(
-        model,
-        images,
-        labels,
-        dataset=dataset,
-        split=split,
-        indices=indices,
-        attack=attack,
-        k=k,
-        keep=keep,
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
+        model, images, labels, calibration, indices=indices, batch_size=batch_size, progress=progress
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    profile.save(temporary)
-    temporary.replace(path)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        profile.save(temporary)
+        temporary.replace(path)
     return profile

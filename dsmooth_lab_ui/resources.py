@@ -32,7 +32,7 @@ from dsmooth_core.data import (
     load_imagenet_sample,
 )
 from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, load_model, prepare_image
-from dsmooth_core.profiles import ThreatProfile, build_profile
+from dsmooth_core.profiles import Calibration, ThreatProfile, calibrate
 from dsmooth_lab_ui import compute, state
 from dsmooth_lab_ui.jobs import JobProgress
 
@@ -186,35 +186,15 @@ def bundled_profile_available() -> bool:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def built_profile(
     model_key: str,
-    split: str,
     data_stamp: str,
-    n_images: int,
-    subset_seed: int,
-    attack_items: tuple[tuple[str, Any], ...],
-    k: int,
-    keep: str,
-    seed: int,
+    calibration: Calibration,
     batch_size: int,
     _model: torch.nn.Module,
     _images: ImageSet,
 ) -> ThreatProfile:
-    """Attack a seeded class-balanced calibration subset and fit the covariance (with progress)."""
-    indices = balanced_subset(_images.labels, n_images, subset_seed)
+    """Attack the calibration's class-balanced subset of ``_images`` and fit the covariance (with progress)."""
     progress = JobProgress("Attacking the calibration images")
-    profile = build_profile(
-        _model,
-        _images.tensor(indices),
-        torch.from_numpy(_images.labels[indices]),
-        dataset="cifar10",
-        split=split,
-        indices=[int(i) for i in indices],
-        attack=AttackConfig(**dict(attack_items)),
-        k=k,
-        keep=keep,  # type: ignore[arg-type]
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    profile = calibrate(_model, _images, calibration, batch_size=batch_size, progress=progress)
     progress.finish()
     return profile
 

@@ -25,9 +25,9 @@ from dsmooth_core.experiments import (
     attack_config,
     attack_table,
     evaluation_indices,
+    experiment_calibration,
     group_records,
     load_experiment_model,
-    prepare_profile,
     read_records,
     report_figures,
     run_experiment,
@@ -35,6 +35,7 @@ from dsmooth_core.experiments import (
 )
 from dsmooth_core.models import DEFAULT_MODEL
 from dsmooth_core.noise import METHODS, method_class
+from dsmooth_core.profiles import calibrate
 
 APP_MODEL_KEY = "dsl_model"  # the app's ModelChoice (name, pretrained), used when "model_name" is absent
 RECORDS_FILE = "records.jsonl"
@@ -154,14 +155,11 @@ def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dic
     folder: Path = sizes["folder"]
     indices = evaluation_indices(test.labels, sizes["size"], spec.seed)
     profile_bar, profile_progress = progress_bar("Calibration attack (cached after the first run)")
-    profile = prepare_profile(
+    profile = calibrate(
         model,
         train,
-        size=sizes["calibration"],
-        k=max(spec.ks),
-        attack=spec.attack,
+        experiment_calibration(spec, sizes["calibration"], max(spec.ks)),
         cache_dir=folder / "profiles",
-        seed=spec.seed,
         batch_size=sizes["batch"],
         progress=profile_progress,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from dsmooth_core import Cancelled
-from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile
+from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile
 from dsmooth_lab_ui import choices, figures, jobs, nav, profile_shape, resources, state, widgets
 from dsmooth_lab_ui.images import eigen_images
 
@@ -115,18 +115,20 @@ def build_source(model, note) -> None:
     try:
         with jobs.running_job(JOB, "Building the profile", note):
             profile = resources.built_profile(
-                resources.model_key(model),
-                split,
-                stamp,
-                int(n_images),
-                int(subset_seed),
-                widgets.config_items(config),
-                int(k),
-                keep,
-                int(seed),
-                int(batch),
-                model,
-                images,
+                model_key=resources.model_key(model),
+                data_stamp=stamp,
+                calibration=Calibration(
+                    size=int(n_images),
+                    attack=config,
+                    k=int(k),
+                    split=split,
+                    subset_seed=int(subset_seed),
+                    keep=keep,
+                    seed=int(seed),
+                ),
+                batch_size=int(batch),
+                _model=model,
+                _images=images,
             )
     except Cancelled as exc:
         jobs.cancelled_message(JOB, "building the profile", exc)

@@ -12,15 +12,14 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dsmooth_core.attacks import AttackConfig
-from dsmooth_core.data import balanced_subset, load_cifar10
+from dsmooth_core.data import load_cifar10
 from dsmooth_core.models import DEFAULT_MODEL, load_model
 from dsmooth_core.models.errors import ModelUnavailableError
-from dsmooth_core.profiles import build_profile
+from dsmooth_core.profiles import Calibration, calibrate
 from dsmooth_lab_ui import nav, resources, state
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -84,20 +83,8 @@ def app_profile(app_data_dir: Path) -> state.ProfileChoice:
     """A small threat profile for the bundled model, built directly with the library (train split)."""
     model = load_model(DEFAULT_MODEL)
     train = load_cifar10("train", app_data_dir, download=False)
-    indices = balanced_subset(train.labels, 12, seed=0)
     config = AttackConfig(eps_inf=8 / 255, n_queries=10, fgsm="l2", eps_fgsm=0.5, project_linf=False)
-    profile = build_profile(
-        model,
-        train.tensor(indices),
-        torch.from_numpy(train.labels[indices]),
-        dataset="cifar10",
-        split="train",
-        indices=[int(i) for i in indices],
-        attack=config,
-        k=4,
-        keep="nonzero",
-        seed=0,
-    )
+    profile = calibrate(model, train, Calibration(size=12, attack=config, k=4, keep="nonzero"))
     return state.ProfileChoice(profile, "test profile", k=profile.covariance.k)
 
 

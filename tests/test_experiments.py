@@ -40,7 +40,7 @@ from dsmooth_core.experiments import (
 from dsmooth_core.experiments import report as report_module
 from dsmooth_core.experiments import runner as runner_module
 from dsmooth_core.models import DEFAULT_MODEL, ModelInfo, cifar_resnet, state_dict_hash, wrap
-from dsmooth_core.profiles import ProfileMismatchError, build_profile
+from dsmooth_core.profiles import Calibration, ProfileMismatchError, build_profile
 from tests.fakecerts import certificate
 from tests.fakedata import write_fake_cifar10
 from tests.oracles import anisotropic_perturbations
@@ -253,12 +253,8 @@ def setup(tmp_path_factory):
         model,
         train.tensor(indices),
         torch.from_numpy(train.labels[indices]),
-        dataset="cifar10",
-        split="train",
+        Calibration(size=len(indices), attack=attack, k=3, keep="nonzero"),
         indices=indices,
-        attack=attack,
-        k=3,
-        keep="nonzero",
     )
     spec = ExperimentSpec(sigmas=(0.25,), ks=(2, 3), n0=5, ns=(20,), attack_name="tiny", attack=attack)
     return {"model": model, "test": test, "profile": profile, "spec": spec}

@@ -12,8 +12,9 @@ from torch import nn
 import dsmooth_core.profiles as profiles
 from dsmooth_core.attacks import AttackConfig, square_then_fgsm
 from dsmooth_core.covariance import LowRankCovariance
+from dsmooth_core.data import ImageSet
 from dsmooth_core.models import ModelInfo, wrap
-from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile, build_profile, load_or_build_profile
+from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile, build_profile, calibrate
 from tests.toy import CLASSES, SHAPE, prototype_mlp
 
 STRONG = AttackConfig(eps_inf=0.5, n_queries=30, p_init=0.1, fgsm="l2", eps_fgsm=0.5, project_linf=True)
@@ -43,10 +44,14 @@ def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return wrap(net, _info()), x, y
 
 
-def _build(trained, config: AttackConfig = STRONG, **kwargs) -> ThreatProfile:
+def _calibration(config: AttackConfig = STRONG, **kwargs) -> Calibration:
+    options = {"size": len(INDICES), "attack": config, "k": 4, "seed": 3, "dataset": "synthetic", "split": "train"}
+    return Calibration(**{**options, **kwargs})
+
+
+def _build(trained, config: AttackConfig = STRONG, indices=INDICES, **kwargs) -> ThreatProfile:
     model, x, y = trained
-    options = {"dataset": "synthetic", "split": "train", "indices": INDICES, "attack": config, "k": 4, "seed": 3}
-    return build_profile(model, x, y, **{**options, **kwargs})
+    return build_profile(model, x, y, _calibration(config, **kwargs), indices=indices)
 
 
 @pytest.fixture(scope="module")
@@ -110,21 +115,44 @@ def test_check_disjoint(profile):
     profile.check_disjoint("cifar10", "train", list(INDICES))  # or of another data set
 
 
-def test_load_or_build_attacks_once(trained, tmp_path, monkeypatch):
+def test_calibrate_picks_the_subset_and_attacks_once(trained, tmp_path, monkeypatch):
     model, x, y = trained
-    options = {"dataset": "synthetic", "split": "train", "indices": INDICES, "attack": STRONG, "k": 4, "seed": 3}
-    first = load_or_build_profile(model, x, y, cache_dir=tmp_path, **options)
-    assert [p.suffix for p in tmp_path.iterdir()] == [".pt"]
+    pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    data = ImageSet(pixels, y.numpy().astype("int64"), tuple(map(str, range(CLASSES))))
+    size = len(set(y.tolist()))  # one image of each class present
+    calibration = _calibration(size=size, subset_seed=5, keep="nonzero")
+    first = calibrate(model, data, calibration, cache_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [
+        calibration.cache_path(tmp_path, model.info.weights_hash, data.labels).name
+    ]
+    assert list(first.indices) == calibration.indices(data.labels) and len(first.indices) == size
+    assert sorted(data.labels[list(first.indices)].tolist()) == sorted(set(y.tolist()))  # class-balanced
+    assert first.seed == 3 and first.keep == "nonzero" and first.split == "train"
 
     def no_attack(*args, **kwargs):
         raise AssertionError("the cached profile should have been loaded")
 
     monkeypatch.setattr(profiles, "square_then_fgsm", no_attack)
-    second = load_or_build_profile(model, x, y, cache_dir=tmp_path, **options)
+    second = calibrate(model, data, calibration, cache_dir=tmp_path)
     assert second.metadata() == first.metadata()
     assert second.covariance.content_hash() == first.covariance.content_hash()
-    with pytest.raises(AssertionError, match="cached profile"):  # another k is another profile
-        load_or_build_profile(model, x, y, cache_dir=tmp_path, **{**options, "k": 3})
+    for other in (dataclasses.replace(calibration, k=3), dataclasses.replace(calibration, subset_seed=6)):
+        with pytest.raises(AssertionError, match="cached profile"):  # another k or subset is another profile
+            calibrate(model, data, other, cache_dir=tmp_path)
+    with pytest.raises(AssertionError, match="cached profile"):  # without a cache, always built
+        calibrate(model, data, calibration)
+
+
+def test_calibration_identity_is_the_key_of_the_earlier_cache_files():
+    """Profiles cached before ``Calibration`` existed keep their file names (same hashed fields)."""
+    calibration = Calibration(size=2, attack=STRONG, k=4, keep="successful", seed=3, dataset="synthetic")
+    # profile_identity("abc", "synthetic", "train", [1, 2], STRONG, 4, "successful", 3) before the refactor
+    assert calibration.identity("abc", [1, 2]) == "dfbde84614c790572158"
+    assert calibration.identity("abc", [1, 2]) != calibration.identity("abc", [1, 3])
+    assert calibration.identity("abc", [1, 2]) != calibration.identity("abd", [1, 2])
+    # the subset seed and size act through the indices they pick
+    same_subset = dataclasses.replace(calibration, subset_seed=9, size=5)
+    assert same_subset.identity("abc", [1, 2]) == calibration.identity("abc", [1, 2])
 
 
 def test_keep_successful_with_nothing_fooled_is_a_clear_error(trained):
@@ -150,9 +178,7 @@ def test_zero_perturbations_are_never_kept(trained):
     attack = square_then_fgsm(model, x, y, config, generator=torch.Generator().manual_seed(3))
     unchanged = attack.perturbation.flatten(1).abs().amax(1) == 0
     assert unchanged[:3].all() and attack.success[:3].all()
-    profile = build_profile(
-        model, x, y, dataset="synthetic", split="train", indices=INDICES, attack=config, k=4, seed=3
-    )
+    profile = build_profile(model, x, y, _calibration(config), indices=INDICES)
     assert profile.n_kept == int((attack.success & ~unchanged).sum())
 
 

@@ -16,16 +16,16 @@ from dsmooth_core.experiments import (
     RecordStore,
     attack_config,
     evaluation_indices,
+    experiment_calibration,
     load_experiment_model,
     load_records,
     parse_shard,
-    prepare_profile,
     run_experiment,
     write_report,
 )
 from dsmooth_core.models import DEFAULT_MODEL
 from dsmooth_core.noise import METHODS
-from dsmooth_core.profiles import ThreatProfile
+from dsmooth_core.profiles import ThreatProfile, calibrate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -101,15 +101,11 @@ def run(args: argparse.Namespace) -> int:
         if profile.attack != dataclasses.asdict(spec.attack):
             print(f"note: {args.profile} was fitted to another attack than the one evaluated: {profile.attack}")
     else:
-        profile = prepare_profile(
+        profile = calibrate(
             model,
             load_cifar10("train", args.data_dir),
-            size=args.calibration_size,
-            k=args.profile_k or max(args.k),
-            attack=spec.attack,
+            experiment_calibration(spec, args.calibration_size, args.profile_k or max(args.k), args.keep),
             cache_dir=args.profile_dir,
-            seed=args.seed,
-            keep=args.keep,
             batch_size=args.batch,
             progress=terminal_progress("calibration attack"),
         )

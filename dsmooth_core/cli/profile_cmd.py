@@ -11,9 +11,6 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from dsmooth_core.cli.common import terminal_progress
 from dsmooth_core.cli.threat_options import (
@@ -23,16 +20,8 @@ from dsmooth_core.cli.threat_options import (
     describe_attack,
     load_cifar_model,
 )
-from dsmooth_core.data import balanced_subset, load_cifar10
-from dsmooth_core.models import Normalized
-from dsmooth_core.profiles import (
-    ThreatProfile,
-    build_profile,
-    cached_profile_path,
-    load_or_build_profile,
-    profile_identity,
-)
-from dsmooth_core.progress import ProgressCallback
+from dsmooth_core.data import load_cifar10
+from dsmooth_core.profiles import Calibration, ThreatProfile, calibrate
 
 DEFAULT_CACHE = Path("data") / "profiles"
 
@@ -62,57 +51,43 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = attack_config(args)
+    attack = attack_config(args)
     model = load_cifar_model(args)
     data = load_cifar10(args.calibration_split, args.data_dir)
-    indices = [int(i) for i in balanced_subset(data.labels, args.calibration_size, seed=args.seed)]
-    settings = {
-        "dataset": "cifar10",
-        "split": args.calibration_split,
-        "indices": indices,
-        "attack": config,
-        "k": args.k,
-        "keep": args.keep,
-        "seed": args.seed,
-    }
-    images, labels = data.tensor(indices), torch.from_numpy(data.labels[indices])
-    progress = terminal_progress("attack iterations")
+    calibration = Calibration(
+        size=args.calibration_size,
+        attack=attack,
+        k=args.k,
+        split=args.calibration_split,
+        subset_seed=args.seed,
+        keep=args.keep,
+        seed=args.seed,
+    )
+    where = (
+        args.out
+        if args.out is not None
+        else calibration.cache_path(args.cache_dir, model.info.weights_hash, data.labels)
+    )
+    action = "loading the cached profile of" if args.out is None and where.exists() else "attacking"
+    print(f"{action} {calibration.size} {calibration.split} images: {describe_attack(calibration.attack)}")
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
-        profile, path = _build_or_load(args, model, images, labels, settings, progress)
+        profile = calibrate(
+            model,
+            data,
+            calibration,
+            cache_dir=None if args.out is not None else args.cache_dir,
+            batch_size=args.batch,
+            progress=terminal_progress("attack iterations"),
+        )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        profile.save(args.out)
     for note in notes:
         print(f"note: {note.message}", file=sys.stderr)
     print(summary(profile, args.k))
-    print(f"profile: {path}")
+    print(f"profile: {where}")
     return 0
-
-
-def _build_or_load(
-    args: argparse.Namespace,
-    model: Normalized,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    settings: dict[str, Any],
-    progress: ProgressCallback,
-) -> tuple[ThreatProfile, Path]:
-    """Build into --out, or go through the cache; either way say where the profile is."""
-    config = settings["attack"]
-    indices = settings["indices"]
-    if args.out is not None:
-        path = args.out
-        print(f"attacking {len(indices)} {args.calibration_split} images: {describe_attack(config)}")
-        profile = build_profile(model, images, labels, **settings, batch_size=args.batch, progress=progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        profile.save(path)
-    else:
-        identity = profile_identity(model.info.weights_hash, **settings)
-        path = cached_profile_path(args.cache_dir, identity)
-        action = "loading the cached profile of" if path.exists() else "attacking"
-        print(f"{action} {len(indices)} {args.calibration_split} images: {describe_attack(config)}")
-        profile = load_or_build_profile(
-            model, images, labels, cache_dir=args.cache_dir, **settings, batch_size=args.batch, progress=progress
-        )
-    return profile, path
 
 
 def summary(profile: ThreatProfile, requested_k: int) -> str:

@@ -29,7 +29,7 @@ from dsmooth_core.experiments.plan import (
 from dsmooth_core.experiments.records import RecordStore, load_records, merge_records, read_records, record_key
 from dsmooth_core.experiments.report import ReportFiles, report_figures, report_tables, write_report
 from dsmooth_core.experiments.runner import RunSummary, run_experiment
-from dsmooth_core.experiments.setup import load_experiment_model, prepare_profile
+from dsmooth_core.experiments.setup import experiment_calibration, load_experiment_model
 
 __all__ = [
     "ExperimentSpec",
@@ -49,6 +49,7 @@ __all__ = [
     "curves_table",
     "derive_seed",
     "evaluation_indices",
+    "experiment_calibration",
     "group_records",
     "high_probability_lower_bound",
     "load_experiment_model",
@@ -56,7 +57,6 @@ __all__ = [
     "merge_records",
     "parse_shard",
     "perturbation_distances",
-    "prepare_profile",
     "read_records",
     "record_key",
     "report_figures",

@@ -1,4 +1,4 @@
-"""What a run needs before certifying: a reproducible model and the one threat profile all methods share."""
+"""What a run needs before certifying: a reproducible model, and how its one shared threat profile is calibrated."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ from pathlib import Path
 
 import torch
 
-from dsmooth_core.attacks import AttackConfig
-from dsmooth_core.data import ImageSet, balanced_subset
+from dsmooth_core.experiments.plan import ExperimentSpec
 from dsmooth_core.models import Normalized, load_model
-from dsmooth_core.profiles import Keep, ThreatProfile, load_or_build_profile
-from dsmooth_core.progress import ProgressCallback
+from dsmooth_core.profiles import Calibration, Keep
 
 CALIBRATION_SPLIT = "train"
 UNTRAINED_SEED = 0
@@ -31,34 +29,11 @@ def load_experiment_model(
         return load_model(name, device, pretrained=False)
 
 
-def prepare_profile(
-    model: torch.nn.Module,
-    calibration: ImageSet,
-    *,
-    size: int,
-    k: int,
-    attack: AttackConfig,
-    cache_dir: str | Path,
-    seed: int,
-    keep: Keep = "successful",
-    dataset: str = "cifar10",
-    batch_size: int | None = None,
-    progress: ProgressCallback | None = None,
-) -> ThreatProfile:
-    """Attack a class-balanced calibration subset of the training split once and fit rank ``k`` (cached)."""
-    indices = balanced_subset(calibration.labels, size, seed)
-    return load_or_build_profile(
-        model,
-        calibration.tensor(indices),
-        torch.from_numpy(calibration.labels[indices]),
-        cache_dir=cache_dir,
-        dataset=dataset,
-        split=CALIBRATION_SPLIT,
-        indices=[int(i) for i in indices],
-        attack=attack,
-        k=k,
-        keep=keep,
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
+def experiment_calibration(spec: ExperimentSpec, size: int, k: int, keep: Keep = "successful") -> Calibration:
+    """The calibration of an experiment: a balanced train subset attacked with the evaluated threat.
+
+    The run's seed draws the subset and seeds the attack, so the CLI and the app build the same profile.
+    """
+    return Calibration(
+        size=size, attack=spec.attack, k=k, split=CALIBRATION_SPLIT, subset_seed=spec.seed, keep=keep, seed=spec.seed
     )
