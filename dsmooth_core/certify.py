@@ -1,4 +1,4 @@
-"""Monte Carlo prediction and certification of the smoothed classifier (MATH.md section 4).
+"""Monte Carlo prediction and certification of the smoothed classifier (docs/MATH.md section 4).
 
 ``certify`` is Cohen's CERTIFY (the paper's DCERT) and ``predict`` is Cohen's PREDICT; the
 smoothing distribution object supplies the noise and the radius, so the same two functions serve

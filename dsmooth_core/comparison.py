@@ -1,4 +1,4 @@
-"""One certificate set against an attack perturbation and restated in shared metrics (MATH.md section 6).
+"""One certificate set against an attack perturbation and restated in shared metrics (docs/MATH.md section 6).
 
 Each method certifies a ball in its own metric (l2, l1, Mahalanobis of St), so neither their radii
 nor "is the attack inside?" can be read off one formula. The noise that produced the certificate

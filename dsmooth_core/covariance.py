@@ -1,4 +1,4 @@
-"""Low-rank-plus-isotropic model of the threat covariance (MATH.md section 3).
+"""Low-rank-plus-isotropic model of the threat covariance (docs/MATH.md section 3).
 
 The empirical covariance of N attack perturbations has rank at most N - 1, so it is singular for
 image-sized d. The probabilistic-PCA form keeps the top k directions and spreads the rest of the
@@ -189,11 +189,6 @@ class LowRankCovariance:
         return math.exp(self.logdet() / self.dim)
 
     @property
-    def normalized_eigenvalues(self) -> torch.Tensor:
-        """Top-k eigenvalues mu_i of St (the other d - k all equal rho^2 / gm)."""
-        return self.eigenvalues / self.geometric_mean
-
-    @property
     def mu_min(self) -> float:
         gm = self.geometric_mean
         return min(float(self.eigenvalues.min()) if self.k else math.inf, self.residual_variance) / gm
@@ -254,7 +249,7 @@ class LowRankCovariance:
     def l1_radius_factor(self) -> float:
         """r / R for the largest l1 ball of radius r inside the Mahalanobis ball of radius R.
 
-        The l1 ball is the hull of +-r e_i, so it fits iff every vertex does (MATH.md section 6).
+        The l1 ball is the hull of +-r e_i, so it fits iff every vertex does (docs/MATH.md section 6).
         """
         return 1.0 / math.sqrt(self.inverse_diagonal_max())
 

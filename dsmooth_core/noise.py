@@ -1,6 +1,6 @@
 """Smoothing distributions: each owns its sampling, its metric and its radius formula.
 
-Keeping the three together in one object per method (MATH.md section 2) means ``certify`` never
+Keeping the three together in one object per method (docs/MATH.md section 2) means ``certify`` never
 needs to know which method it runs, and a radius can never be reported in the wrong metric.
 """
 
@@ -86,7 +86,7 @@ class SmoothingNoise(ABC):
     def inscribed_l2_radius(self, radius: float, dim: int) -> float:
         """Radius of the largest l2 ball inside the certified region of ``radius``, in ``dim`` pixels.
 
-        The l2 radius this certificate guarantees in every direction (MATH.md section 6).
+        The l2 radius this certificate guarantees in every direction (docs/MATH.md section 6).
         """
 
     @abstractmethod
@@ -95,7 +95,7 @@ class SmoothingNoise(ABC):
 
     @abstractmethod
     def linf_lower_bound(self, radius: float, dim: int) -> float:
-        """An l_inf ball of this radius lies inside the certified region of ``radius`` (MATH.md section 6)."""
+        """An l_inf ball of this radius lies inside the certified region of ``radius`` (docs/MATH.md section 6)."""
 
     def equal_volume_l2_radius(self, radius: float, dim: int) -> float:
         """Radius of the l2 ball with the certified region's volume: compares sizes, guarantees nothing.
@@ -115,7 +115,7 @@ class SmoothingNoise(ABC):
         """Where the certified region of ``radius`` ends along ``cos(t) e1 + sin(t) e2``, for each angle t.
 
         ``e1``, ``e2`` are orthonormal flattened directions (float64). The region is a ball of this
-        method's metric, so along a unit direction u it ends at ``R / distance(u)`` (MATH.md section 6).
+        method's metric, so along a unit direction u it ends at ``R / distance(u)`` (docs/MATH.md section 6).
         """
         out = []
         for chunk in angles.to(torch.float64).split(_DIRECTION_CHUNK):

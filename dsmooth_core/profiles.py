@@ -1,4 +1,4 @@
-"""Threat profiles: DSmooth's covariance fitted to real attack perturbations (MATH.md sections 3, 5).
+"""Threat profiles: DSmooth's covariance fitted to real attack perturbations (docs/MATH.md sections 3, 5).
 
 A profile records what produced it (model, data split and indices, attack) because a covariance is
 only meaningful for the model it was attacked on, and a certificate only holds for images that were

@@ -1,4 +1,4 @@
-"""How anisotropic a threat profile's certified ellipsoid is, for the Threat profile page (MATH.md section 6)."""
+"""How anisotropic a threat profile's certified ellipsoid is, for the Threat profile page (docs/MATH.md section 6)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def result_rows(results: Results, class_names: Sequence[str], true_label: int | 
 def comparison_rows(
     results: Results, delta: torch.Tensor | None, dim: int, true_label: int | None
 ) -> list[dict[str, Any]]:
-    """MATH.md section 6 side by side: shared-metric radii and the attack against each region."""
+    """docs/MATH.md section 6 side by side: shared-metric radii and the attack against each region."""
     rows = []
     for noise, cert in ordered(results):
         c = compare(cert, noise, delta, label=true_label, dim=dim)

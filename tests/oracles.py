@@ -1,4 +1,4 @@
-"""Closed-form models for the certificate oracles of MATH.md section 7."""
+"""Closed-form models for the certificate oracles of docs/MATH.md section 7."""
 
 from __future__ import annotations
 

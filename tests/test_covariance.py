@@ -1,4 +1,4 @@
-"""Low-rank algebra against dense numpy on small d (MATH.md sections 3 and 6)."""
+"""Low-rank algebra against dense numpy on small d (docs/MATH.md sections 3 and 6)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ D = 48
 
 
 def _dense_ppca(perturbations: torch.Tensor, k: int) -> tuple[np.ndarray, float]:
-    """S_k from numpy's covariance and eigh, following MATH.md section 3 literally."""
+    """S_k from numpy's covariance and eigh, following docs/MATH.md section 3 literally."""
     flat = perturbations.reshape(perturbations.shape[0], -1).numpy()
     s = np.cov(flat, rowvar=False)
     evals, evecs = np.linalg.eigh(s)

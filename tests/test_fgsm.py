@@ -1,4 +1,4 @@
-"""FGSM, l2 (the paper's fast gradient method) and l_inf (MATH.md section 5)."""
+"""FGSM, l2 (the paper's fast gradient method) and l_inf (docs/MATH.md section 5)."""
 
 from __future__ import annotations
 

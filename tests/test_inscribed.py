@@ -1,4 +1,4 @@
-"""The largest l2 and l1 balls inside each certified region, against closed forms (MATH.md section 6).
+"""The largest l2 and l1 balls inside each certified region, against closed forms (docs/MATH.md section 6).
 
 For every method the inscribed ball must lie inside the region, and the worst point of its boundary
 (the worst direction for l2, the worst vertex r e_i for l1) must sit exactly on the region's boundary,

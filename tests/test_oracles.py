@@ -1,4 +1,4 @@
-"""Each radius formula against the closed-form oracles of MATH.md section 7."""
+"""Each radius formula against the closed-form oracles of docs/MATH.md section 7."""
 
 from __future__ import annotations
 

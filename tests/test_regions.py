@@ -1,4 +1,4 @@
-"""Each noise's certified region as the Certify page and the runner read it (MATH.md section 6).
+"""Each noise's certified region as the Certify page and the runner read it (docs/MATH.md section 6).
 
 Slices of the region by a plane (the generic ``R / distance(u)`` and DSmooth's 2x2 closed form
 against dense oracles), its l_inf and equal-volume radii, and ``compare``: the one place that says

@@ -1,4 +1,4 @@
-"""Square Attack (MATH.md section 5): the ball, the query accounting, the schedule, determinism."""
+"""Square Attack (docs/MATH.md section 5): the ball, the query accounting, the schedule, determinism."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The paper's multi-attack: Square Attack, then FGSM on its output (MATH.md section 5).
+"""The paper's multi-attack: Square Attack, then FGSM on its output (docs/MATH.md section 5).
 
 FGSM is applied to every image, fooled by Square or not, as the paper composes the two.
 ``queries`` counts the attack's model queries per image: Square's (see ``square``) plus one for

@@ -1,4 +1,4 @@
-"""Sizes of perturbations in the metrics the certificates speak (MATH.md section 6)."""
+"""Sizes of perturbations in the metrics the certificates speak (docs/MATH.md section 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Square Attack, l_inf, untargeted (Andriushchenko et al. 2020; MATH.md section 5).
+"""Square Attack, l_inf, untargeted (Andriushchenko et al. 2020; docs/MATH.md section 5).
 
 A score-based random search: start from vertical stripes of +-eps, then repeatedly overwrite one
 random square of the perturbation with a fresh +-eps per channel and keep it only if the margin loss

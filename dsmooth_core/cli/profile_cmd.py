@@ -1,4 +1,4 @@
-"""``profile``: build a threat profile, DSmooth's covariance of real attack perturbations (MATH.md 3, 5).
+"""``profile``: build a threat profile, DSmooth's covariance of real attack perturbations (docs/MATH.md 3, 5).
 
 The calibration images default to a balanced subset of the training split, so they never overlap
 the test images a certificate is computed for. With ``--cache-dir`` a profile is built once per

@@ -52,7 +52,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def add_attack_options(parser: argparse.ArgumentParser) -> None:
     """--preset, then one override per AttackConfig field (unset flags keep the preset's value)."""
-    group = parser.add_argument_group("threat", "Square Attack then FGSM (MATH.md section 5)")
+    group = parser.add_argument_group("threat", "Square Attack then FGSM (docs/MATH.md section 5)")
     group.add_argument("--preset", choices=sorted(PRESETS), default="conventional")
     for name, (flag, options) in _OVERRIDES.items():
         group.add_argument(flag, dest=name, default=None, **options)

@@ -1,4 +1,4 @@
-"""An attack perturbation measured in every metric a certificate can be in (MATH.md section 6).
+"""An attack perturbation measured in every metric a certificate can be in (docs/MATH.md section 6).
 
 The records keep all four sizes, so a reader can set one perturbation against every method's region;
 whether it lies inside a given certificate's region is :func:`dsmooth_core.comparison.compare`'s call.
