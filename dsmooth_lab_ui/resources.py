@@ -31,7 +31,8 @@ from dsmooth_core.data import (
     load_cifar10,
     load_imagenet_sample,
 )
-from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, load_model, prepare_image
+from dsmooth_core.experiments import load_experiment_model
+from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, prepare_image
 from dsmooth_core.profiles import Calibration, ThreatProfile, calibrate
 from dsmooth_lab_ui import compute, state
 from dsmooth_lab_ui.jobs import JobProgress
@@ -57,7 +58,8 @@ def device() -> torch.device:
 
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=3)
 def _model(name: str, pretrained: bool, device_name: str, stamp: str) -> torch.nn.Module:
-    return load_model(name, device_name, pretrained=pretrained)
+    # untrained weights come from a fixed seed, as in the CLI, so records and profiles line up with its runs
+    return load_experiment_model(name, device_name, pretrained=pretrained)
 
 
 def get_model(choice: state.ModelChoice) -> torch.nn.Module:

@@ -1,65 +1,45 @@
 """Experiments: certify a small balanced CIFAR-10 test subset with all three methods and draw the paper's charts.
 
-Self-contained: it loads its own model, data and profile through ``dsmooth_core.experiments``, writes
-the same JSON records as ``python -m dsmooth_core experiment run`` and draws the same figures as
-``experiment analyse``. The model is the session's ``model_name`` (``model_pretrained`` false for
-untrained weights), else the app's current model choice, else the bundled default.
+It certifies with the app's current model (sidebar / Model & image page), loaded, like the data, through
+the app's shared caches, and runs as an app job (progress bars and Cancel). It writes the same JSON records as
+``python -m dsmooth_core experiment run`` and draws the same figures as ``experiment analyse``; the command
+line it shows is written from that CLI's parser.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 import torch
 
-from dsmooth_core import Cancelled, pick_device
+from dsmooth_core import Cancelled
 from dsmooth_core.attacks import PRESETS
-from dsmooth_core.data import DataUnavailableError, ImageSet, data_dir, load_cifar10
+from dsmooth_core.cli.command_line import command_line
+from dsmooth_core.data import ImageSet
 from dsmooth_core.experiments import (
     ExperimentSpec,
     RecordStore,
+    RunSummary,
     attack_config,
     attack_table,
     evaluation_indices,
     experiment_calibration,
     group_records,
-    load_experiment_model,
     read_records,
     report_figures,
     run_experiment,
     time_table,
 )
-from dsmooth_core.models import DEFAULT_MODEL
 from dsmooth_core.noise import METHODS, method_class
 from dsmooth_core.profiles import calibrate
+from dsmooth_lab_ui import jobs, nav, resources, state
 
-APP_MODEL_KEY = "dsl_model"  # the app's ModelChoice (name, pretrained), used when "model_name" is absent
+JOB = "experiment"
 RECORDS_FILE = "records.jsonl"
 GPU = torch.cuda.is_available()
-
-
-def current_model() -> tuple[str, bool]:
-    """(name, pretrained) of the model this page certifies."""
-    if "model_name" in st.session_state:
-        return str(st.session_state["model_name"]), bool(st.session_state.get("model_pretrained", True))
-    choice = st.session_state.get(APP_MODEL_KEY)
-    if choice is not None and hasattr(choice, "name"):
-        return str(choice.name), bool(getattr(choice, "pretrained", True))
-    return DEFAULT_MODEL, True
-
-
-@st.cache_resource(show_spinner="Loading the model ...", max_entries=2)
-def load(name: str, pretrained: bool, device: str) -> torch.nn.Module:
-    return load_experiment_model(name, device, pretrained=pretrained)
-
-
-@st.cache_resource(show_spinner="Loading CIFAR-10 ...", max_entries=2)
-def cifar10(split: str, root: str) -> ImageSet:
-    return load_cifar10(split, Path(root), download=False)
 
 
 def numbers(label: str, text: str, kind: type) -> tuple:
@@ -137,34 +117,21 @@ def settings() -> tuple[ExperimentSpec, dict[str, Any]]:
     return spec, sizes
 
 
-def progress_bar(label: str):
-    """A ``(done, total)`` callback drawing an ``st.progress`` bar, updated at most every 1 %."""
-    bar = st.progress(0.0, text=f"{label}: starting")
-    last = [-1.0]
-
-    def update(done: int, total: int) -> None:
-        fraction = min(done / max(total, 1), 1.0)
-        if fraction - last[0] >= 0.01 or done >= total:
-            bar.progress(fraction, text=f"{label}: {done:,} / {total:,}")
-            last[0] = fraction
-
-    return bar, update
-
-
-def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dict[str, Any]) -> None:
+def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dict[str, Any]) -> RunSummary:
+    """Calibrate (cached in the records folder) and certify the records still missing."""
     folder: Path = sizes["folder"]
     indices = evaluation_indices(test.labels, sizes["size"], spec.seed)
-    profile_bar, profile_progress = progress_bar("Calibration attack (cached after the first run)")
+    progress = jobs.JobProgress("Calibration attack (cached after the first run)")
     profile = calibrate(
         model,
         train,
         experiment_calibration(spec, sizes["calibration"], max(spec.ks)),
         cache_dir=folder / "profiles",
         batch_size=sizes["batch"],
-        progress=profile_progress,
+        progress=progress,
     )
-    profile_bar.empty()
-    bar, progress = progress_bar("Attacking and certifying")
+    progress.finish()
+    progress = jobs.JobProgress("Attacking and certifying")
     summary = run_experiment(
         model,
         test,
@@ -175,23 +142,30 @@ def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dic
         batch_size=sizes["batch"],
         progress=progress,
     )
-    bar.empty()
-    st.success(
-        f"{summary.records_written} new records for {summary.images} images "
-        f"({summary.images_skipped} were already done)."
-    )
+    progress.finish()
+    return summary
 
 
-def command(model_name: str, pretrained: bool, spec: ExperimentSpec, sizes: dict[str, Any]) -> str:
+def command(choice: state.ModelChoice, spec: ExperimentSpec, sizes: dict[str, Any]) -> str:
     """The CLI line that runs this experiment (at full size, on a GPU, say)."""
-    words = ["python", "-m", "dsmooth_core", "experiment", "run", "--model", model_name]
-    words += [] if pretrained else ["--untrained"]
-    words += ["--methods", *spec.methods, "--sigmas", *map(str, spec.sigmas), "--k", *map(str, spec.ks)]
-    words += ["--n0", str(spec.n0), "--n", *map(str, spec.ns), "--alpha", *map(str, spec.alphas)]
-    words += ["--seed", str(spec.seed), "--attack", spec.attack_name, "--attack-queries", str(spec.attack.n_queries)]
-    words += ["--eval-size", str(sizes["size"]), "--calibration-size", str(sizes["calibration"])]
-    words += ["--profile-dir", str(sizes["folder"] / "profiles"), "--records", str(sizes["folder"] / RECORDS_FILE)]
-    return shlex.join(words)
+    values = {
+        "model": choice.name,
+        "untrained": not choice.pretrained,
+        "methods": spec.methods,
+        "sigmas": spec.sigmas,
+        "k": spec.ks,
+        "n0": spec.n0,
+        "n": spec.ns,
+        "alpha": spec.alphas,
+        "seed": spec.seed,
+        "attack": spec.attack_name,
+        "attack_queries": spec.attack.n_queries,
+        "eval_size": sizes["size"],
+        "calibration_size": sizes["calibration"],
+        "profile_dir": sizes["folder"] / "profiles",
+        "records": sizes["folder"] / RECORDS_FILE,
+    }
+    return command_line(("experiment", "run"), values)
 
 
 def show(records: list[dict[str, Any]], gamma: float | None) -> None:
@@ -226,41 +200,46 @@ def show(records: list[dict[str, Any]], gamma: float | None) -> None:
     )
 
 
+nav.ensure_app()
 st.title("Experiments")
 st.caption(
     "Certify a class-balanced subset of the CIFAR-10 test split with DSmooth, RandSmooth and LSmooth. Every "
     "image is attacked once (Square + FGSM) and every method is judged against that same perturbation; "
     "DSmooth's covariance is fitted to the same attack on training images, so the calibration set never "
-    "overlaps the test images. Records are saved one by one: stopping the run or leaving the page keeps "
+    "overlaps the test images. Records are saved one by one: cancelling the run or leaving the page keeps "
     "them, and running again continues where it stopped."
 )
-
-model_name, pretrained = current_model()
-try:
-    model = load(model_name, pretrained, str(pick_device()))
-except Exception as exc:  # the library's messages say what to do (missing weights, offline)
-    st.error(f"The model {model_name} could not be loaded: {exc}")
+note = jobs.show_interrupted(JOB)
+choice: state.ModelChoice = state.get(state.MODEL)
+model = resources.current_model()
+if model is None:
+    nav.need(f"The model could not be loaded: {state.get(state.MODEL_ERROR)}", nav.MODEL_IMAGE, "Choose a model")
     st.stop()
 if model.info.dataset != "cifar10":
-    st.info(f"Experiments run on CIFAR-10; {model_name} is a {model.info.dataset} model. Choose a CIFAR-10 model.")
+    st.info(f"Experiments run on CIFAR-10; {choice.name} is a {model.info.dataset} model. Choose a CIFAR-10 model.")
+    nav.link(nav.MODEL_IMAGE, "Choose a model")
     st.stop()
-try:
-    test_set, train_set = cifar10("test", str(data_dir())), cifar10("train", str(data_dir()))
-except DataUnavailableError as exc:
-    st.error(str(exc))
+(test_set, test_error), (train_set, train_error) = resources.cifar10("test"), resources.cifar10("train")
+if test_set is None or train_set is None:
+    st.error(test_error or train_error)
     st.stop()
 
-st.markdown(f"**Model** `{model_name}`" + ("" if pretrained else " (untrained weights)"))
+st.markdown(f"**Model** `{choice.name}`" + ("" if choice.pretrained else " (untrained weights)"))
 spec, sizes = settings()
 if st.button("Run experiment", key="exp_run", type="primary"):
     try:
-        run(model, test_set, train_set, spec, sizes)
+        with jobs.running_job(JOB, "The experiment", note):
+            summary = run(model, test_set, train_set, spec, sizes)
+        st.success(
+            f"{summary.records_written} new records for {summary.images} images "
+            f"({summary.images_skipped} were already done)."
+        )
     except Cancelled as exc:
-        st.warning(f"Stopped ({exc}); the finished records are kept.")
+        jobs.cancelled_message(JOB, "the experiment", exc)
     except ValueError as exc:
         st.error(str(exc))
 with st.expander("The same experiment from the command line"):
-    st.code(command(model_name, pretrained, spec, sizes), language="bash")
+    st.code(command(choice, spec, sizes), language="bash")
     st.caption("Add --shard i/N to split it across machines, then: python -m dsmooth_core experiment analyse ...")
 
 try:

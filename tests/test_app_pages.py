@@ -183,14 +183,14 @@ def test_good_upload_becomes_the_image(app_env: Path) -> None:
 def test_model_that_cannot_load_shows_the_library_message_and_keeps_the_model(
     app_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = resources.load_model
+    original = resources.load_experiment_model
 
     def offline(name, device="cpu", pretrained=True):
         if name != DEFAULT_MODEL:
             raise ModelUnavailableError(f"Could not download the weights of {name} (offline test)")
         return original(name, device, pretrained=pretrained)
 
-    monkeypatch.setattr(resources, "load_model", offline)
+    monkeypatch.setattr(resources, "load_experiment_model", offline)
     at = new_app().run()
     at.selectbox(key="model_select").set_value("cifar10_resnet32").run()
     assert_clean(at)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from dsmooth_core.cli import build_parser
 from dsmooth_core.experiments import read_records
+from dsmooth_lab_ui import jobs, state
 from tests.fakedata import write_fake_cifar10
 
 PAGE = Path(__file__).resolve().parents[1] / "pages" / "experiments.py"
@@ -20,8 +23,7 @@ def page(tmp_path, monkeypatch) -> AppTest:
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # several times faster than two threads on a CPU shared with other work
     at = AppTest.from_file(str(PAGE), default_timeout=120)
-    at.session_state["model_name"] = "cifar10_resnet20"
-    at.session_state["model_pretrained"] = False
+    at.session_state[state.MODEL] = state.ModelChoice("cifar10_resnet20", pretrained=False)
     yield at
     torch.set_num_threads(before)
 
@@ -49,7 +51,37 @@ def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
     charts = {element.proto.id for element in page.get("plotly_chart")}
     for name in ("certified_against_attack", "certified_accuracy", "certified_accuracy_l2", "time_per_image"):
         assert any(element_id.endswith(f"exp_chart_{name}") for element_id in charts), (name, charts)
-    assert "--untrained" in page.code[0].value and "--n 20" in page.code[0].value
+    line = page.code[0].value
+    assert "--untrained" in line and "--n 20" in line
+    args = build_parser().parse_args(shlex.split(line)[3:])  # the CLI accepts the line as the page shows it
+    assert (args.model, args.untrained, args.sigmas, args.k) == ("cifar10_resnet20", True, [0.25], [3])
+    assert (args.n, args.n0) == ([20], 5)
+    assert (args.eval_size, args.calibration_size, args.attack_queries) == (4, 10, 10)
+    assert args.records == tmp_path / "runs" / "records.jsonl"
 
     page.button(key="exp_run").click().run()  # everything is done: nothing new is certified
     assert any("0 new records for 4 images (4 were already done)" in s.value for s in page.success)
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_run_and_keeps_the_finished_records(page, tmp_path, monkeypatch):
+    """Cancel (its on_click sets the job's cancel flag) stops the run at the next progress report."""
+    original = jobs.JobProgress.__call__
+
+    def cancel_after_the_first_image(self, done: int, total: int) -> bool:
+        if self.label == "Attacking and certifying" and done >= total // 4:
+            jobs.request_cancel("experiment")
+        return original(self, done, total)
+
+    monkeypatch.setattr(jobs.JobProgress, "__call__", cancel_after_the_first_image)
+    page.run()
+    _set(page, tmp_path / "runs")
+    page.button(key="exp_run").click().run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert any("Cancelled: the experiment stopped" in w.value for w in page.warning), [w.value for w in page.warning]
+    assert not page.success
+    kept = read_records(tmp_path / "runs" / "records.jsonl")
+    assert 0 < len(kept) < 12  # finished records stay; a rerun continues from them
+    monkeypatch.setattr(jobs.JobProgress, "__call__", original)
+    page.button(key="exp_run").click().run()
+    assert any(f"{12 - len(kept)} new records for 4 images" in s.value for s in page.success)

@@ -455,3 +455,16 @@ def test_cli_evaluates_a_weights_file(tmp_path, monkeypatch):
     records = read_records(records_path)
     assert len(records) == 2
     assert {(r["model"], r["model_hash"]) for r in records} == {("my_resnet20", state_dict_hash(net))}
+
+
+def test_command_lines_are_written_from_the_parser_and_parse_back():
+    from dsmooth_core.cli.command_line import command_line
+
+    line = command_line(("experiment", "run"), {"records": "r.jsonl", "untrained": True, "k": (3, 5), "n0": 7})
+    assert line.startswith("python -m dsmooth_core experiment run ")
+    assert "--untrained" in line and "--k 3 5" in line and "--n0 7" in line and "--records r.jsonl" in line
+    assert "--untrained" not in command_line(("experiment", "run"), {"records": "r.jsonl", "untrained": False})
+    with pytest.raises(ValueError, match="no option for eval_sizes"):
+        command_line(("experiment", "run"), {"records": "r.jsonl", "eval_sizes": 3})
+    with pytest.raises(ValueError, match="refuses"):  # a value the parser would not accept is refused
+        command_line(("experiment", "run"), {"records": "r.jsonl", "methods": ("gauss",)})

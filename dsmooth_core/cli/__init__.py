@@ -17,11 +17,17 @@ USER_ERRORS = (ValueError, FileNotFoundError, DataUnavailableError, ModelUnavail
 COMMANDS = (certify_cmd, train_cmd, experiment_cmd, attack_cmd, profile_cmd)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every sub-command (also what the app's command lines are generated from)."""
     parser = argparse.ArgumentParser(prog="python -m dsmooth_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # recorded in the files a command writes, for reproducibility
