@@ -51,11 +51,12 @@ class SmoothingNoise(ABC):
     key: str  # the method's name in records, CLI choices and settings
     name: str  # display name of the certification method
     color: str  # one colour per method in every chart
+    dash: str  # its line style where several curves share a colour
     metric: str  # the distance the radius is measured in
     metric_short: str  # the metric in legends
     metric_label: str  # the metric in tables and slice pictures
     region_name: str  # what the certified region is
-    needs_profile: bool = False  # shaped by a threat profile (a fitted covariance)
+    needs_profile: bool = False  # shaped by a threat profile (a fitted covariance), with a rank k
     input_shape: tuple[int, ...] | None = None  # None: any image shape
 
     @property
@@ -138,6 +139,7 @@ class IsotropicGaussian(SmoothingNoise):
     key = "randsmooth"
     name = "RandSmooth"
     color = "#1f77b4"
+    dash = "dash"
     metric = "l2"
     metric_short = "l2"
     metric_label = "l2"
@@ -184,6 +186,7 @@ class Laplace(SmoothingNoise):
     key = "lsmooth"
     name = "LSmooth"
     color = "#2ca02c"
+    dash = "dot"
     metric = "l1"
     metric_short = "l1"
     metric_label = "l1"
@@ -253,6 +256,7 @@ class AnisotropicGaussian(SmoothingNoise):
     key = "dsmooth"
     name = "DSmooth"
     color = "#d62728"
+    dash = "solid"
     metric = "mahalanobis"
     metric_short = "Mahalanobis"
     metric_label = "Mahalanobis (St)"

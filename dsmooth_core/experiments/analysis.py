@@ -114,7 +114,7 @@ def _varying(configs: list[dict[str, Any]]) -> set[str]:
     """Fields that take more than one value (k only among DSmooth's groups)."""
     out = set()
     for name in CONFIG_FIELDS:
-        values = {_frozen(c[name]) for c in configs if not (name == "k" and c["method"] != "dsmooth")}
+        values = {_frozen(c[name]) for c in configs if name != "k" or method_class(c["method"]).needs_profile}
         if len(values) > 1:
             out.add(name)
     return out

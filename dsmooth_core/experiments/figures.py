@@ -14,7 +14,6 @@ from plotly.colors import qualitative
 from dsmooth_core.experiments.analysis import Group, curve
 from dsmooth_core.noise import METHOD_CLASSES, method_class
 
-METHOD_DASHES = {"dsmooth": "solid", "randsmooth": "dash", "lsmooth": "dot"}
 AXIS_TITLES = {
     "radius": "radius r, each method in its own metric: DSmooth Mahalanobis of St, RandSmooth l2, LSmooth l1",
     "l2_inscribed": "l2 radius r guaranteed in every direction (largest l2 ball inside each certified region)",
@@ -32,7 +31,7 @@ def _styles(groups: Sequence[Group]) -> list[tuple[str, str]]:
     if len({g.method for g in groups}) == len(groups):
         return [(method_class(g.method).color, "solid") for g in groups]
     palette = qualitative.Plotly
-    return [(palette[i % len(palette)], METHOD_DASHES.get(g.method, "solid")) for i, g in enumerate(groups)]
+    return [(palette[i % len(palette)], method_class(g.method).dash) for i, g in enumerate(groups)]
 
 
 def accuracy_figure(

@@ -17,7 +17,7 @@ import numpy as np
 
 from dsmooth_core.attacks import PRESETS, AttackConfig
 from dsmooth_core.data import balanced_subset
-from dsmooth_core.noise import METHODS
+from dsmooth_core.noise import METHODS, method_class
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class ExperimentSpec:
         for name in ("sigmas", "ns", "alphas"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must hold at least one value")
-        if "dsmooth" in self.methods and not self.ks:
+        if any(method_class(m).needs_profile for m in self.methods) and not self.ks:
             raise ValueError("DSmooth needs at least one rank k")
         if any(k < 1 for k in self.ks):
             raise ValueError(f"ranks k must be at least 1, got {list(self.ks)}")
@@ -64,7 +64,7 @@ class ExperimentSpec:
         """Every setting, DSmooth's ranks clamped to ``max_k`` (the profile's rank), duplicates dropped."""
         out: list[Setting] = []
         for method in self.methods:
-            ranks = sorted({min(k, max_k) for k in self.ks}) if method == "dsmooth" else [None]
+            ranks = sorted({min(k, max_k) for k in self.ks}) if method_class(method).needs_profile else [None]
             for sigma in self.sigmas:
                 for k in ranks:
                     for n in self.ns:

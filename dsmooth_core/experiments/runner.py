@@ -24,7 +24,7 @@ from dsmooth_core.device import model_device
 from dsmooth_core.experiments.geometry import perturbation_distances
 from dsmooth_core.experiments.plan import ExperimentSpec, Setting, derive_seed
 from dsmooth_core.experiments.records import Record, RecordStore, record_key
-from dsmooth_core.noise import SmoothingNoise, make_noise
+from dsmooth_core.noise import SmoothingNoise, make_noise, method_class
 from dsmooth_core.profiles import ThreatProfile
 from dsmooth_core.progress import ProgressCallback
 
@@ -91,7 +91,7 @@ def run_experiment(
     profile.check_matches(model)
     profile.check_disjoint(dataset, split, indices)
     max_k = profile.covariance.k
-    if "dsmooth" in spec.methods and max(spec.ks) > max_k:
+    if any(method_class(m).needs_profile for m in spec.methods) and max(spec.ks) > max_k:
         warnings.warn(f"the profile has rank {max_k}: DSmooth's ranks above it use k = {max_k}", stacklevel=2)
     settings = spec.settings(max_k)
     noises = _noises(settings, profile.covariance)
