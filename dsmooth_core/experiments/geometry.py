@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from dsmooth_core.attacks.norms import perturbation_norms
 from dsmooth_core.covariance import LowRankCovariance
 
 
@@ -17,10 +18,8 @@ def perturbation_distances(delta: torch.Tensor, covariance: LowRankCovariance) -
     Keys are the metric names the noises use (``noise.metric``), so ``distances[noise.metric]`` is the
     perturbation's size in the metric of that method's certificate.
     """
-    flat = delta.detach().to("cpu", torch.float64).flatten()
+    norms = perturbation_norms(delta.detach().to("cpu", torch.float64).reshape(1, -1))
     return {
-        "l2": float(torch.linalg.vector_norm(flat, 2)),
-        "l1": float(flat.abs().sum()),
-        "linf": float(flat.abs().max()) if flat.numel() else 0.0,
+        **{metric: float(norms[metric][0]) for metric in ("l2", "l1", "linf")},
         "mahalanobis": float(covariance.mahalanobis(delta.detach().reshape(covariance.shape))),
     }
