@@ -171,7 +171,7 @@ class Laplace(SmoothingNoise):
 
 
 class AnisotropicGaussian(SmoothingNoise):
-    """DSmooth: N(0, sigma^2 St), St the det-normalized threat covariance, certified in its metric."""
+    """DSmooth: N(0, sigma^2 St), St the normalized (det or trace) threat covariance, certified in its metric."""
 
     method = "DSmooth"
     metric = "mahalanobis"
@@ -209,7 +209,8 @@ class AnisotropicGaussian(SmoothingNoise):
         return radius * math.sqrt(self.covariance.mu_min / self.covariance.dim)
 
     def describe(self) -> str:
-        return f"DSmooth, sigma={self.sigma:g}, k={self.covariance.k} (Mahalanobis of St)"
+        cov = self.covariance
+        return f"DSmooth, sigma={self.sigma:g}, k={cov.k}, {cov.normalization}-normalized (Mahalanobis of St)"
 
 
 METHODS = ("dsmooth", "randsmooth", "lsmooth")
