@@ -58,7 +58,9 @@ def test_the_two_normalizations_differ_by_one_scale(fit):
 
 def test_sample_covariance_matches_sigma_squared_trace_st():
     cov = LowRankCovariance.fit(anisotropic_perturbations(200, (1, 2, 3), seed=5), k=2, normalization="trace")
-    draws = AnisotropicGaussian(0.4, cov).sample(200_000, (1, 2, 3), torch.Generator().manual_seed(1), dtype=torch.float64)
+    draws = AnisotropicGaussian(0.4, cov).sample(
+        200_000, (1, 2, 3), torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     empirical = np.cov(draws.reshape(200_000, -1).numpy(), rowvar=False)
     np.testing.assert_allclose(empirical, 0.16 * dense_normalized(cov), atol=0.01)
     # equal noise energy: the mean squared norm of a draw is sigma^2 d, as for N(0, sigma^2 I)
