@@ -111,7 +111,7 @@ def tune_covariance(
     labels: Sequence[int] | torch.Tensor,
     *,
     sigma: float,
-    grid: TuningGrid = TuningGrid(),  # noqa: B008 - frozen, so one shared default is safe
+    grid: TuningGrid = TuningGrid(),  # frozen, so one shared default is safe
     n0: int = 100,
     n: int = 500,
     alpha: float = 0.001,
