@@ -3,8 +3,9 @@
 The empirical covariance of N attack perturbations has rank at most N - 1, so it is singular for
 image-sized d. The probabilistic-PCA form keeps the top k directions and spreads the rest of the
 variance evenly, which makes it positive definite, cheap to sample (O(d k)) and cheap to invert.
-Every quantity is exposed in the metric of the det-normalized matrix St = S_k / det(S_k)^(1/d),
-which is the metric DSmooth certifies in.
+Every quantity is exposed in the metric of the normalized matrix St = S_k / c that DSmooth
+certifies in: c = det(S_k)^(1/d) (the paper's choice, equal volume to N(0, I)) or c = trace(S_k) / d
+(equal noise energy: trace(St) = d, the same expected squared norm as N(0, I)).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _BLOCK_ELEMENTS = 2**24
 _GRAM_ROWS = 256
 _THREAD_LOCK = threading.Lock()
 _FORMAT_VERSION = 1
+# How S_k is scaled into St: "det" gives det(St) = 1, "trace" gives trace(St) = d.
+NORMALIZATIONS = ("det", "trace")
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +49,7 @@ class LowRankCovariance:
     base_residual: float
     trace: float
     shrinkage: float = 0.0
+    normalization: str = "det"
     n_samples: int = 0
     rank: int = 0
     residual_floored: bool = False
@@ -64,6 +68,8 @@ class LowRankCovariance:
             raise ValueError(f"shrinkage must lie in [0, 1], got {self.shrinkage}")
         if not self.base_residual > 0:
             raise ValueError("the residual variance must be positive")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -73,6 +79,7 @@ class LowRankCovariance:
         k: int,
         shrinkage: float = 0.0,
         metadata: dict[str, Any] | None = None,
+        normalization: str = "det",
     ) -> LowRankCovariance:
         """Fit from an (N, C, H, W) tensor of perturbations through a thin SVD.
 
@@ -124,6 +131,7 @@ class LowRankCovariance:
             base_residual=residual,
             trace=trace,
             shrinkage=float(shrinkage),
+            normalization=normalization,
             n_samples=n_samples,
             rank=rank,
             residual_floored=floored,
@@ -134,6 +142,10 @@ class LowRankCovariance:
     def with_shrinkage(self, shrinkage: float) -> LowRankCovariance:
         """The same fit shrunk toward isotropy by ``shrinkage`` in [0, 1]."""
         return replace(self, shrinkage=float(shrinkage))
+
+    def with_normalization(self, normalization: str) -> LowRankCovariance:
+        """The same fit scaled to det(St) = 1 ("det") or trace(St) = d ("trace")."""
+        return replace(self, normalization=normalization)
 
     def with_rank(self, k: int) -> LowRankCovariance:
         """Keep only the top ``k`` directions; the dropped variance joins the isotropic residual."""
@@ -189,13 +201,21 @@ class LowRankCovariance:
         return math.exp(self.logdet() / self.dim)
 
     @property
+    def normalizer(self) -> float:
+        """c in St = S_k / c: det(S_k)^(1/d) for "det", trace(S_k) / d for "trace"."""
+        if self.normalization == "det":
+            return self.geometric_mean
+        total = float(self.eigenvalues.sum()) + (self.dim - self.k) * self.residual_variance
+        return total / self.dim
+
+    @property
     def mu_min(self) -> float:
-        gm = self.geometric_mean
+        gm = self.normalizer
         return min(float(self.eigenvalues.min()) if self.k else math.inf, self.residual_variance) / gm
 
     @property
     def mu_max(self) -> float:
-        gm = self.geometric_mean
+        gm = self.normalizer
         return max(float(self.eigenvalues.max()) if self.k else 0.0, self.residual_variance) / gm
 
     # ----------------------------------------------------------------- metric and sampling
@@ -206,7 +226,7 @@ class LowRankCovariance:
         rho2 = self.residual_variance
         proj = flat @ self.eigenvectors
         quad = flat.pow(2).sum(1) / rho2 + (proj.pow(2) * (1 / self.eigenvalues - 1 / rho2)).sum(1)
-        dist = (self.geometric_mean * quad).clamp(min=0).sqrt()
+        dist = (self.normalizer * quad).clamp(min=0).sqrt()
         return dist if batched else dist[0]
 
     def sample(
@@ -231,7 +251,7 @@ class LowRankCovariance:
         key = (str(device), dtype)  # shrinkage and rank changes make a new object, with its own cache
         cache: dict[Any, dict[str, Any]] = self.__dict__.setdefault("_cache", {})
         if key not in cache:
-            gm = self.geometric_mean
+            gm = self.normalizer
             rho2 = self.residual_variance
             cache[key] = {
                 "iso_scale": math.sqrt(rho2 / gm),
@@ -244,7 +264,7 @@ class LowRankCovariance:
         """max_i (St^-1)_ii, which decides the largest l1 ball inside the ellipsoid."""
         rho2 = self.residual_variance
         diag = 1 / rho2 + self.eigenvectors.pow(2) @ (1 / self.eigenvalues - 1 / rho2)
-        return float(diag.max()) * self.geometric_mean
+        return float(diag.max()) * self.normalizer
 
     def l1_radius_factor(self) -> float:
         """r / R for the largest l1 ball of radius r inside the Mahalanobis ball of radius R.
@@ -258,6 +278,8 @@ class LowRankCovariance:
         """sha256 over the fitted numbers, so a profile can be identified by content."""
         h = hashlib.sha256()
         h.update(repr((self.shape, self.base_residual, self.trace, self.shrinkage)).encode())
+        if self.normalization != "det":  # files written before the option existed keep their hash
+            h.update(self.normalization.encode())
         h.update(self.base_eigenvalues.numpy().tobytes())
         h.update(self.eigenvectors.numpy().tobytes())
         return h.hexdigest()
@@ -270,6 +292,7 @@ class LowRankCovariance:
             "k": self.k,
             "rank": self.rank,
             "shrinkage": self.shrinkage,
+            "normalization": self.normalization,
             "explained_variance": self.explained_variance,
             "residual_variance": self.base_residual,
             "residual_floored": self.residual_floored,
@@ -308,6 +331,7 @@ class LowRankCovariance:
             base_residual=s["residual_variance"],
             trace=s["trace"],
             shrinkage=s["shrinkage"],
+            normalization=s.get("normalization", "det"),
             n_samples=s["n_samples"],
             rank=s["rank"],
             residual_floored=s["residual_floored"],

@@ -251,7 +251,7 @@ class Laplace(SmoothingNoise):
 
 
 class AnisotropicGaussian(SmoothingNoise):
-    """DSmooth: N(0, sigma^2 St), St the det-normalized threat covariance, certified in its metric."""
+    """DSmooth: N(0, sigma^2 St), St the normalized (det or trace) threat covariance, certified in its metric."""
 
     key = "dsmooth"
     name = "DSmooth"
@@ -301,6 +301,12 @@ class AnisotropicGaussian(SmoothingNoise):
         self._check_pixels(dim)
         return _check_radius(radius) * math.sqrt(self.covariance.mu_min / dim)
 
+    def equal_volume_l2_radius(self, radius: float, dim: int) -> float:
+        """R det(St)^(1/(2d)): R itself for det normalization, smaller for trace (det St <= 1 by AM-GM)."""
+        self._check_pixels(dim)
+        cov = self.covariance
+        return _check_radius(radius) * math.sqrt(cov.geometric_mean / cov.normalizer)
+
     def top_direction(self) -> torch.Tensor | None:
         """The top eigen-direction u1 of St (``None`` at rank 0, where St is isotropic)."""
         return self.covariance.eigenvectors[:, 0] if self.covariance.k else None
@@ -322,7 +328,8 @@ class AnisotropicGaussian(SmoothingNoise):
         return _check_radius(radius) / quad.clamp(min=1e-300).sqrt()
 
     def describe(self) -> str:
-        return f"DSmooth, sigma={self.sigma:g}, k={self.covariance.k} (Mahalanobis of St)"
+        cov = self.covariance
+        return f"DSmooth, sigma={self.sigma:g}, k={cov.k}, {cov.normalization}-normalized (Mahalanobis of St)"
 
 
 # The method registry: one class per method, in display order. Labels, colours and CLI choices come from here.

@@ -48,7 +48,8 @@ def attack_settings(prefix: str, default_preset: str, overrides: dict[str, Any] 
         persist_state=persist,
         help="paper: eps_inf 0.5, 5000 queries, l2 FGSM 0.5 (Sec. 5 of the paper; very large for [0,1] "
         "images). conventional: eps_inf 8/255, 1000 queries, the l2 FGSM step projected back into the 8/255 "
-        "ball.",
+        "ball. reachable: eps_inf 2/255 (the whole ball lies within l2 0.43, inside the radii certificates reach "
+        "at sigma 0.25-0.5), the FGSM step projected back into it.",
     )
     common: dict[str, Any] = {"on_change": _mark_custom, "args": (prefix,), "persist_state": persist}
     c1, c2, c3 = st.columns(3)

@@ -39,6 +39,8 @@ def dense_normalized(cov: LowRankCovariance) -> np.ndarray:
     u = cov.eigenvectors.numpy()
     s_k = u @ np.diag(cov.eigenvalues.numpy() - cov.residual_variance) @ u.T
     s_k += cov.residual_variance * np.eye(cov.dim)
+    if cov.normalization == "trace":
+        return s_k * cov.dim / np.trace(s_k)
     _, logdet = np.linalg.slogdet(s_k)
     return s_k / np.exp(logdet / cov.dim)
 

@@ -140,6 +140,10 @@ def test_presets():
     assert (paper.eps_inf, paper.n_queries, paper.fgsm, paper.eps_fgsm) == (0.5, 5000, "l2", 0.5)
     assert not paper.project_linf
     assert math.isclose(conventional.eps_inf, 8 / 255) and conventional.project_linf
+    reachable = PRESETS["reachable"]
+    assert math.isclose(reachable.eps_inf, 2 / 255) and reachable.project_linf
+    # the whole l_inf ball fits inside RandSmooth's l2 ceiling at sigma 0.25, n = 1000, alpha = 0.001 (0.62)
+    assert reachable.eps_inf * math.sqrt(3 * 32 * 32) < 0.6
     with pytest.raises(dataclasses.FrozenInstanceError):
         paper.eps_inf = 1.0  # type: ignore[misc]
 

@@ -23,9 +23,9 @@ R = 0.7
 METHODS = ("randsmooth", "lsmooth", "dsmooth")
 
 
-@pytest.fixture(scope="module")
-def covariance() -> LowRankCovariance:
-    return LowRankCovariance.fit(anisotropic_perturbations(200, SHAPE, seed=2), k=4)
+@pytest.fixture(scope="module", params=["det", "trace"])
+def covariance(request) -> LowRankCovariance:
+    return LowRankCovariance.fit(anisotropic_perturbations(200, SHAPE, seed=2), k=4, normalization=request.param)
 
 
 def make(method: str, covariance: LowRankCovariance) -> SmoothingNoise:

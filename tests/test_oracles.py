@@ -16,9 +16,9 @@ SHAPE = (3, 4, 4)
 SIGMA = 0.5
 
 
-@pytest.fixture(scope="module")
-def covariance() -> LowRankCovariance:
-    return LowRankCovariance.fit(anisotropic_perturbations(300, SHAPE, seed=1), k=6)
+@pytest.fixture(scope="module", params=["det", "trace"])
+def covariance(request) -> LowRankCovariance:
+    return LowRankCovariance.fit(anisotropic_perturbations(300, SHAPE, seed=1), k=6, normalization=request.param)
 
 
 @pytest.fixture(scope="module")
