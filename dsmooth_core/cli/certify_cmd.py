@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import torch
 
+from dsmooth_core.appendfile import check_writable_file, locked_append
 from dsmooth_core.certify import certify
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
+from dsmooth_core.contract import check_input_shape
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import load_cifar10
-from dsmooth_core.models import DEFAULT_MODEL, load_model
+from dsmooth_core.errors import InputRefused
+from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
 from dsmooth_core.noise import METHODS, make_noise
+from dsmooth_core.profiles import ThreatProfile
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "metric", "p_lower")
 
@@ -53,10 +58,20 @@ def selected_indices(total: int, start: int, skip: int, limit: int) -> list[int]
 
 
 def finished_indices(path: Path) -> set[int]:
-    if not path.exists():
+    """The indices a previous run wrote to ``path``; a file that is not a certify TSV is refused."""
+    if not path.exists() or path.stat().st_size == 0:
         return set()
     with path.open(newline="") as f:
-        return {int(row["idx"]) for row in csv.DictReader(f, delimiter="\t")}
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header is None or tuple(header) != COLUMNS:
+            raise InputRefused(f"--out {path} exists but is not a certify TSV (its first line is not the header)")
+        done = set()
+        for line, row in enumerate(reader, 2):
+            if len(row) != len(COLUMNS) or not row[0].isdigit():
+                raise InputRefused(f"--out {path}, line {line}, is not a certify row; write to another file")
+            done.add(int(row[0]))
+    return done
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -65,17 +80,19 @@ def image_generator(seed: int, index: int) -> torch.Generator:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable_file(args.out)
     device = resolve_device(args.device)
-    covariance = LowRankCovariance.load(args.profile) if args.profile else None
-    noise = make_noise(args.method, args.sigma, covariance)
     model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
     data = load_cifar10(args.split, args.data_dir)
-    done = finished_indices(args.out)
-    todo = [i for i in selected_indices(len(data.labels), args.start, args.skip, args.max) if i not in done]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fresh = not args.out.exists() or args.out.stat().st_size == 0
-    with args.out.open("a") as out:
-        if fresh:
+    if len(data):
+        check_input_shape(model, tuple(data.tensor([0]).shape[1:]))
+    selected = selected_indices(len(data.labels), args.start, args.skip, args.max)
+    covariance = _profile_covariance(args, model, selected) if args.method == "dsmooth" else None
+    noise = make_noise(args.method, args.sigma, covariance)
+    with locked_append(args.out) as out:
+        done = finished_indices(args.out)
+        todo = [i for i in selected if i not in done]
+        if args.out.stat().st_size == 0:
             print("\t".join(COLUMNS), file=out, flush=True)
         for count, index in enumerate(todo, 1):
             x, label = data.tensor([index])[0], int(data.labels[index])
@@ -96,3 +113,27 @@ def run(args: argparse.Namespace) -> int:
                 f"[{count}/{len(todo)}] idx {index}: predict {cert.prediction} radius {cert.radius:.4f} ({cert.metric})"
             )
     return 0
+
+
+def _profile_covariance(args: argparse.Namespace, model: Normalized, indices: list[int]) -> LowRankCovariance | None:
+    """The profile's covariance, refused (as ``experiment run`` and the app refuse it) when it was built on
+    another model or on the images to certify. A bare covariance file carries no provenance to check."""
+    if args.profile is None:
+        return None
+    covariance = LowRankCovariance.load(args.profile)
+    if covariance.metadata.get("kind") != "threat-profile":
+        print(
+            f"note: {args.profile} is a bare covariance without provenance; whether it was fitted on this model "
+            "and on other images than these cannot be checked",
+            file=sys.stderr,
+        )
+        if tuple(covariance.shape) != tuple(model.info.input_shape):
+            raise InputRefused(
+                f"--profile {args.profile} is for inputs of shape {covariance.shape}, "
+                f"the model takes {model.info.input_shape}"
+            )
+        return covariance
+    profile = ThreatProfile.load(args.profile)
+    profile.check_matches(model)
+    profile.check_disjoint("cifar10", args.split, indices)
+    return profile.covariance
