@@ -51,9 +51,8 @@ def check_count(name: str, value: object) -> int:
 def check_generator(generator: object) -> torch.Generator:
     """The explicit generator every random draw comes from (None would silently use the global seed)."""
     if not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), got {type(generator).__name__}"
-        )
+        found = type(generator).__name__
+        raise TypeError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), got {found}")
     return generator
 
 

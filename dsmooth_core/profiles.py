@@ -119,7 +119,7 @@ class ThreatProfile:
 def _typed(meta: dict[str, Any], name: str, kind: type) -> Any:
     """A metadata field of the expected type (a profile file may come from anywhere)."""
     value = meta[name]
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise TypeError(f"field {name} must be a {kind.__name__}, got {type(value).__name__} {value!r}"[:200])
     return value
 

@@ -16,12 +16,12 @@ import torch
 from dsmooth_core.appendfile import check_writable_file, locked_append
 from dsmooth_core.certify import certify
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
-from dsmooth_core.contract import check_input_shape
+from dsmooth_core.contract import check_input_shape, model_contract
 from dsmooth_core.covariance import LowRankCovariance
-from dsmooth_core.data import load_cifar10
+from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
-from dsmooth_core.noise import METHODS, make_noise
+from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
 from dsmooth_core.profiles import ThreatProfile
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "metric", "p_lower")
@@ -89,14 +89,33 @@ def run(args: argparse.Namespace) -> int:
     selected = selected_indices(len(data.labels), args.start, args.skip, args.max)
     covariance = _profile_covariance(args, model, selected) if args.method == "dsmooth" else None
     noise = make_noise(args.method, args.sigma, covariance)
+    with model_contract(model, tuple(model.info.input_shape)):  # refuse a bad model or noise before any file
+        noise.check_shape(tuple(model.info.input_shape))
+        noise.check_finite_draws(tuple(model.info.input_shape))
+    created = not args.out.exists()
+    try:
+        _certify_into(args, model, data, noise, selected)
+    except BaseException:
+        if created and args.out.is_file() and args.out.stat().st_size == 0:
+            args.out.unlink()  # leave no empty file behind a refusal
+        raise
+    return 0
+
+
+def _certify_into(
+    args: argparse.Namespace, model: Normalized, data: ImageSet, noise: SmoothingNoise, selected: list[int]
+) -> None:
+    """Append one row per image not yet in ``--out``, holding the file's lock throughout."""
     with locked_append(args.out) as out:
         done = finished_indices(args.out)
         todo = [i for i in selected if i not in done]
-        if args.out.stat().st_size == 0:
-            print("\t".join(COLUMNS), file=out, flush=True)
+        header_needed = args.out.stat().st_size == 0
         for count, index in enumerate(todo, 1):
             x, label = data.tensor([index])[0], int(data.labels[index])
             cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, image_generator(args.seed, index))
+            if header_needed:  # written with the first row, so a refusal leaves the file empty
+                print("\t".join(COLUMNS), file=out, flush=True)
+                header_needed = False
             row = (
                 index,
                 label,
@@ -112,7 +131,6 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"[{count}/{len(todo)}] idx {index}: predict {cert.prediction} radius {cert.radius:.4f} ({cert.metric})"
             )
-    return 0
 
 
 def _profile_covariance(args: argparse.Namespace, model: Normalized, indices: list[int]) -> LowRankCovariance | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -155,7 +154,7 @@ def _load_state_dict_file(net: nn.Module, path: Path, arch_name: str) -> None:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+    except Exception as exc:  # torch's weights-only reader fails on foreign bytes with many error types
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailableError(f"{path} could not be read safely as a state dict: {detail}") from exc
     if not isinstance(state, dict):

@@ -83,7 +83,7 @@ def check_archive(source: bytes | Path, what: str) -> None:
 
 
 def program_kind(source: bytes | Path) -> str | None:
-    """"torch.export" or "TorchScript" when the zip layout is that of a saved program, else None."""
+    """ "torch.export" or "TorchScript" when the zip layout is that of a saved program, else None."""
     if not zipfile.is_zipfile(_stream(source)):
         return None
     with zipfile.ZipFile(_stream(source)) as archive:
