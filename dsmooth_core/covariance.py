@@ -302,7 +302,7 @@ class LowRankCovariance:
         try:
             blob = torch.load(Path(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt or foreign file: say what was expected
-            raise ValueError(f"{path} is not a readable covariance file: {exc}") from exc
+            raise ValueError(f"{path} is not a readable covariance file ({type(exc).__name__}: {exc})") from exc
         if not isinstance(blob, dict) or blob.get("format") != "dsmooth-lowrank-covariance":
             raise ValueError(f"{path} is not a DSmooth covariance file")
         try:

@@ -315,6 +315,15 @@ def _cli_cases(tmp: Path, data: Path) -> dict[str, tuple[list[str], str]]:
         "unknown device": ([*untrained[:-2], "--device", "tpu9"], "not a device name|only cpu"),
         "out is a directory": ([*untrained, "--out", str(tmp)], "is a directory"),
         "out is another file": ([*untrained, "--out", str(records)], "not a certify TSV"),
+        "negative start": ([*untrained, "--start", "-5"], "--start must be 0 or more"),
+        "text file as profile": (
+            [*untrained, "--method", "dsmooth", "--profile", str(text)],
+            "not a readable covariance",
+        ),
+        "text file as --init": (
+            ["train", "--out", str(tmp / "m.pt"), "--init", str(text), "--data-dir", str(data), "--device", "cpu"],
+            "could not be read safely",
+        ),
         "wrong-schema JSONL (analyse)": (["experiment", "analyse", str(records), "--out", str(tmp / "r")], "line 1"),
         "wrong-schema JSONL (run)": (
             ["experiment", "run", "--untrained", "--records", str(records), "--data-dir", str(data)],
@@ -338,6 +347,9 @@ CLI_CASES = [
     "unknown device",
     "out is a directory",
     "out is another file",
+    "negative start",
+    "text file as profile",
+    "text file as --init",
     "wrong-schema JSONL (analyse)",
     "wrong-schema JSONL (run)",
 ]

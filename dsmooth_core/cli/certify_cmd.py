@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def selected_indices(total: int, start: int, skip: int, limit: int) -> list[int]:
     if skip < 1:
         raise ValueError("--skip must be at least 1")
+    if start < 0:  # a negative index would silently pick an image from the end, recorded under a wrong idx
+        raise InputRefused(f"--start must be 0 or more, got {start}")
     indices = list(range(start, total, skip))
     return indices if limit < 0 else indices[:limit]
 

@@ -126,7 +126,7 @@ def load_model(
 def _load_weights_file(net: nn.Module, path: Path, arch_name: str) -> str:
     if not path.is_file():
         raise ModelUnavailableError(f"weights file {path} does not exist")
-    _load_state_dict_file(net, path, arch_name)
+    load_state_dict_file(net, path, arch_name)
     return f"file:{path.name}"
 
 
@@ -136,11 +136,11 @@ def _load_bundled(net: nn.Module) -> str:
             f"The bundled model has not been trained yet: {BUNDLED_WEIGHTS} (with its model card "
             f"{BUNDLED_CARD.name}) is missing. Pick another model, or train it and save its state dict there."
         )
-    _load_state_dict_file(net, BUNDLED_WEIGHTS, "resnet20")
+    load_state_dict_file(net, BUNDLED_WEIGHTS, "resnet20")
     return "bundled"
 
 
-def _load_state_dict_file(net: nn.Module, path: Path, arch_name: str) -> None:
+def load_state_dict_file(net: nn.Module, path: Path, arch_name: str) -> None:
     """Read a state dict with ``weights_only=True`` (a file that would run code is refused) into ``net``.
 
     The zip's checksums are verified first and the weights must be finite, so damaged weights never load.
