@@ -462,3 +462,30 @@ def test_records_with_another_schema_are_refused_before_any_run(tmp_path: Path) 
     path = _write(tmp_path / "r.jsonl", (json.dumps({"key": "k", "radius": 1}) + "\n").encode())
     with pytest.raises(ValueError, match="not an experiment record"):
         RecordStore(path)
+
+
+def test_an_interrupted_certify_leaves_whole_rows_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    from dsmooth_core.cli import certify_cmd
+
+    data = write_fake_cifar10(tmp_path / "data", per_class=2)
+    whole, cut = tmp_path / "whole.tsv", tmp_path / "cut.tsv"
+    torch.manual_seed(0)
+    assert main(_certify_args(data, whole, 4)) == 0
+    real, calls = certify_cmd.certify, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while the third image is certified
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(certify_cmd, "certify", interrupted)
+    torch.manual_seed(0)
+    with pytest.raises(SystemExit) as exit_info:
+        main(_certify_args(data, cut, 4))
+    assert exit_info.value.code == 130
+    assert _without_time(cut) == _without_time(whole)[:3]  # header and two whole rows, nothing torn
+    monkeypatch.undo()
+    torch.manual_seed(0)
+    assert main(_certify_args(data, cut, 4)) == 0
+    assert _without_time(cut) == _without_time(whole)

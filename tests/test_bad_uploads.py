@@ -183,3 +183,27 @@ def test_profile_file_with_wrong_typed_fields_gives_its_message(app_env: Path, t
     _clean(at)
     assert any("typed.pt" in e.value and "indices" in e.value for e in at.error), [e.value for e in at.error]
     assert at.session_state[state.PROFILE] is None
+
+
+def test_two_sessions_certifying_in_turn_never_see_each_others_results(app_env: Path) -> None:
+    from tests.test_app_pages import _certify
+
+    first, second = _app(), _app()
+    for at in (first, second):
+        at.session_state[state.PROFILE_DEFAULT_TRIED] = True
+        at.run()
+    _upload(second, "red.png", _encoded(Image.new("RGB", (40, 40), (220, 20, 20)), "PNG"))
+    records = {}
+    for at, sigma in ((first, 0.25), (second, 0.5)):
+        at.switch_page(nav.CERTIFY).run()
+        at.multiselect(key="cert_methods").set_value(["RandSmooth"])
+        at.number_input(key="cert_sigma").set_value(sigma)
+        _certify(at, n0=5, n=20)
+        records[sigma] = at.session_state[state.CERTIFY]
+    first.run()  # the first session again, after the second one certified
+    _clean(first)
+    mine, theirs = first.session_state[state.CERTIFY], second.session_state[state.CERTIFY]
+    assert mine is records[0.25] and theirs is records[0.5]
+    assert mine.image_id == first.session_state[state.IMAGE].image_id != theirs.image_id
+    assert theirs.image_id == second.session_state[state.IMAGE].image_id and theirs.image_id.startswith("upload:")
+    assert mine.settings != theirs.settings
