@@ -35,6 +35,12 @@ def model_name(model: nn.Module) -> str:
     return f"'{info.name}'" if info is not None else type(model).__name__
 
 
+def first_line(exc: BaseException) -> str:
+    """The exception's type and the first line of its message (torch's run to dozens of lines)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def check_count(name: str, value: object) -> int:
     """A sample count or batch size: a true integer of at least 1 (50.5 or True is refused, not rounded)."""
     if isinstance(value, bool):
@@ -113,7 +119,7 @@ def probe(model: nn.Module, shape: tuple[int, ...]) -> int:
                 raise
             raise ModelContractError(
                 f"model {model_name(model)} failed on a probe batch of shape {tuple(batch.shape)} "
-                f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}). "
+                f"({first_line(exc)}). "
                 "It must accept float batches (B, C, H, W) of any size B (for torch.export, mark dimension 0 "
                 "as dynamic)."
             ) from exc

@@ -26,9 +26,23 @@ from dsmooth_core.appendfile import check_writable_file, locked_append
 Record = dict[str, Any]
 # What the resume and the analyses read: a line without these is not a record of this project.
 REQUIRED_FIELDS = (
-    "key", "method", "sigma", "k", "n", "alpha", "idx", "correct", "prediction", "radius", "metric",
-    "l2_inscribed", "l1_radius", "covered", "attack_success", "seconds",
-)  # fmt: skip
+    "key",
+    "method",
+    "sigma",
+    "k",
+    "n",
+    "alpha",
+    "idx",
+    "correct",
+    "prediction",
+    "radius",
+    "metric",
+    "l2_inscribed",
+    "l1_radius",
+    "covered",
+    "attack_success",
+    "seconds",
+)
 
 
 def record_key(identity: Mapping[str, Any]) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from dsmooth_core.contract import first_line
 from dsmooth_core.models.architectures import (
     ARCHITECTURES,
     CIFAR10_WEIGHT_URLS,
@@ -155,8 +156,7 @@ def load_state_dict_file(net: nn.Module, path: Path, arch_name: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's weights-only reader fails on foreign bytes with many error types
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelUnavailableError(f"{path} could not be read safely as a state dict: {detail}") from exc
+        raise ModelUnavailableError(f"{path} could not be read safely as a state dict: {first_line(exc)}") from exc
     if not isinstance(state, dict):
         raise ModelUnavailableError(f"{path} holds a {type(state).__name__}, not a state dict")
     tensors = unwrap_state_dict(state)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dsmooth_core.contract import PROBE_BATCHES
+from dsmooth_core.contract import PROBE_BATCHES, first_line
 from dsmooth_core.models.architectures import (
     ARCHITECTURES,
     Architecture,
@@ -191,9 +191,8 @@ def _probe(net: nn.Module, shape: tuple[int, ...], mean: tuple[float, ...], std:
             with torch.no_grad():
                 out = net(batch)
         except Exception as exc:  # user code may raise anything
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(
-                f"The model failed on a batch of shape {tuple(batch.shape)}: {first_line}. It must accept float "
+                f"The model failed on a batch of shape {tuple(batch.shape)}: {first_line(exc)}. It must accept float "
                 "batches (B, C, H, W) of any size B (for torch.export, mark dimension 0 as dynamic)."
             ) from None
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != size or out.shape[1] < 2:
