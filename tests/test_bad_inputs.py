@@ -285,6 +285,10 @@ def _cli_cases(tmp: Path, data: Path) -> dict[str, tuple[list[str], str]]:
     wide = write_fake_cifar10(tmp / "wide", per_class=1)
     npz = wide / "cifar10" / "test.npz"
     np.savez(npz, images=np.zeros((10, 64, 64, 3), np.uint8), labels=np.arange(10), classes=np.arange(10).astype(str))
+    many = write_fake_cifar10(tmp / "many", per_class=1)
+    labels = np.arange(10)
+    np.savez(many / "cifar10" / "test.npz", images=np.zeros((10, 32, 32, 3), np.uint8), labels=labels,
+             classes=np.arange(20).astype(str))  # fmt: skip
     damaged = {}
     for variant, content in _npz_variants(data).items():
         root = write_fake_cifar10(tmp / variant, per_class=1)
@@ -312,6 +316,7 @@ def _cli_cases(tmp: Path, data: Path) -> dict[str, tuple[list[str], str]]:
             f"{variant} npz": ([*untrained[:-1], str(root)], "not a valid CIFAR-10 file")
             for variant, root in damaged.items()
         },
+        "20-class data folder": ([*untrained[:-1], str(many)], "the data set has 20 classes"),
         "unknown device": ([*untrained[:-2], "--device", "tpu9"], "not a device name|only cpu"),
         "out is a directory": ([*untrained, "--out", str(tmp)], "is a directory"),
         "out is another file": ([*untrained, "--out", str(records)], "not a certify TSV"),
@@ -341,6 +346,7 @@ CLI_CASES = [
     "profile for untrained weights",
     "image in the calibration set",
     "64x64 data folder",
+    "20-class data folder",
     "zero-byte npz",
     "truncated npz",
     "bit-flipped npz",

@@ -88,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     data = load_cifar10(args.split, args.data_dir)
     if len(data):
         check_input_shape(model, tuple(data.tensor([0]).shape[1:]))
+    if len(data.classes) != model.info.num_classes:  # the correct column compares labels with predictions
+        raise InputRefused(
+            f"the data set has {len(data.classes)} classes and model {model.info.name!r} {model.info.num_classes}"
+        )
     selected = selected_indices(len(data.labels), args.start, args.skip, args.max)
     covariance = _profile_covariance(args, model, selected) if args.method == "dsmooth" else None
     noise = make_noise(args.method, args.sigma, covariance)
