@@ -286,9 +286,10 @@ def _cli_cases(tmp: Path, data: Path) -> dict[str, tuple[list[str], str]]:
     npz = wide / "cifar10" / "test.npz"
     np.savez(npz, images=np.zeros((10, 64, 64, 3), np.uint8), labels=np.arange(10), classes=np.arange(10).astype(str))
     many = write_fake_cifar10(tmp / "many", per_class=1)
-    labels = np.arange(10)
-    np.savez(many / "cifar10" / "test.npz", images=np.zeros((10, 32, 32, 3), np.uint8), labels=labels,
-             classes=np.arange(20).astype(str))  # fmt: skip
+    twenty = np.arange(20).astype(str)
+    np.savez(
+        many / "cifar10" / "test.npz", images=np.zeros((10, 32, 32, 3), np.uint8), labels=np.arange(10), classes=twenty
+    )
     damaged = {}
     for variant, content in _npz_variants(data).items():
         root = write_fake_cifar10(tmp / variant, per_class=1)
