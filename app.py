@@ -8,7 +8,7 @@ Run with ``streamlit run app.py``.
 
 import streamlit as st
 
-from dsmooth_lab_ui import choices, nav, sidebar, state
+from dsmooth_lab_ui import boundary, choices, nav, sidebar, state
 
 st.set_page_config(page_title="DSmooth Lab", page_icon=":material/verified_user:", layout="wide")
 
@@ -27,6 +27,7 @@ page = st.navigation(
     ]
 )
 side = st.sidebar.empty()
-sidebar.render(side.container())  # drawn first, so a page that calls st.stop still has its sidebar
-page.run()
-sidebar.render(side.container())  # and again, with what the page has just changed
+# drawn first, so a page that calls st.stop still has its sidebar; each part in an error boundary
+boundary.guarded(lambda: sidebar.render(side.container()), "The sidebar")
+boundary.guarded(page.run, f"The page {page.title!r}")
+boundary.guarded(lambda: sidebar.render(side.container()), "The sidebar")  # again, with what the page changed

@@ -12,6 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from dsmooth_core.contract import (
+    check_count,
+    check_finite_logits,
+    check_generator,
+    check_pixels,
+    model_contract,
+)
 from dsmooth_core.device import is_out_of_memory, model_device
 from dsmooth_core.noise import SmoothingNoise
 from dsmooth_core.progress import ProgressCallback, report
@@ -97,6 +104,7 @@ class _VoteCounter:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
+            check_finite_logits(self.model, logits)  # NaN would argmax to class 0: never a vote
             votes = torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1]).cpu()
             counts = votes if counts is None else counts + votes
             remaining -= size
@@ -106,19 +114,21 @@ class _VoteCounter:
         return counts
 
 
-def _validate(x: torch.Tensor, noise: SmoothingNoise, alpha: float, batch_size: int, **sizes: int) -> None:
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+def _validate(
+    x: object, noise: SmoothingNoise, alpha: float, batch_size: object, generator: object, **sizes: object
+) -> None:
+    """Refuse bad arguments up front with messages that name them, before any model call."""
+    if not isinstance(noise, SmoothingNoise):
+        raise TypeError(f"noise must be a SmoothingNoise (e.g. IsotropicGaussian(0.25)), got {type(noise).__name__}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
+    check_count("batch_size", batch_size)
     for name, value in sizes.items():
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
-    if x.dim() != 3:
-        raise ValueError(f"x must be one image of shape (C, H, W), got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise ValueError("x must hold finite pixel values in [0, 1]")
+        check_count(name, value)
+    check_generator(generator)
+    check_pixels(x)
     noise.check_shape(tuple(x.shape))
+    noise.check_finite_draws(tuple(x.shape))
 
 
 def predict(
@@ -132,8 +142,9 @@ def predict(
     progress: ProgressCallback | None = None,
 ) -> int:
     """The smoothed prediction, or ABSTAIN when the top two classes are not separated at level alpha."""
-    _validate(x, noise, alpha, batch_size, n=n)
-    counts = _VoteCounter(model, x, noise, batch_size, generator, progress, n).count(n)
+    _validate(x, noise, alpha, batch_size, generator, n=n)
+    with model_contract(model, tuple(x.shape)):
+        counts = _VoteCounter(model, x, noise, batch_size, generator, progress, n).count(n)
     top2 = counts.topk(min(2, counts.numel()))
     count_a = int(top2.values[0])
     count_b = int(top2.values[1]) if counts.numel() > 1 else 0
@@ -152,11 +163,12 @@ def certify(
     progress: ProgressCallback | None = None,
 ) -> Certificate:
     """Select the top class on n0 draws, then bound its probability on n fresh draws."""
-    _validate(x, noise, alpha, batch_size, n0=n0, n=n)
+    _validate(x, noise, alpha, batch_size, generator, n0=n0, n=n)
     start = time.perf_counter()
-    counter = _VoteCounter(model, x, noise, batch_size, generator, progress, n0 + n)
-    selection = counter.count(n0)
-    estimation = counter.count(n)
+    with model_contract(model, tuple(x.shape)):
+        counter = _VoteCounter(model, x, noise, batch_size, generator, progress, n0 + n)
+        selection = counter.count(n0)
+        estimation = counter.count(n)
     return _conclude(noise, selection.tolist(), estimation.tolist(), alpha, time.perf_counter() - start)
 
 

@@ -320,27 +320,53 @@ class LowRankCovariance:
         try:
             blob = torch.load(Path(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt or foreign file: say what was expected
-            raise ValueError(f"{path} is not a readable covariance file: {exc}") from exc
+            raise ValueError(f"{path} is not a readable covariance file ({type(exc).__name__}: {exc})") from exc
         if not isinstance(blob, dict) or blob.get("format") != "dsmooth-lowrank-covariance":
             raise ValueError(f"{path} is not a DSmooth covariance file")
-        s = blob["summary"]
-        cov = cls(
-            shape=tuple(s["shape"]),
-            eigenvectors=blob["eigenvectors"],
-            base_eigenvalues=blob["base_eigenvalues"],
-            base_residual=s["residual_variance"],
-            trace=s["trace"],
-            shrinkage=s["shrinkage"],
-            normalization=s.get("normalization", "det"),
-            n_samples=s["n_samples"],
-            rank=s["rank"],
-            residual_floored=s["residual_floored"],
-            mean=blob["mean"],
-            metadata=blob["metadata"],
-        )
-        if cov.content_hash() != s["content_hash"]:
+        try:
+            s = blob["summary"]
+            tensors = [blob["eigenvectors"], blob["base_eigenvalues"]]
+            if not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tensors):
+                raise TypeError("eigenvectors and eigenvalues must be float tensors")
+            if not all(bool(torch.isfinite(t).all()) for t in tensors):
+                raise ValueError("eigenvectors or eigenvalues hold NaN or inf")
+            if blob["mean"] is not None and not isinstance(blob["mean"], torch.Tensor):
+                raise TypeError("mean must be a tensor")
+            if not isinstance(blob["metadata"], dict):
+                raise TypeError("metadata must be a dict")
+            cov = cls(
+                shape=tuple(_integer(v, "shape") for v in s["shape"]),
+                eigenvectors=tensors[0],
+                base_eigenvalues=tensors[1],
+                base_residual=_real(s["residual_variance"], "residual_variance"),
+                trace=_real(s["trace"], "trace"),
+                shrinkage=_real(s["shrinkage"], "shrinkage"),
+                normalization=str(s.get("normalization", "det")),
+                n_samples=_integer(s["n_samples"], "n_samples"),
+                rank=_integer(s["rank"], "rank"),
+                residual_floored=bool(s["residual_floored"]),
+                mean=blob["mean"],
+                metadata=blob["metadata"],
+            )
+            expected_hash = s["content_hash"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{path} is not a valid covariance file: {what}") from None
+        if cov.content_hash() != expected_hash:
             raise ValueError(f"{path} is corrupt: its content hash does not match its metadata")
         return cov
+
+
+def _integer(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must hold integers, got {value!r}")
+    return value
+
+
+def _real(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _spectrum(flat: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, float, Callable[[int], torch.Tensor]]:

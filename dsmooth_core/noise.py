@@ -14,6 +14,8 @@ from scipy.stats import norm
 
 from dsmooth_core.covariance import LowRankCovariance
 
+_PROBE_DRAWS = 4  # draws from a private generator that check a distribution's parameters once per call
+
 
 def _positive(name: str, value: float) -> float:
     value = float(value)
@@ -128,6 +130,14 @@ class SmoothingNoise(ABC):
         """Reject inputs this distribution was not built for."""
         if self.input_shape is not None and tuple(shape) != self.input_shape:
             raise ValueError(f"{self.name} noise was built for inputs of shape {self.input_shape}, got {tuple(shape)}")
+
+    def check_finite_draws(self, shape: tuple[int, ...]) -> None:
+        """Refuse parameters whose draws overflow float32: every noisy input would be inf or NaN."""
+        draws = self.sample(_PROBE_DRAWS, tuple(shape), torch.Generator().manual_seed(0))
+        if not torch.isfinite(draws).all():
+            raise ValueError(
+                f"{self.describe()} overflows float32: its noise draws are not finite numbers; use a smaller sigma"
+            )
 
     def describe(self) -> str:
         return f"{self.name} ({self.metric})"

@@ -72,19 +72,23 @@ class ThreatProfile:
         meta = covariance.metadata
         if meta.get("kind") != "threat-profile":
             raise ValueError(f"{path} holds a covariance but no threat-profile metadata")
-        return cls(
-            covariance=covariance,
-            model_name=meta["model_name"],
-            model_hash=meta["model_hash"],
-            dataset=meta["dataset"],
-            split=meta["split"],
-            indices=tuple(meta["indices"]),
-            attack=meta["attack"],
-            keep=meta["keep"],
-            n_attacked=meta["n_attacked"],
-            n_kept=meta["n_kept"],
-            seed=meta["seed"],
-        )
+        try:
+            return cls(
+                covariance=covariance,
+                model_name=_typed(meta, "model_name", str),
+                model_hash=_typed(meta, "model_hash", str),
+                dataset=_typed(meta, "dataset", str),
+                split=_typed(meta, "split", str),
+                indices=tuple(_typed({"index": i}, "index", int) for i in _typed(meta, "indices", list)),
+                attack=_typed(meta, "attack", dict),
+                keep=_typed(meta, "keep", str),
+                n_attacked=_typed(meta, "n_attacked", int),
+                n_kept=_typed(meta, "n_kept", int),
+                seed=_typed(meta, "seed", int),
+            )
+        except (KeyError, TypeError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{path} has malformed threat-profile metadata: {what}") from None
 
     def check_matches(self, model: nn.Module) -> None:
         """Refuse to use this profile with a model it was not made for."""
@@ -148,6 +152,14 @@ class Calibration:
     def cache_path(self, cache_dir: str | Path, model_hash: str, labels: np.ndarray) -> Path:
         """Where :func:`calibrate` keeps this calibration's profile for a model in ``cache_dir``."""
         return Path(cache_dir) / f"profile-{self.identity(model_hash, self.indices(labels))}.pt"
+
+
+def _typed(meta: dict[str, Any], name: str, kind: type) -> Any:
+    """A metadata field of the expected type (a profile file may come from anywhere)."""
+    value = meta[name]
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        raise TypeError(f"field {name} must be a {kind.__name__}, got {type(value).__name__} {value!r}"[:200])
+    return value
 
 
 def build_profile(

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from dsmooth_core import SmoothingNoise
+from dsmooth_core.contract import check_finite_logits
 from dsmooth_core.device import model_device
 from dsmooth_core.progress import ProgressCallback, report
 
@@ -46,7 +47,9 @@ def noise_votes(
             eps = torch.zeros((size, *x.shape), device=device)
         else:
             eps = noise.sample(size, tuple(x.shape), generator, device)
-        votes = model(x.unsqueeze(0) + eps).argmax(dim=1).cpu()
+        logits = model(x.unsqueeze(0) + eps)
+        check_finite_logits(model, logits)  # a NaN row would count as a vote for class 0
+        votes = logits.argmax(dim=1).cpu()
         counts += torch.bincount(votes, minlength=len(counts))
         e64 = eps.to("cpu", torch.float64)
         total += e64.sum(0)

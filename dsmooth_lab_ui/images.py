@@ -43,3 +43,16 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     if factor <= 1:
         return image
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def drawable(image: np.ndarray, max_ratio: int = 4) -> np.ndarray:
+    """An (H, W, 3) uint8 picture padded with white to at most ``max_ratio``:1, so a thumbnail of any
+    width keeps at least a few pixels on its short side (a 200x1 upload would otherwise be 0 px high)."""
+    height, width = image.shape[:2]
+    target_h, target_w = max(height, -(-width // max_ratio)), max(width, -(-height // max_ratio))
+    if (target_h, target_w) == (height, width):
+        return image
+    canvas = np.full((target_h, target_w, *image.shape[2:]), 255, dtype=image.dtype)
+    top, left = (target_h - height) // 2, (target_w - width) // 2
+    canvas[top : top + height, left : left + width] = image
+    return canvas

@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from dsmooth_lab_ui import resources, state
-from dsmooth_lab_ui.images import to_uint8
+from dsmooth_lab_ui.images import drawable, to_uint8
 
 
 def render(container) -> None:
@@ -32,7 +32,7 @@ def render(container) -> None:
             st.markdown("**Image** none chosen")
         else:
             st.markdown(f"**Image** {image.caption}")
-            st.image(to_uint8(image.pixels), width=96)
+            st.image(drawable(to_uint8(image.pixels)), width=96)
 
         profile = state.get(state.PROFILE)
         if profile is None:

@@ -25,6 +25,7 @@ MODEL_ERROR = "dsl_model_error"  # str: why the last model switch failed (the pr
 IMAGE = "dsl_image"  # ImageChoice | None
 IMAGE_ERROR = "dsl_image_error"  # str: why the last image choice failed (the previous image stays)
 UPLOAD_SEEN = "dsl_upload_seen"  # file id of the upload already processed
+UPLOAD_NOTES = "dsl_upload_notes"  # (image id, notes): how an upload was read (first frame used, bits scaled)
 ATTACK = "dsl_attack"  # AttackRecord | None
 PROFILE = "dsl_profile"  # ProfileChoice | None
 PROFILE_ERROR = "dsl_profile_error"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from dsmooth_core.data import MAX_UPLOAD_BYTES, UploadError, load_upload
+from dsmooth_core.data import MAX_UPLOAD_BYTES, UploadError, read_upload
 from dsmooth_core.models import DEFAULT_MODEL, available_models
 from dsmooth_lab_ui import choices, figures, nav, resources, state
 from dsmooth_lab_ui.images import to_uint8, upscale
@@ -177,15 +177,20 @@ def upload_picker(model) -> None:
     if upload is not None and upload.file_id != state.get(state.UPLOAD_SEEN):
         data = upload.getvalue()
         try:
-            img = load_upload(data)
+            img, notes = read_upload(data)
         except UploadError as exc:
             state.put(state.IMAGE_ERROR, f"{upload.name}: {exc} The previous image stays selected.")
         else:
             img.thumbnail((UPLOAD_KEEP_SIDE, UPLOAD_KEEP_SIDE))
             state.put(state.IMAGE, choices.upload_choice(upload.name, data, np.asarray(img)))
             state.put(state.IMAGE_ERROR, None)
+            state.put(state.UPLOAD_NOTES, (state.get(state.IMAGE).image_id, notes))
         state.put(state.UPLOAD_SEEN, upload.file_id)
     image = state.get(state.IMAGE)
+    noted = state.get(state.UPLOAD_NOTES)
+    if image is not None and noted and noted[0] == image.image_id:
+        for note in noted[1]:
+            st.info(note, icon=":material/info:")
     if image is not None and image.source == "upload" and model is not None:
         classes = list(model.info.class_names)
         options = [None, *range(len(classes))]

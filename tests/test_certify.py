@@ -22,6 +22,7 @@ from dsmooth_core import (
     predict,
     radius_ceiling,
 )
+from dsmooth_core.contract import ModelContractError
 from dsmooth_core.stats import clopper_pearson_lower
 from tests.oracles import LinearClassifier, anisotropic_perturbations
 
@@ -232,7 +233,7 @@ def test_other_errors_propagate(x):
         def forward(self, batch):
             raise RuntimeError("shape mismatch in layer 3")
 
-    with pytest.raises(RuntimeError, match="shape mismatch"):
+    with pytest.raises(ModelContractError, match="shape mismatch"):
         certify(Broken(), x, IsotropicGaussian(0.5), 10, 10, 0.01, 4, torch.Generator())
 
 

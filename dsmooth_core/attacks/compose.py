@@ -23,6 +23,7 @@ from dsmooth_core.attacks.config import AttackConfig
 from dsmooth_core.attacks.fgsm import fgsm_l2, fgsm_linf
 from dsmooth_core.attacks.norms import perturbation_norms
 from dsmooth_core.attacks.square import square_attack_keyed
+from dsmooth_core.contract import check_generator, check_pixels, model_contract
 from dsmooth_core.progress import ProgressCallback, report
 
 _FGSM = {"l2": fgsm_l2, "linf": fgsm_linf}
@@ -60,7 +61,9 @@ def square_then_fgsm(
     ``progress`` counts Square iterations plus one step per finished chunk, over all chunks.
     Tensors come back on ``x``'s device.
     """
+    check_pixels(x, batched=True)
     check_batch(x, y)
+    check_generator(generator)
     count = x.shape[0]
     size = count if batch_size is None else check_count("batch_size", batch_size)
     keys = draw_keys(generator, count)
@@ -68,11 +71,15 @@ def square_then_fgsm(
     steps_per_chunk = max(config.n_queries - 2, 0) + 1
     total = len(starts) * steps_per_chunk
     chunks = []
-    for index, start in enumerate(starts):
-        part = slice(start, start + size)
-        offset = index * steps_per_chunk
-        chunks.append(_attack_chunk(model, x[part], y[part], keys[part], config, _shifted(progress, offset, total)))
-        report(progress, offset + steps_per_chunk, total)
+    with model_contract(model, tuple(x.shape[1:])) as classes:
+        if y.dtype.is_floating_point or y.dtype == torch.bool or int(y.min()) < 0 or int(y.max()) >= classes:
+            raise ValueError(f"y must hold integer labels in [0, {classes}), the model's classes")
+        for index, start in enumerate(starts):
+            part = slice(start, start + size)
+            offset = index * steps_per_chunk
+            progress_part = _shifted(progress, offset, total)
+            chunks.append(_attack_chunk(model, x[part], y[part], keys[part], config, progress_part))
+            report(progress, offset + steps_per_chunk, total)
     adversarial, queries, clean_pred, adv_pred = (torch.cat(column) for column in zip(*chunks, strict=True))
     clean, labels = x.detach().clone(), y.detach().to(x.device).clone()
     perturbation = adversarial - clean

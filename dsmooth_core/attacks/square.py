@@ -24,6 +24,7 @@ import torch
 from dsmooth_core.attacks._checks import check_batch, check_count, check_p_init, check_positive
 from dsmooth_core.attacks._model import margin_loss
 from dsmooth_core.attacks._streams import below, draw_keys, random_words, signs
+from dsmooth_core.contract import check_generator, check_pixels, model_contract
 from dsmooth_core.device import model_device
 from dsmooth_core.progress import ProgressCallback, report
 
@@ -76,18 +77,20 @@ def square_attack(
     ``generator`` (one key per image, see ``_streams``). ``progress`` gets (iteration, iterations)
     once per iteration, and (iterations, iterations) when every image stops early.
     """
+    check_pixels(x, batched=True)
     check_batch(x, y)
-    keys = draw_keys(generator, x.shape[0])
-    return square_attack_keyed(
-        model,
-        x,
-        y,
-        keys,
-        eps=check_positive("eps", eps),
-        n_queries=check_count("n_queries", n_queries),
-        p_init=check_p_init(p_init),
-        progress=progress,
-    )
+    keys = draw_keys(check_generator(generator), x.shape[0])
+    with model_contract(model, tuple(x.shape[1:])):
+        return square_attack_keyed(
+            model,
+            x,
+            y,
+            keys,
+            eps=check_positive("eps", eps),
+            n_queries=check_count("n_queries", n_queries),
+            p_init=check_p_init(p_init),
+            progress=progress,
+        )
 
 
 def square_attack_keyed(

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from dsmooth_core.appendfile import check_writable_file
 from dsmooth_core.attacks import AttackConfig, AttackResult, square_then_fgsm
 from dsmooth_core.cli.certify_cmd import selected_indices
 from dsmooth_core.cli.common import terminal_progress
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable_file(args.out)
     config = attack_config(args)
     model = load_cifar_model(args)
     data = load_cifar10(args.split, args.data_dir)

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import torch
 
+from dsmooth_core.appendfile import check_writable_file, locked_append
 from dsmooth_core.certify import certify
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
+from dsmooth_core.contract import check_input_shape, model_contract
 from dsmooth_core.covariance import LowRankCovariance
-from dsmooth_core.data import load_cifar10
-from dsmooth_core.models import DEFAULT_MODEL, load_model
-from dsmooth_core.noise import METHODS, make_noise
+from dsmooth_core.data import ImageSet, load_cifar10
+from dsmooth_core.errors import InputRefused
+from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
+from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
+from dsmooth_core.profiles import ThreatProfile
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "metric", "p_lower")
 
@@ -48,15 +53,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 def selected_indices(total: int, start: int, skip: int, limit: int) -> list[int]:
     if skip < 1:
         raise ValueError("--skip must be at least 1")
+    if start < 0:  # a negative index would silently pick an image from the end, recorded under a wrong idx
+        raise InputRefused(f"--start must be 0 or more, got {start}")
     indices = list(range(start, total, skip))
     return indices if limit < 0 else indices[:limit]
 
 
 def finished_indices(path: Path) -> set[int]:
-    if not path.exists():
+    """The indices a previous run wrote to ``path``; a file that is not a certify TSV is refused."""
+    if not path.exists() or path.stat().st_size == 0:
         return set()
     with path.open(newline="") as f:
-        return {int(row["idx"]) for row in csv.DictReader(f, delimiter="\t")}
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header is None or tuple(header) != COLUMNS:
+            raise InputRefused(f"--out {path} exists but is not a certify TSV (its first line is not the header)")
+        done = set()
+        for line, row in enumerate(reader, 2):
+            if len(row) != len(COLUMNS) or not row[0].isdigit():
+                raise InputRefused(f"--out {path}, line {line}, is not a certify row; write to another file")
+            done.add(int(row[0]))
+    return done
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -65,21 +82,46 @@ def image_generator(seed: int, index: int) -> torch.Generator:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable_file(args.out)
     device = resolve_device(args.device)
-    covariance = LowRankCovariance.load(args.profile) if args.profile else None
-    noise = make_noise(args.method, args.sigma, covariance)
     model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
     data = load_cifar10(args.split, args.data_dir)
-    done = finished_indices(args.out)
-    todo = [i for i in selected_indices(len(data.labels), args.start, args.skip, args.max) if i not in done]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fresh = not args.out.exists() or args.out.stat().st_size == 0
-    with args.out.open("a") as out:
-        if fresh:
-            print("\t".join(COLUMNS), file=out, flush=True)
+    if len(data):
+        check_input_shape(model, tuple(data.tensor([0]).shape[1:]))
+    if len(data.classes) != model.info.num_classes:  # the correct column compares labels with predictions
+        raise InputRefused(
+            f"the data set has {len(data.classes)} classes and model {model.info.name!r} {model.info.num_classes}"
+        )
+    selected = selected_indices(len(data.labels), args.start, args.skip, args.max)
+    covariance = _profile_covariance(args, model, selected) if args.method == "dsmooth" else None
+    noise = make_noise(args.method, args.sigma, covariance)
+    with model_contract(model, tuple(model.info.input_shape)):  # refuse a bad model or noise before any file
+        noise.check_shape(tuple(model.info.input_shape))
+        noise.check_finite_draws(tuple(model.info.input_shape))
+    created = not args.out.exists()
+    try:
+        _certify_into(args, model, data, noise, selected)
+    except BaseException:
+        if created and args.out.is_file() and args.out.stat().st_size == 0:
+            args.out.unlink()  # leave no empty file behind a refusal
+        raise
+    return 0
+
+
+def _certify_into(
+    args: argparse.Namespace, model: Normalized, data: ImageSet, noise: SmoothingNoise, selected: list[int]
+) -> None:
+    """Append one row per image not yet in ``--out``, holding the file's lock throughout."""
+    with locked_append(args.out) as out:
+        done = finished_indices(args.out)
+        todo = [i for i in selected if i not in done]
+        header_needed = args.out.stat().st_size == 0
         for count, index in enumerate(todo, 1):
             x, label = data.tensor([index])[0], int(data.labels[index])
             cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, image_generator(args.seed, index))
+            if header_needed:  # written with the first row, so a refusal leaves the file empty
+                print("\t".join(COLUMNS), file=out, flush=True)
+                header_needed = False
             row = (
                 index,
                 label,
@@ -95,4 +137,27 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"[{count}/{len(todo)}] idx {index}: predict {cert.prediction} radius {cert.radius:.4f} ({cert.metric})"
             )
-    return 0
+
+
+def _profile_covariance(args: argparse.Namespace, model: Normalized, indices: list[int]) -> LowRankCovariance | None:
+    """The profile's covariance, refused (as ``experiment run`` and the app refuse it) when it was built on
+    another model or on the images to certify. A bare covariance file carries no provenance to check."""
+    if args.profile is None:
+        return None
+    covariance = LowRankCovariance.load(args.profile)
+    if covariance.metadata.get("kind") != "threat-profile":
+        print(
+            f"note: {args.profile} is a bare covariance without provenance; whether it was fitted on this model "
+            "and on other images than these cannot be checked",
+            file=sys.stderr,
+        )
+        if tuple(covariance.shape) != tuple(model.info.input_shape):
+            raise InputRefused(
+                f"--profile {args.profile} is for inputs of shape {covariance.shape}, "
+                f"the model takes {model.info.input_shape}"
+            )
+        return covariance
+    profile = ThreatProfile.load(args.profile)
+    profile.check_matches(model)
+    profile.check_disjoint("cifar10", args.split, indices)
+    return profile.covariance

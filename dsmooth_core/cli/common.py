@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from dsmooth_core.device import pick_device
+from dsmooth_core.errors import InputRefused
 from dsmooth_core.progress import ProgressCallback
 
 WEIGHTS_HELP = "a state dict file of the model's architecture (e.g. one from train) to use instead of its own weights"
@@ -33,7 +34,22 @@ def terminal_progress(label: str, every_seconds: float = 2.0) -> ProgressCallbac
 
 
 def resolve_device(name: str) -> torch.device:
-    return pick_device() if name == "auto" else torch.device(name)
+    """``auto`` picks the fastest device; a named one must exist here, or the command is refused."""
+    if name == "auto":
+        return pick_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputRefused(f"--device {name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputRefused(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputRefused(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputRefused(f"--device {name}: Apple's MPS is not available on this machine; use --device cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InputRefused(f"--device {name}: only cpu, cuda and mps are supported")
+    return device
 
 
 def git_commit() -> str:

@@ -78,6 +78,7 @@ def _register_analyse(actions: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    store = RecordStore(args.records)  # a file that is not a record file is refused before any work
     model = load_experiment_model(
         args.model, resolve_device(args.device), pretrained=not args.untrained, weights=args.weights
     )
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         indices,
         profile,
         spec,
-        RecordStore(args.records),
+        store,
         batch_size=args.batch,
         progress=terminal_progress(f"shard {args.shard}"),
     )

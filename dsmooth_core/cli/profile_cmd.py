@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from dsmooth_core.appendfile import check_writable_file
 from dsmooth_core.cli.common import terminal_progress
 from dsmooth_core.cli.threat_options import (
     add_attack_options,
@@ -51,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_writable_file(args.out)
     attack = attack_config(args)
     model = load_cifar_model(args)
     data = load_cifar10(args.calibration_split, args.data_dir)

@@ -23,6 +23,7 @@ from dsmooth_core.models import (
     build_architecture,
     state_dict_hash,
 )
+from dsmooth_core.models.registry import load_state_dict_file
 from dsmooth_core.training import (
     NoiseMixture,
     TrainConfig,
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     train_set, test_set = load_cifar10("train", args.data_dir), load_cifar10("test", args.data_dir)
     net = build_architecture(args.arch)
     if args.init:
-        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        load_state_dict_file(net, args.init, args.arch)  # checksums, finite values and keys checked
     info = ModelInfo(
         name=args.out.stem,
         dataset="cifar10",

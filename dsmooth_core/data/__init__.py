@@ -7,7 +7,7 @@ from dsmooth_core.data.imageset import ImageSet
 from dsmooth_core.data.paths import DATA_DIR_ENV, data_dir
 from dsmooth_core.data.subsets import balanced_subset
 from dsmooth_core.data.transforms import to_model_input
-from dsmooth_core.data.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, load_upload
+from dsmooth_core.data.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, Upload, load_upload, read_upload
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -16,6 +16,7 @@ __all__ = [
     "DataUnavailableError",
     "ImageSet",
     "LabelledImage",
+    "Upload",
     "UploadError",
     "balanced_subset",
     "data_dir",
@@ -23,5 +24,6 @@ __all__ = [
     "load_image_folder",
     "load_imagenet_sample",
     "load_upload",
+    "read_upload",
     "to_model_input",
 ]

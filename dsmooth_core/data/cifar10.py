@@ -44,13 +44,18 @@ def _read_npz(path: Path) -> ImageSet:
     try:
         with np.load(path, allow_pickle=False) as archive:
             images = archive["images"]
-            labels = archive["labels"].astype(np.int64)
+            labels = archive["labels"]
             classes = tuple(str(c) for c in archive["classes"])
-        return ImageSet(images, labels, classes)
-    except (OSError, KeyError, ValueError) as exc:
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be integers, got {labels.dtype}")
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be RGB (N, H, W, 3), got shape {images.shape}")
+        return ImageSet(images, labels.astype(np.int64), classes)
+    except Exception as exc:  # zero-byte, truncated or bit-flipped archives fail in many ways (zip, zlib, numpy)
+        detail = " ".join(str(exc).split()) or type(exc).__name__
         raise DataUnavailableError(
             f"{path} is not a valid CIFAR-10 file (expected uint8 'images' (N, 32, 32, 3), "
-            f"'labels' and 'classes'): {exc}"
+            f"'labels' and 'classes'): {detail}"
         ) from exc
 
 

@@ -13,15 +13,36 @@ attack_success seconds``. ``pert_mahalanobis`` is measured in the St of the reco
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from dsmooth_core.appendfile import check_writable_file, locked_append
 
 Record = dict[str, Any]
+# What the resume and the analyses read: a line without these is not a record of this project.
+REQUIRED_FIELDS = (
+    "key",
+    "method",
+    "sigma",
+    "k",
+    "n",
+    "alpha",
+    "idx",
+    "correct",
+    "prediction",
+    "radius",
+    "metric",
+    "l2_inscribed",
+    "l1_radius",
+    "covered",
+    "attack_success",
+    "seconds",
+)
 
 
 def record_key(identity: Mapping[str, Any]) -> str:
@@ -41,9 +62,16 @@ def read_records(path: str | Path) -> list[Record]:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}, line {number}, is not a JSON record: {exc}") from exc
+            missing = [f for f in REQUIRED_FIELDS if f not in record] if isinstance(record, dict) else ["all"]
+            if missing:
+                raise ValueError(
+                    f"{path}, line {number}, is not an experiment record (missing {', '.join(missing[:6])}"
+                    f"{' ...' if len(missing) > 6 else ''}); is this a record file of `experiment run`?"
+                )
+            records.append(record)
     return records
 
 
@@ -61,14 +89,47 @@ def load_records(paths: Iterable[str | Path]) -> list[Record]:
 
 
 class RecordStore:
-    """An append-only JSON-lines file; knows the keys already written so a run can skip them."""
+    """An append-only JSON-lines file; knows the keys already written so a run can skip them.
+
+    Writing happens inside ``with store:``, which holds an exclusive lock on the file (a second
+    writer is refused with :class:`~dsmooth_core.appendfile.FileBusyError`) and drops a torn last
+    line; an ``append`` outside it takes the lock for that one line.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.suffix == ".gz":
             raise ValueError(f"{self.path} is a gzipped archive, read-only; write records to a .jsonl file")
-        _drop_torn_tail(self.path)
-        self._keys = {record["key"] for record in read_records(self.path)}
+        check_writable_file(self.path, "the records file")
+        self._handle: TextIO | None = None
+        self._lock: contextlib.ExitStack | None = None
+        self._keys: set[str] = set()
+        self._depth = 0
+        if self.path.exists():
+            with self:  # repairs a torn tail under the lock, and reads the keys
+                pass
+
+    def __enter__(self) -> RecordStore:
+        self._depth += 1
+        if self._lock is not None:  # nested: the run inside a caller's ``with store``
+            return self
+        stack = contextlib.ExitStack()
+        try:
+            self._handle = stack.enter_context(locked_append(self.path))
+        except BaseException:
+            self._depth -= 1
+            raise
+        self._lock = stack
+        self._keys = {record["key"] for record in read_records(self.path)}  # what other runs added meanwhile
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
+        lock, self._lock, self._handle = self._lock, None, None
+        if lock is not None:
+            lock.close()
 
     def __contains__(self, key: str) -> bool:
         return key in self._keys
@@ -78,19 +139,10 @@ class RecordStore:
 
     def append(self, record: Record) -> None:
         """Write one record as one line and flush it, so an interruption loses at most this line."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self._handle is None:
+            with self:
+                self.append(record)
+            return
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
         self._keys.add(record["key"])
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a last line left without its newline by an interrupted write (it cannot be a whole record)."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return
-    keep = data[: data.rfind(b"\n") + 1]
-    warnings.warn(f"{path}: dropping an incomplete last line left by an interrupted run", stacklevel=3)
-    path.write_bytes(keep)

@@ -107,31 +107,36 @@ def run_experiment(
         "seed": spec.seed,
         "n0": spec.n0,
     }
-    todo = {int(idx): _missing(store, context, settings, int(idx)) for idx in indices}
-    units = spec.attack.n_queries
-    tracker = _Tracker(progress, sum(units + sum(spec.n0 + job[0].n for job in jobs) for jobs in todo.values() if jobs))
-    written = 0
-    for idx, jobs in todo.items():
-        if not jobs:
-            continue
-        image = _attack(model, images, idx, spec, tracker.part(units))
-        tracker.advance(units)
-        votes: dict[tuple, Certificate] = {}  # settings that differ in alpha only share their noise draws
-        for setting, identity in jobs:
-            noise = noises[(setting.method, setting.sigma, setting.k)]
-            draws = (setting.method, setting.sigma, setting.k, setting.n)
-            if draws in votes:
-                cert = at_level(votes[draws], noise, setting.alpha)
-            else:
-                generator = torch.Generator().manual_seed(derive_seed(spec.seed, image.idx, setting.method))
-                part = tracker.part(spec.n0 + setting.n)
-                cert = certify(model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, part)
-                votes[draws] = cert
-            store.append({"key": record_key(identity), **identity, **_record(image, cert, noise, profile)})
-            written += 1
-            tracker.advance(spec.n0 + setting.n)
-    skipped = sum(1 for jobs in todo.values() if not jobs)
-    return RunSummary(images=len(todo), images_skipped=skipped, records_written=written)
+    with store:  # one writer at a time; the store reads its keys again under the lock
+        todo = {int(idx): _missing(store, context, settings, int(idx)) for idx in indices}
+        units = spec.attack.n_queries
+        tracker = _Tracker(
+            progress, sum(units + sum(spec.n0 + job[0].n for job in jobs) for jobs in todo.values() if jobs)
+        )
+        written = 0
+        for idx, jobs in todo.items():
+            if not jobs:
+                continue
+            image = _attack(model, images, idx, spec, tracker.part(units))
+            tracker.advance(units)
+            votes: dict[tuple, Certificate] = {}  # settings that differ in alpha only share their noise draws
+            for setting, identity in jobs:
+                noise = noises[(setting.method, setting.sigma, setting.k)]
+                draws = (setting.method, setting.sigma, setting.k, setting.n)
+                if draws in votes:
+                    cert = at_level(votes[draws], noise, setting.alpha)
+                else:
+                    generator = torch.Generator().manual_seed(derive_seed(spec.seed, image.idx, setting.method))
+                    part = tracker.part(spec.n0 + setting.n)
+                    cert = certify(
+                        model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, part
+                    )
+                    votes[draws] = cert
+                store.append({"key": record_key(identity), **identity, **_record(image, cert, noise, profile)})
+                written += 1
+                tracker.advance(spec.n0 + setting.n)
+        skipped = sum(1 for jobs in todo.values() if not jobs)
+        return RunSummary(images=len(todo), images_skipped=skipped, records_written=written)
 
 
 def _missing(store: RecordStore, context: dict, settings: list[Setting], idx: int) -> list[tuple[Setting, dict]]:

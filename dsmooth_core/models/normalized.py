@@ -7,6 +7,7 @@ putting the normalisation inside the model keeps every caller in that space.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -25,8 +26,8 @@ class Normalized(nn.Module):
         channels = info.input_shape[0]
         if len(info.mean) != channels or len(info.std) != channels:
             raise ValueError(f"mean/std need {channels} values for input shape {info.input_shape}")
-        if min(info.std) <= 0:
-            raise ValueError(f"std must be positive, got {info.std}")
+        if not all(math.isfinite(v) for v in (*info.mean, *info.std)) or min(info.std) <= 0:
+            raise ValueError(f"mean must be finite and std finite and positive, got mean {info.mean}, std {info.std}")
         self.net = net
         self.info = info
         self.register_buffer("mean", torch.tensor(info.mean, dtype=torch.float32).view(1, -1, 1, 1))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from dsmooth_core.contract import first_line
 from dsmooth_core.models.architectures import (
     ARCHITECTURES,
     CIFAR10_WEIGHT_URLS,
@@ -27,10 +27,10 @@ from dsmooth_core.models.constants import (
     HUB_CIFAR10_MEAN,
     HUB_CIFAR10_STD,
 )
-from dsmooth_core.models.errors import ModelUnavailableError
+from dsmooth_core.models.errors import ModelLoadError, ModelUnavailableError
 from dsmooth_core.models.info import ModelInfo
 from dsmooth_core.models.normalized import Normalized, wrap
-from dsmooth_core.models.state_dicts import load_strict, unwrap_state_dict
+from dsmooth_core.models.state_dicts import check_archive, check_finite, load_strict, program_kind, unwrap_state_dict
 from dsmooth_core.models.weights import fetch_state_dict, is_cached
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def load_model(
 def _load_weights_file(net: nn.Module, path: Path, arch_name: str) -> str:
     if not path.is_file():
         raise ModelUnavailableError(f"weights file {path} does not exist")
-    _load_state_dict_file(net, path, arch_name)
+    load_state_dict_file(net, path, arch_name)
     return f"file:{path.name}"
 
 
@@ -137,19 +137,31 @@ def _load_bundled(net: nn.Module) -> str:
             f"The bundled model has not been trained yet: {BUNDLED_WEIGHTS} (with its model card "
             f"{BUNDLED_CARD.name}) is missing. Pick another model, or train it and save its state dict there."
         )
-    _load_state_dict_file(net, BUNDLED_WEIGHTS, "resnet20")
+    load_state_dict_file(net, BUNDLED_WEIGHTS, "resnet20")
     return "bundled"
 
 
-def _load_state_dict_file(net: nn.Module, path: Path, arch_name: str) -> None:
-    """Read a state dict with ``weights_only=True`` (a file that would run code is refused) into ``net``."""
+def load_state_dict_file(net: nn.Module, path: Path, arch_name: str) -> None:
+    """Read a state dict with ``weights_only=True`` (a file that would run code is refused) into ``net``.
+
+    The zip's checksums are verified first and the weights must be finite, so damaged weights never load.
+    """
+    check_archive(path, str(path))
+    kind = program_kind(path)
+    if kind is not None:
+        raise ModelLoadError(
+            f"{path} is a {kind} program, not a state dict; save the weights with "
+            "torch.save(model.state_dict(), path), or load the program as a user model"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise ModelUnavailableError(f"{path} could not be read safely as a state dict: {exc}") from exc
+    except Exception as exc:  # torch's weights-only reader fails on foreign bytes with many error types
+        raise ModelUnavailableError(f"{path} could not be read safely as a state dict: {first_line(exc)}") from exc
     if not isinstance(state, dict):
         raise ModelUnavailableError(f"{path} holds a {type(state).__name__}, not a state dict")
-    load_strict(net, unwrap_state_dict(state), arch_name)
+    tensors = unwrap_state_dict(state)
+    check_finite(tensors, str(path))
+    load_strict(net, tensors, arch_name)
 
 
 def _torchvision_weights(arch: str) -> WeightsEnum:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -58,6 +61,53 @@ def load_strict(net: nn.Module, state_dict: Mapping[str, torch.Tensor], arch_nam
     if problems:
         raise ModelLoadError(f"state dict does not match {arch_name}: " + "; ".join(problems))
     net.load_state_dict(state_dict, strict=True)
+
+
+def check_archive(source: bytes | Path, what: str) -> None:
+    """Refuse a zip-format torch file whose stored CRCs fail: torch.load reads such bytes without a word.
+
+    A bit-flipped weights file would otherwise load and certify with wrong weights. Files that are not
+    zip archives (torch's legacy format, or no model at all) are left to the loader to judge.
+    """
+    if not zipfile.is_zipfile(_stream(source)):
+        return
+    try:
+        with zipfile.ZipFile(_stream(source)) as archive:
+            broken = archive.testzip()
+    except Exception as exc:  # BadZipFile, OSError, or zlib.error on a damaged deflate stream
+        raise ModelLoadError(f"{what} is a damaged zip archive and is refused ({exc})") from None
+    if broken is not None:
+        raise ModelLoadError(
+            f"{what} is corrupted: the checksum (CRC) of its entry {broken} fails, so its weights are refused"
+        )
+
+
+def program_kind(source: bytes | Path) -> str | None:
+    """ "torch.export" or "TorchScript" when the zip layout is that of a saved program, else None."""
+    if not zipfile.is_zipfile(_stream(source)):
+        return None
+    with zipfile.ZipFile(_stream(source)) as archive:
+        names = archive.namelist()
+    if any(n.rsplit("/", 1)[-1] == "archive_format" for n in names):
+        return "torch.export"
+    if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+        return "TorchScript"
+    return None
+
+
+def _stream(source: bytes | Path) -> io.BytesIO | Path:
+    return io.BytesIO(source) if isinstance(source, bytes) else source
+
+
+def check_finite(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse weights holding NaN or inf: such a model votes for class 0 on every input."""
+    bad = sorted(
+        key
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    )
+    if bad:
+        raise ModelLoadError(f"{what} holds non-finite values (NaN or inf) in {_names(bad)}; refused")
 
 
 def _names(keys: list[str]) -> str:

@@ -8,6 +8,7 @@ them as code), so they are loaded only when the caller vouches for them with ``t
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import zipfile
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dsmooth_core.contract import PROBE_BATCHES, first_line
 from dsmooth_core.models.architectures import (
     ARCHITECTURES,
     Architecture,
@@ -26,7 +28,7 @@ from dsmooth_core.models.architectures import (
 from dsmooth_core.models.errors import ModelLoadError
 from dsmooth_core.models.info import ModelInfo
 from dsmooth_core.models.normalized import Normalized, wrap
-from dsmooth_core.models.state_dicts import load_strict, unwrap_state_dict
+from dsmooth_core.models.state_dicts import check_archive, check_finite, load_strict, program_kind, unwrap_state_dict
 
 UPLOAD_SOURCE = "upload"
 DEFAULT_INPUT_SHAPE: tuple[int, int, int] = (3, 32, 32)
@@ -99,6 +101,7 @@ def load_user_model(
     mean_t = tuple(float(v) for v in mean) if mean is not None else (0.0,) * channels
     std_t = tuple(float(v) for v in std) if std is not None else (1.0,) * channels
     net.eval()
+    check_finite(net.state_dict(), "The model")
     num_classes = _probe(net, shape, mean_t, std_t)
     names, dataset = _class_names(class_names, arch, num_classes)
     info = ModelInfo(name, dataset, tuple(shape), names, UPLOAD_SOURCE, mean=mean_t, std=std_t)
@@ -110,15 +113,15 @@ def _open(payload: bytes | Path) -> io.BytesIO | Path:
 
 
 def _file_kind(payload: bytes | Path) -> str:
-    """Tell the formats apart from the zip layout each ``torch.*.save`` writes."""
+    """Tell the formats apart from the zip layout each ``torch.*.save`` writes (damaged zips refused)."""
     if not zipfile.is_zipfile(_open(payload)):
         return "state_dict"  # possibly torch.save's legacy format; torch.load decides
+    check_archive(payload, "The model file")
+    kind = program_kind(payload)
+    if kind is not None:
+        return {"torch.export": "export", "TorchScript": "torchscript"}[kind]
     with zipfile.ZipFile(_open(payload)) as archive:
         names = archive.namelist()
-    if any(n.rsplit("/", 1)[-1] == "archive_format" for n in names):
-        return "export"
-    if any("/code/" in n or n.endswith("constants.pkl") for n in names):
-        return "torchscript"
     if any(n.endswith("data.pkl") for n in names):
         return "state_dict"
     raise ModelLoadError(f"The file is a zip archive but {_NOT_A_MODEL}.")
@@ -134,9 +137,10 @@ def _load_state_dict_net(payload: bytes | Path, arch: Architecture | None) -> nn
             f"Refused: the file is {_NOT_A_MODEL}. Pickled Python objects are never loaded, since "
             f"they could run code{detail}."
         ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
+    except Exception as exc:  # torch's weights-only reader fails on foreign bytes with many error types
         raise ModelLoadError(f"The file is {_NOT_A_MODEL} ({type(exc).__name__}: {exc}).") from None
     state = unwrap_state_dict(obj)
+    check_finite(state, "The weights file")
     if arch is None:
         raise ModelLoadError(
             "This is a state dict, which holds weights but no architecture: choose the architecture "
@@ -167,24 +171,38 @@ def _load_export(payload: bytes | Path) -> tuple[nn.Module, tuple[int, int, int]
 
 
 def _probe(net: nn.Module, shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...]) -> int:
-    """Run a batch of two grey images through the model; return its number of classes."""
-    if len(shape) != 3 or len(mean) != shape[0] or len(std) != shape[0] or min(std) <= 0:
-        raise ModelLoadError(f"input shape {shape} must be (C, H, W), with C mean and C positive std values")
+    """Run grey images through the model in batches of two sizes; return its number of classes.
+
+    Two sizes catch a torch.export program traced with a fixed batch size, which would otherwise load
+    and then fail inside certify.
+    """
+    finite = all(math.isfinite(v) for v in (*mean, *std))
+    if len(shape) != 3 or len(mean) != shape[0] or len(std) != shape[0] or not finite or min(std) <= 0:
+        raise ModelLoadError(
+            f"input shape {shape} must be (C, H, W), with C finite mean and C finite positive std values; "
+            f"got mean {mean}, std {std}"
+        )
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
-    batch = (torch.full((2, *shape), 0.5) - m) / s
-    try:
-        with torch.no_grad():
-            out = net(batch)
-    except Exception as exc:  # user code may raise anything
-        raise ModelLoadError(
-            f"The model failed on a batch of shape {tuple(batch.shape)}: {exc}. It must accept float "
-            "batches (B, C, H, W) of any size B (for torch.export, mark dimension 0 as dynamic)."
-        ) from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2 or out.shape[1] < 2:
-        found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelLoadError(f"The model must return logits of shape (B, num_classes); it returned {found}.")
-    return int(out.shape[1])
+    classes = None
+    for size in PROBE_BATCHES:
+        batch = (torch.full((size, *shape), 0.5) - m) / s
+        try:
+            with torch.no_grad():
+                out = net(batch)
+        except Exception as exc:  # user code may raise anything
+            raise ModelLoadError(
+                f"The model failed on a batch of shape {tuple(batch.shape)}: {first_line(exc)}. It must accept float "
+                "batches (B, C, H, W) of any size B (for torch.export, mark dimension 0 as dynamic)."
+            ) from None
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != size or out.shape[1] < 2:
+            found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelLoadError(f"The model must return logits of shape (B, num_classes); it returned {found}.")
+        if not bool(torch.isfinite(out).all()):
+            raise ModelLoadError("The model returns non-finite logits (NaN or inf) on a grey image; refused.")
+        classes = int(out.shape[1])
+    assert classes is not None
+    return classes
 
 
 def _class_names(

@@ -1,0 +1,167 @@
+"""The model contract, checked once per call before any certificate, attack or profile is produced.
+
+A certificate is only as good as the votes behind it: a model left in train mode, an image of the
+wrong size or a model that outputs NaN would still yield a radius, a silently wrong one. So every
+entry point checks its arguments' types, runs the model in eval mode (restoring the caller's modes
+after), compares the image with the model's declared input shape, and sends a small probe batch
+through the model before spending any real work. Votes are then checked for finiteness batch by batch.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from dsmooth_core.device import is_out_of_memory, model_device
+
+PROBE_BATCHES = (2, 3)  # two sizes: a program traced with a fixed batch size fails on one of them
+
+
+class ModelContractError(ValueError):
+    """The model, its input or its output breaks what certification relies on."""
+
+
+class NonFiniteLogitsError(ModelContractError):
+    """The model returned NaN or infinite logits, which are no vote for any class."""
+
+
+def model_name(model: nn.Module) -> str:
+    """The name a message should use for ``model``: its ModelInfo name, else its class name."""
+    info = getattr(model, "info", None)
+    return f"'{info.name}'" if info is not None else type(model).__name__
+
+
+def first_line(exc: BaseException) -> str:
+    """The exception's type and the first line of its message (torch's run to dozens of lines)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def check_count(name: str, value: object) -> int:
+    """A sample count or batch size: a true integer of at least 1 (50.5 or True is refused, not rounded)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        number = operator.index(value)  # accepts int and numpy integers, refuses floats
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if number < 1:
+        raise ValueError(f"{name} must be at least 1, got {number}")
+    return number
+
+
+def check_generator(generator: object) -> torch.Generator:
+    """The explicit generator every random draw comes from (None would silently use the global seed)."""
+    if not isinstance(generator, torch.Generator):
+        found = type(generator).__name__
+        raise TypeError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), got {found}")
+    return generator
+
+
+def check_pixels(x: object, batched: bool = False) -> torch.Tensor:
+    """A float tensor of finite pixels in [0, 1]: one image (C, H, W), or a batch (B, C, H, W) if ``batched``."""
+    what = "x must be a batch (B, C, H, W)" if batched else "x must be one image of shape (C, H, W)"
+    if not isinstance(x, torch.Tensor):
+        hint = " (convert with torch.from_numpy(array).permute(2, 0, 1) / 255)" if hasattr(x, "__array__") else ""
+        raise TypeError(f"{what} as a torch.Tensor, got {type(x).__name__}{hint}")
+    if x.dim() != (4 if batched else 3) or 0 in x.shape:
+        raise ValueError(f"{what} with no empty dimension, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must hold float pixels in [0, 1], got dtype {x.dtype}")
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError("x must hold finite pixel values in [0, 1]")
+    return x
+
+
+def check_input_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
+    """Refuse an image whose shape differs from the one the model declares (``model.info.input_shape``)."""
+    info = getattr(model, "info", None)
+    declared = getattr(info, "input_shape", None)
+    if declared is not None and tuple(shape) != tuple(declared):
+        raise ModelContractError(
+            f"model {model_name(model)} takes images of shape {tuple(declared)}, got {tuple(shape)}; "
+            "resize the image to the model's input (prepare_image does this)"
+        )
+
+
+def check_finite_logits(model: nn.Module, logits: torch.Tensor) -> None:
+    """Refuse a batch of logits with NaN or inf in it: argmax would turn them into votes for class 0."""
+    finite = torch.isfinite(logits).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise NonFiniteLogitsError(
+            f"model {model_name(model)} returned non-finite logits (NaN or inf) for {bad} of {len(finite)} "
+            "inputs; such outputs are no vote, so nothing is certified. Check the weights and the noise level."
+        )
+
+
+def probe(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """Run grey probe batches of two sizes through ``model``; return its number of classes.
+
+    Checks the output is finite logits of shape (batch, classes), with as many classes as the model
+    declares, and that the model accepts more than one batch size.
+    """
+    device = model_device(model)
+    info = getattr(model, "info", None)
+    declared = getattr(info, "num_classes", None)
+    classes = None
+    for size in PROBE_BATCHES:
+        batch = torch.full((size, *shape), 0.5, device=device)
+        try:
+            with torch.no_grad():
+                out = model(batch)
+        except Exception as exc:  # user models may raise anything; say which call failed and why
+            if is_out_of_memory(exc):
+                raise
+            raise ModelContractError(
+                f"model {model_name(model)} failed on a probe batch of shape {tuple(batch.shape)} "
+                f"({first_line(exc)}). "
+                "It must accept float batches (B, C, H, W) of any size B (for torch.export, mark dimension 0 "
+                "as dynamic)."
+            ) from exc
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != size or out.shape[1] < 2:
+            found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelContractError(
+                f"model {model_name(model)} must return logits of shape (batch, classes) with at least 2 classes; "
+                f"for a batch of {size} it returned {found}"
+            )
+        if declared is not None and out.shape[1] != declared:
+            raise ModelContractError(
+                f"model {model_name(model)} declares {declared} classes but returned {out.shape[1]} logits"
+            )
+        if classes is not None and out.shape[1] != classes:
+            raise ModelContractError(f"model {model_name(model)} returned a different number of logits per batch size")
+        classes = int(out.shape[1])
+        check_finite_logits(model, out)
+    assert classes is not None
+    return classes
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Run the body with every submodule in eval mode, then give each back the mode the caller left it in.
+
+    In eval mode BatchNorm uses (and never updates) its running statistics and dropout is off, so the
+    votes are draws of one fixed classifier and the caller's module state is untouched.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextmanager
+def model_contract(model: nn.Module, image_shape: tuple[int, ...]) -> Iterator[int]:
+    """Eval mode for the body, after checking the image shape and probing the model; yields its class count."""
+    with evaluating(model):
+        check_input_shape(model, image_shape)
+        yield probe(model, tuple(image_shape))
