@@ -7,17 +7,23 @@ time) so their analysis scripts read the file, then add method, metric and p_low
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from dsmooth_core.certify import certify
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
+from dsmooth_core.cli.engine_options import add_engine_arguments, ray_options
 from dsmooth_core.covariance import LowRankCovariance
-from dsmooth_core.data import load_cifar10
+from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.models import DEFAULT_MODEL, load_model
-from dsmooth_core.noise import METHODS, make_noise
+from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
+from dsmooth_core.scale import RayOptions, worker_device
+from dsmooth_core.scale.chunks import map_chunks
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "metric", "p_lower")
 
@@ -42,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="image i uses generator seed (seed, i)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, required=True, help="TSV file; existing indices are skipped")
+    add_engine_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -65,6 +72,7 @@ def image_generator(seed: int, index: int) -> torch.Generator:
 
 
 def run(args: argparse.Namespace) -> int:
+    options = ray_options(args)  # first, so a bad --address fails before any work
     device = resolve_device(args.device)
     covariance = LowRankCovariance.load(args.profile) if args.profile else None
     noise = make_noise(args.method, args.sigma, covariance)
@@ -72,27 +80,74 @@ def run(args: argparse.Namespace) -> int:
     data = load_cifar10(args.split, args.data_dir)
     done = finished_indices(args.out)
     todo = [i for i in selected_indices(len(data.labels), args.start, args.skip, args.max) if i not in done]
+    draws = Draws(args.n0, args.n, args.alpha, args.batch, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fresh = not args.out.exists() or args.out.stat().st_size == 0
     with args.out.open("a") as out:
         if fresh:
             print("\t".join(COLUMNS), file=out, flush=True)
-        for count, index in enumerate(todo, 1):
-            x, label = data.tensor([index])[0], int(data.labels[index])
-            cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, image_generator(args.seed, index))
-            row = (
-                index,
-                label,
-                cert.prediction,
-                repr(cert.radius),
-                int(cert.prediction == label),
-                f"{cert.seconds:.4f}",
-                cert.method,
-                cert.metric,
-                repr(cert.p_lower),
-            )
+        for count, row in enumerate(_rows(model, data, todo, noise, draws, options), 1):
             print("\t".join(map(str, row)), file=out, flush=True)
-            print(
-                f"[{count}/{len(todo)}] idx {index}: predict {cert.prediction} radius {cert.radius:.4f} ({cert.metric})"
-            )
+            print(f"[{count}/{len(todo)}] idx {row[0]}: predict {row[2]} radius {float(row[3]):.4f} ({row[7]})")
     return 0
+
+
+@dataclass(frozen=True)
+class Draws:
+    """How each image is certified: sample sizes, level, batch and the run seed its generator comes from."""
+
+    n0: int
+    n: int
+    alpha: float
+    batch: int
+    seed: int
+
+
+def certify_row(
+    model: torch.nn.Module, index: int, x: torch.Tensor, label: int, noise: SmoothingNoise, draws: Draws
+) -> tuple:
+    """One image's TSV row; the same in any process, its noise drawn from (seed, index) alone."""
+    generator = image_generator(draws.seed, index)
+    cert = certify(model, x, noise, draws.n0, draws.n, draws.alpha, draws.batch, generator)
+    return (
+        index,
+        label,
+        cert.prediction,
+        repr(cert.radius),
+        int(cert.prediction == label),
+        f"{cert.seconds:.4f}",
+        cert.method,
+        cert.metric,
+        repr(cert.p_lower),
+    )
+
+
+def certify_rows(
+    chunk: list[tuple[int, torch.Tensor, int]], *, model: torch.nn.Module, noise: SmoothingNoise, draws: Draws
+) -> list[tuple]:
+    """In a Ray worker: the rows of one chunk of images."""
+    model = model.to(worker_device())
+    return [certify_row(model, index, x, label, noise, draws) for index, x, label in chunk]
+
+
+def _rows(
+    model: torch.nn.Module,
+    data: ImageSet,
+    todo: list[int],
+    noise: SmoothingNoise,
+    draws: Draws,
+    options: RayOptions | None,
+) -> Iterator[tuple]:
+    """The rows of ``todo``, in order in this process, or as Ray's chunks finish."""
+    if options is None:
+        for index in todo:
+            yield certify_row(model, index, data.tensor([index])[0], int(data.labels[index]), noise, draws)
+        return
+    chunks = (
+        [(i, data.tensor([i])[0], int(data.labels[i])) for i in todo[start : start + options.chunk_size]]
+        for start in range(0, len(todo), options.chunk_size)
+    )
+    shared = {"model": model.to("cpu"), "noise": noise, "draws": draws}  # workers move it to their device
+    with contextlib.closing(map_chunks(certify_rows, shared, chunks, options)) as results:
+        for _, rows in results:
+            yield from rows
