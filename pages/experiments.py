@@ -8,6 +8,7 @@ untrained weights), else the app's current model choice, else the bundled defaul
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 from pathlib import Path
@@ -36,6 +37,7 @@ from dsmooth_core.experiments import (
 )
 from dsmooth_core.models import DEFAULT_MODEL
 from dsmooth_core.noise import METHODS
+from dsmooth_core.scale import RayOptions, connect, run_experiment_on_ray
 
 APP_MODEL_KEY = "dsl_model"  # the app's ModelChoice (name, pretrained), used when "model_name" is absent
 RECORDS_FILE = "records.jsonl"
@@ -116,6 +118,18 @@ def settings() -> tuple[ExperimentSpec, dict[str, Any]]:
         help="Dotted curves hold with probability 1 - gamma given each certificate's alpha; 0 hides them.",
     )
     folder = st.text_input("Records folder", "runs/experiments", key="exp_folder", persist_state="session")
+    c = st.columns([3, 1])
+    address = c[0].text_input(
+        "Ray cluster address (optional)",
+        "",
+        key="exp_ray_address",
+        persist_state="session",
+        help="Empty: certify in this process. auto (a cluster `ray start` runs on this machine), host:port or "
+        "ray://host:port: hand the images to that Ray cluster; its nodes need the project installed.",
+    )
+    gpus = c[1].number_input(
+        "GPUs per Ray task", 0.0, value=0.0, key="exp_ray_gpus", persist_state="session", disabled=not address
+    )
     spec = ExperimentSpec(
         methods=tuple(methods),
         sigmas=numbers("sigma", sigmas, float),
@@ -133,6 +147,7 @@ def settings() -> tuple[ExperimentSpec, dict[str, Any]]:
         "batch": int(batch),
         "gamma": float(gamma) or None,
         "folder": Path(folder),
+        "ray": RayOptions(address=address.strip(), gpus_per_task=float(gpus)) if address.strip() else None,
     }
     return spec, sizes
 
@@ -167,8 +182,14 @@ def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dic
         progress=profile_progress,
     )
     profile_bar.empty()
-    bar, progress = progress_bar("Attacking and certifying")
-    summary = run_experiment(
+    ray: RayOptions | None = sizes["ray"]
+    if ray is None:
+        runner, (bar, progress) = run_experiment, progress_bar("Attacking and certifying")
+    else:
+        connect(ray.address)
+        runner = functools.partial(run_experiment_on_ray, options=ray)
+        bar, progress = progress_bar(f"Attacking and certifying on the Ray cluster at {ray.address} (images)")
+    summary = runner(
         model,
         test,
         indices,
@@ -194,6 +215,15 @@ def command(model_name: str, pretrained: bool, spec: ExperimentSpec, sizes: dict
     words += ["--seed", str(spec.seed), "--attack", spec.attack_name, "--attack-queries", str(spec.attack.n_queries)]
     words += ["--eval-size", str(sizes["size"]), "--calibration-size", str(sizes["calibration"])]
     words += ["--profile-dir", str(sizes["folder"] / "profiles"), "--records", str(sizes["folder"] / RECORDS_FILE)]
+    if sizes["ray"] is not None:
+        words += [
+            "--engine",
+            "ray",
+            "--address",
+            sizes["ray"].address,
+            "--gpus-per-task",
+            str(sizes["ray"].gpus_per_task),
+        ]
     return shlex.join(words)
 
 

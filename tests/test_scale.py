@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from dsmooth_core import Cancelled
@@ -110,7 +111,7 @@ def test_records_on_ray_and_in_ray_shards_equal_the_in_process_ones(cluster, set
     assert (summary.images, summary.records_written) == (IMAGES, IMAGES * SETTINGS)
     assert _results(read_records(tmp_path / "ray.jsonl")) == _results(setup["reference"])
     shards = [evaluation_indices(setup["test"].labels, IMAGES, seed=0, shard=(i, 2)) for i in range(2)]
-    for i, indices in enumerate(shards):
+    for indices in shards:
         _on_ray(setup, tmp_path / "shards.jsonl", indices=indices, chunk_size=1)
     assert _results(read_records(tmp_path / "shards.jsonl")) == _results(setup["reference"])
 
@@ -188,3 +189,29 @@ def test_the_cli_engines_write_the_same_rows_and_records(cluster, tmp_path, monk
     assert len(local) == 2 * 3 and _results(on_ray) == _results(local)
     with pytest.raises(SystemExit):
         main([*experiment_args, "--address", "auto", "--records", str(tmp_path / "x.jsonl")])
+
+
+def test_the_experiments_page_hands_its_run_to_a_ray_cluster(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
+    page = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "experiments.py"), default_timeout=120)
+    page.session_state["model_name"] = "cifar10_resnet20"
+    page.session_state["model_pretrained"] = False
+    page.run()
+    values = {"exp_sigmas": "0.25", "exp_ks": "3", "exp_ns": "20", "exp_alphas": "0.001", "exp_folder": str(tmp_path)}
+    for key, value in values.items():
+        page.text_input(key=key).set_value(value)
+    numbers = {"exp_n0": 5, "exp_size": 2, "exp_calibration": 10, "exp_queries": 5, "exp_batch": 25}
+    for key, value in numbers.items():
+        page.number_input(key=key).set_value(value)
+
+    page.text_input(key="exp_ray_address").set_value("127.0.0.1:1")
+    page.button(key="exp_run").click().run()
+    assert any("no Ray cluster answers at 127.0.0.1:1" in e.value for e in page.error), [e.value for e in page.error]
+    assert not (tmp_path / "records.jsonl").exists()
+
+    page.text_input(key="exp_ray_address").set_value(ray.get_runtime_context().gcs_address)  # the shared instance
+    page.button(key="exp_run").click().run()
+    assert not page.exception and not page.error, [e.value for e in [*page.exception, *page.error]]
+    assert any("6 new records for 2 images" in s.value for s in page.success)
+    assert len(read_records(tmp_path / "records.jsonl")) == 6
+    assert "--engine ray --address" in page.code[0].value

@@ -56,7 +56,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, timeout:
     new address leaves the cluster joined before. ``num_cpus`` only sizes a local instance this starts.
     """
     ray = require_ray()
-    if ray.is_initialized() and _joined.get("address", address) == address:
+    if ray.is_initialized() and address in (_joined.get("address", address), ray.get_runtime_context().gcs_address):
         return
     if address and address != "auto":
         _probe(address, timeout)
