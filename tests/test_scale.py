@@ -110,6 +110,8 @@ def test_records_on_ray_and_in_ray_shards_equal_the_in_process_ones(cluster, set
     summary = _on_ray(setup, tmp_path / "ray.jsonl")
     assert (summary.images, summary.records_written) == (IMAGES, IMAGES * SETTINGS)
     assert _results(read_records(tmp_path / "ray.jsonl")) == _results(setup["reference"])
+    again = _on_ray(setup, tmp_path / "ray.jsonl")  # everything is there: nothing is sent to Ray
+    assert (again.records_written, again.images_skipped) == (0, IMAGES)
     shards = [evaluation_indices(setup["test"].labels, IMAGES, seed=0, shard=(i, 2)) for i in range(2)]
     for indices in shards:
         _on_ray(setup, tmp_path / "shards.jsonl", indices=indices, chunk_size=1)

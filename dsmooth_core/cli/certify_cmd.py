@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,9 +87,14 @@ def run(args: argparse.Namespace) -> int:
     with args.out.open("a") as out:
         if fresh:
             print("\t".join(COLUMNS), file=out, flush=True)
+        started = time.perf_counter()
         for count, row in enumerate(_rows(model, data, todo, noise, draws, options), 1):
             print("\t".join(map(str, row)), file=out, flush=True)
-            print(f"[{count}/{len(todo)}] idx {row[0]}: predict {row[2]} radius {float(row[3]):.4f} ({row[7]})")
+            per_image = (time.perf_counter() - started) / count
+            print(
+                f"[{count}/{len(todo)}] idx {row[0]}: predict {row[2]} radius {float(row[3]):.4f} ({row[7]}); "
+                f"{per_image:.2f} s/image, ETA {(len(todo) - count) * per_image:.0f} s"
+            )
     return 0
 
 

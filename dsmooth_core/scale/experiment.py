@@ -46,6 +46,8 @@ def run_experiment_on_ray(
     """
     plan = plan_run(model, indices, profile, spec, store, dataset=dataset, split=split)
     todo = [(idx, jobs) for idx, jobs in plan.todo.items() if jobs]
+    if not todo:
+        return RunSummary(images=len(plan.todo), images_skipped=plan.images_skipped, records_written=0)
     shared = {
         "model": _on_cpu(model),
         "profile": profile,
