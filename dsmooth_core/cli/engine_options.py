@@ -50,9 +50,8 @@ def images_progress(label: str, every_seconds: float = 2.0) -> ProgressCallback:
         if now - last[0] < every_seconds and done < total:
             return
         last[0] = now
-        per_image = now / done if done else float("nan")
-        eta = f"{(total - done) * per_image:.0f} s" if done else "?"
+        rate, eta = (f"{now / done:.2f}", f"{(total - done) * now / done:.0f} s") if done else ("?", "?")
         end = "\n" if done >= total else ""
-        print(f"\r{label}: {done}/{total} images, {per_image:.2f} s/image, ETA {eta}  ", end=end, file=sys.stderr)
+        print(f"\r{label}: {done}/{total} images, {rate} s/image, ETA {eta}  ", end=end, file=sys.stderr)
 
     return show

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 import torch
+
+import dsmooth_core
 
 PROBE_SECONDS = 5.0  # Ray itself waits a minute or more on an address nobody listens on
 CLIENT_PORT = 10001  # Ray Client's default port, for ``ray://host`` without one
@@ -62,15 +65,18 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, timeout:
         _probe(address, timeout)
     if ray.is_initialized():
         ray.shutdown()
+    options: dict = {"logging_level": logging.WARNING}
+    if address is None:
+        options.update(num_cpus=num_cpus, include_dashboard=False)
+    else:  # a cluster's workers get this package's code from Ray; their Python still needs its requirements
+        options.update(runtime_env={"py_modules": [str(Path(dsmooth_core.__file__).parent)]})
+    if address and address.startswith("ray://") and ":" not in address.removeprefix("ray://"):
+        address = f"{address}:{CLIENT_PORT}"
     try:
-        ray.init(
-            address=address,
-            num_cpus=num_cpus if address is None else None,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-        )
+        ray.init(address=address, **options)
     except ConnectionError as exc:
-        raise ClusterUnavailableError(f"no Ray cluster at --address {address}: {exc}") from exc
+        hint = "" if address == "auto" else " (with token authentication: RAY_AUTH_MODE=token and its token here)"
+        raise ClusterUnavailableError(f"could not join the Ray cluster at --address {address}: {exc}{hint}") from exc
     _joined["address"] = address
 
 
