@@ -7,8 +7,12 @@ time) so their analysis scripts read the file, then add method, metric and p_low
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,6 +20,7 @@ import torch
 from dsmooth_core.appendfile import check_writable_file, locked_append
 from dsmooth_core.certify import certify
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
+from dsmooth_core.cli.engine_options import add_engine_arguments, ray_options
 from dsmooth_core.contract import check_input_shape, model_contract
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet, load_cifar10
@@ -23,6 +28,8 @@ from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
 from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
 from dsmooth_core.profiles import ThreatProfile
+from dsmooth_core.scale import RayOptions, worker_device
+from dsmooth_core.scale.chunks import map_chunks
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "metric", "p_lower")
 
@@ -47,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="image i uses generator seed (seed, i)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, required=True, help="TSV file; existing indices are skipped")
+    add_engine_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -82,6 +90,7 @@ def image_generator(seed: int, index: int) -> torch.Generator:
 
 
 def run(args: argparse.Namespace) -> int:
+    options = ray_options(args)  # first, so a bad --address fails before any work
     check_writable_file(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
@@ -100,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         noise.check_finite_draws(tuple(model.info.input_shape))
     created = not args.out.exists()
     try:
-        _certify_into(args, model, data, noise, selected)
+        _certify_into(args, model, data, noise, selected, options)
     except BaseException:
         if created and args.out.is_file() and args.out.stat().st_size == 0:
             args.out.unlink()  # leave no empty file behind a refusal
@@ -109,33 +118,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _certify_into(
-    args: argparse.Namespace, model: Normalized, data: ImageSet, noise: SmoothingNoise, selected: list[int]
+    args: argparse.Namespace,
+    model: Normalized,
+    data: ImageSet,
+    noise: SmoothingNoise,
+    selected: list[int],
+    options: RayOptions | None,
 ) -> None:
     """Append one row per image not yet in ``--out``, holding the file's lock throughout."""
+    draws = Draws(args.n0, args.n, args.alpha, args.batch, args.seed)
     with locked_append(args.out) as out:
         done = finished_indices(args.out)
         todo = [i for i in selected if i not in done]
         header_needed = args.out.stat().st_size == 0
-        for count, index in enumerate(todo, 1):
-            x, label = data.tensor([index])[0], int(data.labels[index])
-            cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, image_generator(args.seed, index))
+        started = time.perf_counter()
+        for count, row in enumerate(_rows(model, data, todo, noise, draws, options), 1):
             if header_needed:  # written with the first row, so a refusal leaves the file empty
                 print("\t".join(COLUMNS), file=out, flush=True)
                 header_needed = False
-            row = (
-                index,
-                label,
-                cert.prediction,
-                repr(cert.radius),
-                int(cert.prediction == label),
-                f"{cert.seconds:.4f}",
-                cert.method,
-                cert.metric,
-                repr(cert.p_lower),
-            )
             print("\t".join(map(str, row)), file=out, flush=True)
+            per_image = (time.perf_counter() - started) / count
             print(
-                f"[{count}/{len(todo)}] idx {index}: predict {cert.prediction} radius {cert.radius:.4f} ({cert.metric})"
+                f"[{count}/{len(todo)}] idx {row[0]}: predict {row[2]} radius {float(row[3]):.4f} ({row[7]}); "
+                f"{per_image:.2f} s/image, ETA {(len(todo) - count) * per_image:.0f} s"
             )
 
 
@@ -161,3 +166,64 @@ def _profile_covariance(args: argparse.Namespace, model: Normalized, indices: li
     profile.check_matches(model)
     profile.check_disjoint("cifar10", args.split, indices)
     return profile.covariance
+
+
+@dataclass(frozen=True)
+class Draws:
+    """How each image is certified: sample sizes, level, batch and the run seed its generator comes from."""
+
+    n0: int
+    n: int
+    alpha: float
+    batch: int
+    seed: int
+
+
+def certify_row(
+    model: torch.nn.Module, index: int, x: torch.Tensor, label: int, noise: SmoothingNoise, draws: Draws
+) -> tuple:
+    """One image's TSV row; the same in any process, its noise drawn from (seed, index) alone."""
+    generator = image_generator(draws.seed, index)
+    cert = certify(model, x, noise, draws.n0, draws.n, draws.alpha, draws.batch, generator)
+    return (
+        index,
+        label,
+        cert.prediction,
+        repr(cert.radius),
+        int(cert.prediction == label),
+        f"{cert.seconds:.4f}",
+        cert.method,
+        cert.metric,
+        repr(cert.p_lower),
+    )
+
+
+def certify_rows(
+    chunk: list[tuple[int, torch.Tensor, int]], *, model: torch.nn.Module, noise: SmoothingNoise, draws: Draws
+) -> list[tuple]:
+    """In a Ray worker: the rows of one chunk of images."""
+    model = model.to(worker_device())
+    return [certify_row(model, index, x, label, noise, draws) for index, x, label in chunk]
+
+
+def _rows(
+    model: torch.nn.Module,
+    data: ImageSet,
+    todo: list[int],
+    noise: SmoothingNoise,
+    draws: Draws,
+    options: RayOptions | None,
+) -> Iterator[tuple]:
+    """The rows of ``todo``, in order in this process, or as Ray's chunks finish."""
+    if options is None:
+        for index in todo:
+            yield certify_row(model, index, data.tensor([index])[0], int(data.labels[index]), noise, draws)
+        return
+    chunks = (
+        [(i, data.tensor([i])[0], int(data.labels[i])) for i in todo[start : start + options.chunk_size]]
+        for start in range(0, len(todo), options.chunk_size)
+    )
+    shared = {"model": model.to("cpu"), "noise": noise, "draws": draws}  # workers move it to their device
+    with contextlib.closing(map_chunks(certify_rows, shared, chunks, options)) as results:
+        for _, rows in results:
+            yield from rows
