@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dsmooth_core.cli import attack_cmd, certify_cmd, experiment_cmd, profile_cmd, train_cmd
+from dsmooth_core.cli import attack_cmd, audit_cmd, certify_cmd, experiment_cmd, profile_cmd, train_cmd
 from dsmooth_core.data import DataUnavailableError
 from dsmooth_core.models import ModelLoadError, ModelUnavailableError
 from dsmooth_core.progress import Cancelled
@@ -14,7 +14,7 @@ from dsmooth_core.progress import Cancelled
 # Failures whose message already tells the user what to do: print it, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, DataUnavailableError, ModelUnavailableError, ModelLoadError, Cancelled)
 
-COMMANDS = (certify_cmd, train_cmd, experiment_cmd, attack_cmd, profile_cmd)
+COMMANDS = (certify_cmd, train_cmd, experiment_cmd, attack_cmd, profile_cmd, audit_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
 from dsmooth_core.certify import certify
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
+from dsmooth_core.cli.model_file_options import add_model_file_options, load_model_file_arg, require_cifar10
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.models import DEFAULT_MODEL, load_model
@@ -27,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="a registry name")
     p.add_argument("--untrained", action="store_true", help="untrained weights (offline demos and tests)")
     p.add_argument("--weights", type=Path, default=None, help=WEIGHTS_HELP)
+    add_model_file_options(p)
     p.add_argument("--method", choices=METHODS, default="randsmooth")
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--profile", type=Path, help="threat profile (covariance file), needed by dsmooth")
@@ -53,10 +56,30 @@ def selected_indices(total: int, start: int, skip: int, limit: int) -> list[int]
 
 
 def finished_indices(path: Path) -> set[int]:
+    return {int(key[0]) for key in finished_keys(path, ("idx",))}
+
+
+def finished_keys(path: Path, columns: tuple[str, ...]) -> set[tuple[str, ...]]:
+    """The values of ``columns`` in every line already written, so a rerun skips them."""
     if not path.exists():
         return set()
     with path.open(newline="") as f:
-        return {int(row["idx"]) for row in csv.DictReader(f, delimiter="\t")}
+        return {tuple(row[c] for c in columns) for row in csv.DictReader(f, delimiter="\t")}
+
+
+def open_tsv(path: Path, columns: tuple[str, ...]) -> TextIO:
+    """Open ``path`` for appending lines, writing the header first when the file is new or empty."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not path.exists() or path.stat().st_size == 0
+    out = path.open("a")
+    if fresh:
+        write_row(out, columns)
+    return out
+
+
+def write_row(out: TextIO, row: tuple[object, ...]) -> None:
+    """One tab-separated line, flushed so an interrupted run keeps every finished line."""
+    print("\t".join(map(str, row)), file=out, flush=True)
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -68,15 +91,14 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     covariance = LowRankCovariance.load(args.profile) if args.profile else None
     noise = make_noise(args.method, args.sigma, covariance)
-    model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
+    model = load_model_file_arg(args, device)
+    if model is None:
+        model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
+    require_cifar10(model, "certify reads CIFAR-10 and")
     data = load_cifar10(args.split, args.data_dir)
     done = finished_indices(args.out)
     todo = [i for i in selected_indices(len(data.labels), args.start, args.skip, args.max) if i not in done]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fresh = not args.out.exists() or args.out.stat().st_size == 0
-    with args.out.open("a") as out:
-        if fresh:
-            print("\t".join(COLUMNS), file=out, flush=True)
+    with open_tsv(args.out, COLUMNS) as out:
         for count, index in enumerate(todo, 1):
             x, label = data.tensor([index])[0], int(data.labels[index])
             cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, image_generator(args.seed, index))
@@ -91,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                 cert.metric,
                 repr(cert.p_lower),
             )
-            print("\t".join(map(str, row)), file=out, flush=True)
+            write_row(out, row)
             print(
                 f"[{count}/{len(todo)}] idx {index}: predict {cert.prediction} radius {cert.radius:.4f} ({cert.metric})"
             )
