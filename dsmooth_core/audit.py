@@ -5,7 +5,9 @@ provably changes the smoothed prediction is an upper bound. The audit runs PGD o
 soft smoothed classifier (the average softmax over m noise draws, Salman et al. 2019) inside a
 budget ball in the certificate's own metric, and judges every candidate with PREDICT on fresh
 draws. Bisection over the budget then gives the smallest radius at which the attack succeeded: the
-**empirical bound**. A success at a distance below the certified radius is a **violation**.
+**empirical bound**. A success at a distance below the certified radius is a **violation**. Where a
+model is so confident under noise that the soft classifier's gradient underflows, the step follows
+the mean logit margin instead.
 
 What it can and cannot show: a violation refutes the certificate (up to the audit's and the
 certificate's own failure probabilities); "consistent" only says this attack found nothing inside
@@ -113,7 +115,8 @@ class _Region:
     def ascent_step(self, grad: torch.Tensor, size: float) -> torch.Tensor:
         """The steepest-ascent step of length ``size`` in the search norm (l1: the top coordinates)."""
         if self.metric != "l1":
-            return grad * (size / torch.linalg.vector_norm(grad).clamp(min=1e-30))
+            scaled = grad.double() / grad.abs().max().double().clamp(min=1e-300)  # a norm that cannot underflow
+            return (scaled * (size / torch.linalg.vector_norm(scaled).clamp(min=1e-300))).to(grad.dtype)
         magnitude = grad.abs().reshape(-1)
         count = max(1, int(_L1_STEP_FRACTION * magnitude.numel()))
         threshold = magnitude.topk(count).values[-1]
@@ -159,24 +162,36 @@ class _Auditor:
         self.done = 0
         self.calls = 0
 
-    def soft_loss(self, delta: torch.Tensor) -> torch.Tensor:
-        """-log of the soft smoothed classifier's probability of the certified class."""
+    def losses(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two losses to ascend on the same m draws: -log of the soft smoothed classifier's probability
+        of the certified class, and the mean logit margin of the best other class over it."""
         draws = self.noise.sample(self.settings.draws, tuple(self.x.shape), self.generator, self.device)
-        logits = self.model((self.x + delta).to(self.device).unsqueeze(0) + draws)
-        # log of the mean softmax, through logsumexp so a confident model's gradient does not underflow
-        log_probs = torch.log_softmax(logits.double(), dim=1)[:, self.label]
-        return math.log(len(log_probs)) - torch.logsumexp(log_probs, dim=0)
+        logits = self.model((self.x + delta).to(self.device).unsqueeze(0) + draws).double()
+        # log of the mean softmax, through logsumexp so a confident model's gradient does not underflow early
+        log_probs = torch.log_softmax(logits, dim=1)[:, self.label]
+        soft = math.log(len(log_probs)) - torch.logsumexp(log_probs, dim=0)
+        others = logits.index_fill(1, torch.tensor([self.label], device=logits.device), float("-inf"))
+        margin = (others.amax(dim=1) - logits[:, self.label]).mean()
+        return soft, margin
+
+    def gradient(self, u: torch.Tensor) -> torch.Tensor:
+        """The soft loss's gradient; the margin's where that one underflows (a model confident under noise)."""
+        u = u.detach().requires_grad_(True)
+        with torch.enable_grad():
+            soft, margin = self.losses(self.region.to_pixels(u))
+            (grad,) = torch.autograd.grad(soft, u, retain_graph=True)
+            # Near float underflow a gradient's direction is noise (subnormals keep few bits).
+            if not (torch.isfinite(grad).all() and float(grad.abs().max()) > 1e3 * torch.finfo(grad.dtype).tiny):
+                (grad,) = torch.autograd.grad(margin, u)
+        return grad
 
     def pgd(self, budget: float) -> torch.Tensor:
         """PGD from the last iterate (projected to this budget), with Madry et al.'s step 2.5 budget / steps."""
         steps = self.settings.steps
         u = self.region.project(self.u, budget)
         for _ in range(steps):
-            u = u.detach().requires_grad_(True)
-            with torch.enable_grad():
-                loss = self.soft_loss(self.region.to_pixels(u))
-                (grad,) = torch.autograd.grad(loss, u)
-            u = self.region.project(u.detach() + self.region.ascent_step(grad, 2.5 * budget / steps), budget)
+            grad = self.gradient(u)
+            u = self.region.project(u + self.region.ascent_step(grad, 2.5 * budget / steps), budget)
             self._advance(1)
         self.u = u
         return self.region.to_pixels(u).detach()

@@ -8,7 +8,7 @@ import torch
 
 from dsmooth_core import Cancelled, radius_ceiling
 from dsmooth_core.noise import make_noise
-from dsmooth_lab_ui import choices, figures, jobs, nav, reports, resources, state, widgets
+from dsmooth_lab_ui import audit_view, choices, figures, jobs, nav, reports, resources, state, widgets
 from dsmooth_lab_ui.compare import METRIC_LABEL
 
 JOB = "certify"
@@ -218,6 +218,9 @@ def show(model, image, x, record: state.CertifyRecord) -> None:
         on_click="ignore",
         icon=":material/download:",
     )
+    if record.model_key == resources.model_key(model) and record.image_id == image.image_id:
+        st.divider()
+        audit_view.section(model, x, record)
 
 
 nav.ensure_app()

@@ -163,3 +163,14 @@ def test_same_generator_same_result():
     a = audit(model, x, noise, cert, quick, torch.Generator().manual_seed(5))
     b = audit(model, x, noise, cert, quick, torch.Generator().manual_seed(5))
     assert a.empirical_bound == b.empirical_bound and torch.equal(a.perturbation, b.perturbation)
+
+
+def test_a_model_confident_under_noise_is_still_attacked():
+    """Logits scaled by 10^4 saturate the softmax, so the soft loss's gradient underflows; the margin steps in."""
+    model, x, w = _linear(0.5)
+    sharp = LinearClassifier(w * 1e4, model.b * 1e4)
+    noise = IsotropicGaussian(0.05)  # p_A = Phi(10): every draw agrees
+    cert = _certify(sharp, x, noise, seed=0)
+    result = audit(sharp, x, noise, cert, SETTINGS, torch.Generator().manual_seed(1))
+    assert result.verdict == CONSISTENT
+    assert 0.5 <= result.empirical_bound * (1 + 1e-6) <= 0.5 * 1.03
