@@ -426,6 +426,7 @@ def test_about_page_states_the_theorems(app_env: Path) -> None:
     formulas = " ".join(latex.value for latex in at.latex)
     assert r"\Phi^{-1}" in formulas and r"\ln" in formulas and "S_t" in formulas and r"\rho^2" in formulas
     assert re.search("ABSTAIN", texts(at))
+    assert "never proves" in texts(at) and "refutes" in texts(at)
 
 
 # ---------------------------------------------------------------- cancelling
