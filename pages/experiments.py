@@ -36,6 +36,7 @@ from dsmooth_core.experiments import (
 )
 from dsmooth_core.models import DEFAULT_MODEL
 from dsmooth_core.noise import METHODS
+from dsmooth_lab_ui import resources
 
 APP_MODEL_KEY = "dsl_model"  # the app's ModelChoice (name, pretrained), used when "model_name" is absent
 RECORDS_FILE = "records.jsonl"
@@ -239,8 +240,12 @@ st.caption(
 )
 
 model_name, pretrained = current_model()
+app_choice = st.session_state.get(APP_MODEL_KEY)
 try:
-    model = load(model_name, pretrained, str(pick_device()))
+    if "model_name" not in st.session_state and getattr(app_choice, "upload", None) is not None:
+        model = resources.get_model(app_choice)  # a model uploaded on the Model & image page
+    else:
+        model = load(model_name, pretrained, str(pick_device()))
 except Exception as exc:  # the library's messages say what to do (missing weights, offline)
     st.error(f"The model {model_name} could not be loaded: {exc}")
     st.stop()

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from dsmooth_core.models import DEFAULT_MODEL
 from dsmooth_lab_ui import nav, state
-from tests.user_models import code_pickle_bytes, export_bytes, state_dict_bytes, torchscript_bytes
+from tests.user_models import code_pickle_bytes, export_bytes, nan_bytes, state_dict_bytes, torchscript_bytes
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
@@ -49,6 +49,12 @@ def test_uploaded_model_gets_a_card_and_serves_every_page(app_env, name, make, t
     text = _texts(at)
     assert "Model card" in text and "sha256" in text and "Parameters" in text and "Probe on 8" in text
     assert any(m.label == "Predicted class" for m in at.metric)
+    at.switch_page(nav.ATTACK).run()
+    at.number_input(key="atk_n_queries").set_value(5)
+    next(b for b in at.button if b.label == "Run the attack").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state[state.ATTACK].model_key.startswith(name)
     at.switch_page(nav.CERTIFY).run()
     at.multiselect(key="cert_methods").set_value(["RandSmooth"])
     at.number_input(key="cert_n0").set_value(5)
@@ -69,6 +75,9 @@ def test_uploaded_model_gets_a_card_and_serves_every_page(app_env, name, make, t
     assert not at.error, [e.value for e in at.error]
     assert list(at.session_state[state.UPLOADED_MODELS]) == [key]
     assert at.session_state[state.UPLOADED_MODELS][key][0] is first and at.session_state[state.MODEL].upload == key
+    at.switch_page(nav.EXPERIMENTS).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(f"**Model** `{name}`" in m.value for m in at.markdown)
 
 
 def test_programs_need_the_trust_choice_and_nothing_runs(app_env, monkeypatch):
@@ -90,6 +99,7 @@ def test_bad_files_each_give_their_message_and_keep_the_model(app_env, tmp_path)
         ("evil.pt", code_pickle_bytes(marker), False, {"mu_arch": "resnet20"}, "Pickled Python objects are never"),
         ("r20.pt", state_dict_bytes("resnet20"), False, {"mu_arch": "resnet32"}, "does not match resnet32"),
         ("five.pt", torchscript_bytes(outputs=5), True, {}, "10 class names given but the model has 5"),
+        ("nan.pt", nan_bytes(), True, {}, "NaN or infinite outputs"),
     ]
     for name, data, trust, choices, message in cases:
         at = _upload(name, data, trust, **choices)

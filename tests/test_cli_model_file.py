@@ -11,7 +11,7 @@ import torch
 
 from dsmooth_core.cli import COMMANDS, main
 from tests.fakedata import write_fake_cifar10
-from tests.user_models import code_pickle_bytes, export_bytes, state_dict_bytes, torchscript_bytes
+from tests.user_models import code_pickle_bytes, export_bytes, nan_bytes, state_dict_bytes, torchscript_bytes
 
 CERTIFY = ["certify", "--n0", "5", "--n", "20", "--batch", "10", "--skip", "5", "--max", "1", "--device", "cpu"]
 CIFAR = ["--classes", "cifar10", "--input-size", "3,32,32"]
@@ -80,6 +80,7 @@ def test_bad_files_each_get_their_message(data_dir, tmp_path, capsys):
         ("evil.pt", code_pickle_bytes(marker), ["--architecture", "resnet20"], "Pickled Python objects are never"),
         ("r20.pt", state_dict_bytes("resnet20"), ["--architecture", "resnet32"], "does not match resnet32"),
         ("five.pt", torchscript_bytes(outputs=5), ["--trust-code", *CIFAR], "10 class names given but the model has 5"),
+        ("nan.pt", nan_bytes(), ["--trust-code", *CIFAR], "NaN or infinite outputs"),
     ]
     for name, data, extra, message in cases:
         model_file = _write(tmp_path, name, data)

@@ -35,6 +35,19 @@ def torchscript_bytes(outputs: int = 10) -> bytes:
     return buffer.getvalue()
 
 
+class _NaNHead(nn.Module):
+    """Right shape, useless values: what a model broken by a bad conversion can return."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 10), float("nan"))
+
+
+def nan_bytes() -> bytes:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(_NaNHead()), buffer)
+    return buffer.getvalue()
+
+
 def export_bytes() -> bytes:
     batch = torch.export.Dim("batch")
     program = torch.export.export(_net(), (torch.rand(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
