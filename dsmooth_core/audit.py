@@ -106,9 +106,6 @@ class _Region:
     def to_pixels(self, u: torch.Tensor) -> torch.Tensor:
         return self.whitening.color(u).to(u.dtype) if self.whitening is not None else u
 
-    def from_pixels(self, delta: torch.Tensor) -> torch.Tensor:
-        return self.whitening.whiten(delta).to(delta.dtype) if self.whitening is not None else delta
-
     def project(self, u: torch.Tensor, budget: float) -> torch.Tensor:
         return project_l1(u, budget) if self.metric == "l1" else project_l2(u, budget)
 
@@ -137,6 +134,8 @@ class _Shifted(torch.nn.Module):
 
 
 class _Auditor:
+    """One audit's state: the PGD iterate carried from budget to budget, progress, and PREDICT calls made."""
+
     def __init__(
         self,
         model: torch.nn.Module,
