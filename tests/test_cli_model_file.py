@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dsmooth_core import LowRankCovariance
 from dsmooth_core.cli import COMMANDS, main
 from tests.fakedata import write_fake_cifar10
 from tests.user_models import code_pickle_bytes, export_bytes, nan_bytes, state_dict_bytes, torchscript_bytes
@@ -148,3 +149,15 @@ def test_audit_writes_one_line_per_image_and_method_and_resumes(data_dir, tmp_pa
     rows = _rows(out)
     assert rows[:2] == first  # resumed: only the missing (image, method) lines were added
     assert [(r["idx"], r["method"], r["metric"]) for r in rows[2:]] == [("0", "LSmooth", "l1"), ("5", "LSmooth", "l1")]
+
+
+def test_audit_of_dsmooth_runs_in_the_mahalanobis_metric(data_dir, tmp_path):
+    cov = LowRankCovariance.fit(torch.randn(20, 3, 32, 32, generator=torch.Generator().manual_seed(0)), k=3)
+    cov.save(tmp_path / "cov.pt")
+    model_file = _write(tmp_path, "net.pt", torchscript_bytes())
+    out = tmp_path / "audit.tsv"
+    argv = [*AUDIT, *QUICK, "--model-file", str(model_file), "--trust-code", *CIFAR, "--max", "1"]
+    assert main([*argv, "--methods", "dsmooth", "--profile", str(tmp_path / "cov.pt"), "--out", str(out)]) == 0
+    (row,) = _rows(out)
+    assert row["method"] == "DSmooth" and row["metric"] == "mahalanobis"
+    assert row["verdict"] in ("consistent", "violation") and float(row["empirical_bound"]) > 0, row
