@@ -50,7 +50,7 @@ class AuditSettings:
     alpha: float = 0.001  # family-wise: the chance that any reported success is a Monte Carlo fluke
     draws: int = 32  # noise draws m per gradient of the soft smoothed classifier
     steps: int = 20  # PGD steps per budget
-    growth_steps: int = 4  # budget doublings past the certified radius before giving up
+    growth_steps: int = 7  # budget doublings past the certified radius before giving up (l1 gaps are wide)
     bisection_steps: int = 8
     tolerance: float = 0.01  # stop bisecting when the bracket is this fraction of its upper end
     batch_size: int = 400
