@@ -58,16 +58,19 @@ def file_format(model: Normalized) -> str:
     return "state dict"
 
 
-def _probe_batch(model: Normalized) -> tuple[torch.Tensor, list[int] | None]:
-    """A few CIFAR-10 test images when the model takes them (with their labels), else seeded random images."""
+def _probe_batch(model: Normalized) -> tuple[torch.Tensor, list[int] | None, str]:
+    """A few CIFAR-10 test images when the model takes them (labels too if its classes are CIFAR-10's),
+    else seeded random images; and what they are, for the card."""
     images, _ = resources.cifar10("test")
     if images is not None and tuple(model.info.input_shape) == (3, 32, 32):
         step = max(1, len(images) // PROBE_IMAGES)
         indices = list(range(0, step * PROBE_IMAGES, step))[: len(images)]
         labels = [int(images.labels[i]) for i in indices]
-        return images.tensor(indices), labels if model.info.class_names == CIFAR10_CLASSES else None
+        cifar = model.info.class_names == CIFAR10_CLASSES
+        return images.tensor(indices), labels if cifar else None, f"{len(indices)} CIFAR-10 test images"
     shape = tuple(model.info.input_shape)
-    return torch.rand((PROBE_IMAGES, *shape), generator=torch.Generator().manual_seed(0)), None
+    batch = torch.rand((PROBE_IMAGES, *shape), generator=torch.Generator().manual_seed(0))
+    return batch, None, f"{PROBE_IMAGES} random images"
 
 
 def upload_key(sha256: str, options: ModelFileOptions) -> str:
@@ -83,10 +86,9 @@ def load_upload(file_name: str, data: bytes, options: ModelFileOptions) -> str:
     if key in models:
         return key
     model = load_model_file(data, options, name=file_name, device=resources.device())
-    batch, labels = _probe_batch(model)
+    batch, labels, note = _probe_batch(model)
     predicted = probe(model, batch).tolist()
     names = model.info.class_names
-    note = f"{PROBE_IMAGES} {'CIFAR-10 test' if batch.shape[-1] == 32 and labels is not None else 'probe'} images"
     if labels is not None:
         correct = sum(p == t for p, t in zip(predicted, labels, strict=True))
         note += f": {correct} of {len(labels)} correct"
