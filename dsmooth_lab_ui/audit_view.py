@@ -18,6 +18,8 @@ from dsmooth_lab_ui.compare import METRIC_LABEL
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8, upscale
 
 JOB = "audit"
+# The audit's draws come from another stream than the certificate's (same seed setting, new draws).
+AUDIT_SEED_OFFSET = 1_000_003
 EXPLAIN = (
     "The certificate is a lower bound on the smoothed classifier's robust radius. The audit runs PGD on "
     "the Monte Carlo soft smoothed classifier (average softmax over noise draws) inside a ball of the "
@@ -64,7 +66,7 @@ def _run(model, x, record: state.CertifyRecord, method: str, settings: AuditSett
     try:
         with jobs.running_job(JOB, f"Audit of {method}", note):
             progress = jobs.JobProgress(f"{method}: attack and PREDICT draws")
-            generator = torch.Generator().manual_seed(int(record.settings.get("seed", 0)))
+            generator = torch.Generator().manual_seed(int(record.settings.get("seed", 0)) + AUDIT_SEED_OFFSET)
             result = audit(model, x, record.noises[method], certificate, settings, generator, progress)
             progress.finish()
     except Cancelled as exc:
