@@ -262,8 +262,16 @@ if st.button("Run experiment", key="exp_run", type="primary"):
     except ValueError as exc:
         st.error(str(exc))
 with st.expander("The same experiment from the command line"):
-    st.code(command(choice, spec, sizes), language="bash")
-    st.caption("Add --shard i/N to split it across machines, then: python -m dsmooth_core experiment analyse ...")
+    if choice.upload is None:
+        st.code(command(choice, spec, sizes), language="bash")
+        st.caption("Add --shard i/N to split it across machines, then: python -m dsmooth_core experiment analyse ...")
+    else:  # the page does not know the file's path or every option stated at upload
+        st.info(
+            f"{choice.name} was uploaded in the browser. On the command line pass the file with --model-file "
+            "(and --trust-code for a TorchScript or .pt2 program) with the input size, classes and normalization "
+            "stated at upload; `python -m dsmooth_core experiment run --help` lists them.",
+            icon=":material/info:",
+        )
 
 try:
     chosen = set(evaluation_indices(test_set.labels, sizes["size"], spec.seed))

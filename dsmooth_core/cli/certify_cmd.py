@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
@@ -21,6 +22,7 @@ from dsmooth_core.appendfile import check_writable_file, locked_append
 from dsmooth_core.certify import certify
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
 from dsmooth_core.cli.engine_options import add_engine_arguments, ray_options
+from dsmooth_core.cli.model_file_options import add_model_file_options, load_model_file_arg, require_cifar10
 from dsmooth_core.contract import check_input_shape, model_contract
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet, load_cifar10
@@ -39,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="a registry name")
     p.add_argument("--untrained", action="store_true", help="untrained weights (offline demos and tests)")
     p.add_argument("--weights", type=Path, default=None, help=WEIGHTS_HELP)
+    add_model_file_options(p)
     p.add_argument("--method", choices=METHODS, default="randsmooth")
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--profile", type=Path, help="threat profile (covariance file), needed by dsmooth")
@@ -69,19 +72,32 @@ def selected_indices(total: int, start: int, skip: int, limit: int) -> list[int]
 
 def finished_indices(path: Path) -> set[int]:
     """The indices a previous run wrote to ``path``; a file that is not a certify TSV is refused."""
+    return {int(key[0]) for key in finished_keys(path, COLUMNS, ("idx",), "certify")}
+
+
+def finished_keys(
+    path: Path, columns: tuple[str, ...], key_columns: tuple[str, ...], kind: str
+) -> set[tuple[str, ...]]:
+    """The ``key_columns`` of every row already in ``path``; a file with other columns or rows is refused."""
     if not path.exists() or path.stat().st_size == 0:
         return set()
+    positions = [columns.index(column) for column in key_columns]
     with path.open(newline="") as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
-        if header is None or tuple(header) != COLUMNS:
-            raise InputRefused(f"--out {path} exists but is not a certify TSV (its first line is not the header)")
+        if header is None or tuple(header) != columns:
+            raise InputRefused(f"--out {path} exists but is not a {kind} TSV (its first line is not the header)")
         done = set()
         for line, row in enumerate(reader, 2):
-            if len(row) != len(COLUMNS) or not row[0].isdigit():
-                raise InputRefused(f"--out {path}, line {line}, is not a certify row; write to another file")
-            done.add(int(row[0]))
+            if len(row) != len(columns) or not row[0].isdigit():
+                raise InputRefused(f"--out {path}, line {line}, is not a {kind} row; write to another file")
+            done.add(tuple(row[i] for i in positions))
     return done
+
+
+def write_row(out: TextIO, row: tuple[object, ...]) -> None:
+    """One tab-separated line, flushed so an interrupted run keeps every finished line."""
+    print("\t".join(map(str, row)), file=out, flush=True)
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -93,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
     options = ray_options(args)  # first, so a bad --address fails before any work
     check_writable_file(args.out)
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
+    model = load_model_file_arg(args, device)
+    if model is None:
+        model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
+    require_cifar10(model, "certify reads CIFAR-10 and")
     data = load_cifar10(args.split, args.data_dir)
     if len(data):
         check_input_shape(model, tuple(data.tensor([0]).shape[1:]))
@@ -102,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             f"the data set has {len(data.classes)} classes and model {model.info.name!r} {model.info.num_classes}"
         )
     selected = selected_indices(len(data.labels), args.start, args.skip, args.max)
-    covariance = _profile_covariance(args, model, selected) if args.method == "dsmooth" else None
+    covariance = profile_covariance(args, model, selected) if args.method == "dsmooth" else None
     noise = make_noise(args.method, args.sigma, covariance)
     with model_contract(model, tuple(model.info.input_shape)):  # refuse a bad model or noise before any file
         noise.check_shape(tuple(model.info.input_shape))
@@ -134,9 +153,9 @@ def _certify_into(
         started = time.perf_counter()
         for count, row in enumerate(_rows(model, data, todo, noise, draws, options), 1):
             if header_needed:  # written with the first row, so a refusal leaves the file empty
-                print("\t".join(COLUMNS), file=out, flush=True)
+                write_row(out, COLUMNS)
                 header_needed = False
-            print("\t".join(map(str, row)), file=out, flush=True)
+            write_row(out, row)
             per_image = (time.perf_counter() - started) / count
             print(
                 f"[{count}/{len(todo)}] idx {row[0]}: predict {row[2]} radius {float(row[3]):.4f} ({row[7]}); "
@@ -144,7 +163,7 @@ def _certify_into(
             )
 
 
-def _profile_covariance(args: argparse.Namespace, model: Normalized, indices: list[int]) -> LowRankCovariance | None:
+def profile_covariance(args: argparse.Namespace, model: Normalized, indices: list[int]) -> LowRankCovariance | None:
     """The profile's covariance, refused (as ``experiment run`` and the app refuse it) when it was built on
     another model or on the images to certify. A bare covariance file carries no provenance to check."""
     if args.profile is None:
