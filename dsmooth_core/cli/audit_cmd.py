@@ -15,6 +15,7 @@ from dsmooth_core.appendfile import check_writable_file, locked_append
 from dsmooth_core.audit import AuditSettings, audit
 from dsmooth_core.certify import certify
 from dsmooth_core.cli.certify_cmd import (
+    add_selection_options,
     finished_keys,
     image_generator,
     profile_covariance,
@@ -49,11 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=["randsmooth"])
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--profile", type=Path, help="threat profile (covariance file), needed by dsmooth")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--start", type=int, default=0)
-    p.add_argument("--skip", type=int, default=20, help="every skip-th image (the files are sorted by class)")
-    p.add_argument("--max", type=int, default=-1, help="stop after this many images (-1: all)")
+    add_selection_options(p)
     p.add_argument("--n0", type=int, default=100, help="certify: selection draws")
     p.add_argument("--n", type=int, default=1000, help="certify: estimation draws")
     p.add_argument("--alpha", type=float, default=0.001, help="certify: failure rate")

@@ -45,11 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="randsmooth")
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--profile", type=Path, help="threat profile (covariance file), needed by dsmooth")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--start", type=int, default=0)
-    p.add_argument("--skip", type=int, default=20, help="every skip-th image (the files are sorted by class)")
-    p.add_argument("--max", type=int, default=-1, help="stop after this many images (-1: all)")
+    add_selection_options(p)
     p.add_argument("--n0", type=int, default=100)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--alpha", type=float, default=0.001)
@@ -59,6 +55,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="TSV file; existing indices are skipped")
     add_engine_arguments(p)
     p.set_defaults(run=run)
+
+
+def add_selection_options(p: argparse.ArgumentParser) -> None:
+    """Which images of the data set a command works through (shared with ``audit``)."""
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--skip", type=int, default=20, help="every skip-th image (the files are sorted by class)")
+    p.add_argument("--max", type=int, default=-1, help="stop after this many images (-1: all)")
 
 
 def selected_indices(total: int, start: int, skip: int, limit: int) -> list[int]:
