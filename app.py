@@ -2,17 +2,19 @@
 
 Declares every page explicitly for ``st.navigation`` (the pages/ folder is not scanned), sets the
 session's defaults (bundled model, a CIFAR-10 test image when the data is present, the bundled
-threat profile when it exists) and draws the sidebar shared by all pages.
+threat profile when it exists), draws the sidebar shared by all pages and shows the session's
+background job (``dsmooth_lab_ui.jobs``) above every page.
 Run with ``streamlit run app.py``.
 """
 
 import streamlit as st
 
-from dsmooth_lab_ui import choices, nav, sidebar, state
+from dsmooth_lab_ui import choices, jobs, nav, sidebar, state
 
 st.set_page_config(page_title="DSmooth Lab", page_icon=":material/verified_user:", layout="wide")
 
 state.init()
+jobs.collect()  # a background job that finished since the last run hands over its result
 choices.ensure_defaults()
 
 page = st.navigation(
@@ -28,5 +30,6 @@ page = st.navigation(
 )
 side = st.sidebar.empty()
 sidebar.render(side.container())  # drawn first, so a page that calls st.stop still has its sidebar
+jobs.panel()  # the session's running job, with progress and Cancel, on every page
 page.run()
 sidebar.render(side.container())  # and again, with what the page has just changed

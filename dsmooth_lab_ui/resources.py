@@ -4,25 +4,22 @@ Rules: ``st.cache_resource`` for shared, read-only objects (models, data sets, p
 ``st.cache_data`` for results, keyed only on small values (names, numbers, seeds, hashes). Big
 objects (the model, the image tensor, the noise) are passed as ``_``-prefixed arguments, which
 Streamlit does not hash; the keys that precede them identify them (model key = name + weights hash,
-image id, profile content hash). Functions that show a progress bar create it inside the cached
-function, so that a cache hit replays a bar it created itself.
+image id, profile content hash). The long computations (attack, certify, votes, profile building)
+run as background jobs: see ``dsmooth_lab_ui.jobs`` and ``dsmooth_lab_ui.tasks``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import streamlit as st
 import torch
 from PIL import Image
 
-from dsmooth_core import certify, pick_device
-from dsmooth_core.attacks import AttackConfig, square_then_fgsm
+from dsmooth_core import pick_device
 from dsmooth_core.data import (
     DataUnavailableError,
     ImageSet,
@@ -32,9 +29,8 @@ from dsmooth_core.data import (
     load_imagenet_sample,
 )
 from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, load_model, prepare_image
-from dsmooth_core.profiles import ThreatProfile, build_profile
+from dsmooth_core.profiles import ThreatProfile
 from dsmooth_lab_ui import compute, state
-from dsmooth_lab_ui.jobs import JobProgress
 
 BUNDLED_PROFILE = BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile.pt"
 GALLERY_SEED = 0
@@ -183,127 +179,10 @@ def bundled_profile_available() -> bool:
     return BUNDLED_PROFILE.is_file()
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def built_profile(
-    model_key: str,
-    split: str,
-    data_stamp: str,
-    n_images: int,
-    subset_seed: int,
-    attack_items: tuple[tuple[str, Any], ...],
-    k: int,
-    keep: str,
-    seed: int,
-    batch_size: int,
-    _model: torch.nn.Module,
-    _images: ImageSet,
-) -> ThreatProfile:
-    """Attack a seeded class-balanced calibration subset and fit the covariance (with progress)."""
-    indices = balanced_subset(_images.labels, n_images, subset_seed)
-    progress = JobProgress("Attacking the calibration images")
-    profile = build_profile(
-        _model,
-        _images.tensor(indices),
-        torch.from_numpy(_images.labels[indices]),
-        dataset="cifar10",
-        split=split,
-        indices=[int(i) for i in indices],
-        attack=AttackConfig(**dict(attack_items)),
-        k=k,
-        keep=keep,  # type: ignore[arg-type]
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    progress.finish()
-    return profile
-
-
 # ---------------------------------------------------------------- cached results
 @st.cache_data(show_spinner=False, max_entries=256)
 def probabilities(model_key: str, image_id: str, _model: torch.nn.Module, _x: torch.Tensor) -> np.ndarray:
     return compute.class_probabilities(_model, _x)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def attack(
-    model_key: str,
-    image_id: str,
-    label: int,
-    config_items: tuple[tuple[str, Any], ...],
-    seed: int,
-    _model: torch.nn.Module,
-    _x: torch.Tensor,
-) -> dict[str, Any]:
-    """Square + FGSM on one image; tensors come back on the CPU."""
-    config = AttackConfig(**dict(config_items))
-    progress = JobProgress("Square Attack iterations")
-    result = square_then_fgsm(
-        _model,
-        _x.unsqueeze(0),
-        torch.tensor([label]),
-        config,
-        generator=torch.Generator().manual_seed(seed),
-        progress=progress,
-    )
-    progress.finish()
-    return {
-        "clean": result.clean[0].cpu(),
-        "adversarial": result.adversarial[0].cpu(),
-        "perturbation": result.perturbation[0].cpu(),
-        "clean_pred": int(result.clean_pred[0]),
-        "adv_pred": int(result.adv_pred[0]),
-        "success": bool(result.success[0]),
-        "queries": int(result.queries[0]),
-        "linf": float(result.linf[0]),
-        "l2": float(result.l2[0]),
-        "l1": float(result.l1[0]),
-    }
-
-
-@st.cache_data(show_spinner=False, max_entries=512)
-def certificate(
-    model_key: str,
-    image_id: str,
-    method: str,
-    sigma: float,
-    n0: int,
-    n: int,
-    alpha: float,
-    batch_size: int,
-    seed: int,
-    profile_hash: str | None,
-    _model: torch.nn.Module,
-    _x: torch.Tensor,
-    _noise: Any,
-) -> dict[str, Any]:
-    """DCERT for one method (Cohen's CERTIFY with that method's noise)."""
-    progress = JobProgress(f"{_noise.method}: noise draws")
-    cert = certify(_model, _x, _noise, n0, n, alpha, batch_size, torch.Generator().manual_seed(seed), progress=progress)
-    progress.finish()
-    return dataclasses.asdict(cert)
-
-
-@st.cache_data(show_spinner=False, max_entries=128)
-def votes(
-    model_key: str,
-    image_id: str,
-    method: str,
-    sigma: float,
-    count: int,
-    seed: int,
-    profile_hash: str | None,
-    batch_size: int,
-    _model: torch.nn.Module,
-    _x: torch.Tensor,
-    _noise: Any,
-) -> dict[str, np.ndarray]:
-    progress = JobProgress(f"{_noise.method if _noise is not None else method}: base-model votes")
-    out = compute.noise_votes(
-        _model, _x, _noise, count, batch_size, torch.Generator().manual_seed(seed), progress=progress
-    )
-    progress.finish()
-    return out
 
 
 def data_dir_note() -> str:

@@ -6,9 +6,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dsmooth_core import Cancelled, radius_ceiling
+from dsmooth_core import radius_ceiling
 from dsmooth_core.noise import make_noise
-from dsmooth_lab_ui import choices, figures, jobs, nav, reports, resources, state, widgets
+from dsmooth_lab_ui import choices, figures, jobs, nav, reports, resources, state, tasks, widgets
 from dsmooth_lab_ui.compare import METRIC_LABEL
 
 JOB = "certify"
@@ -112,38 +112,36 @@ def settings(profile) -> tuple[list[str], dict | None]:
     return methods, values
 
 
-def run(model, image, x, methods: list[str], values: dict, profile, note) -> None:
+def run(model, image, x, methods: list[str], values: dict, profile) -> None:
     key = resources.model_key(model)
-    record = state.CertifyRecord(
-        model_key=key, image_id=image.image_id, settings=values, label=resources.effective_label(model, image)
-    )
+    settings_used = dict(values)
     if profile is not None:
-        record.settings = {**values, "profile": profile.describe(), "profile_hash": profile.content_hash[:16]}
-    state.put(state.CERTIFY, record)
-    try:
-        with jobs.running_job(JOB, "Certification", note):
-            for method in methods:
-                noise = make_noise(
-                    METHODS[method], values["sigma"], profile.covariance if method == "DSmooth" else None
-                )
-                record.results[method] = resources.certificate(
-                    key,
-                    image.image_id,
-                    METHODS[method],
-                    values["sigma"],
-                    values["n0"],
-                    values["n"],
-                    values["alpha"],
-                    values["batch"],
-                    values["seed"],
-                    profile.content_hash if method == "DSmooth" else None,
-                    model,
-                    x,
-                    noise,
-                )
-                record.noises[method] = noise
-    except Cancelled as exc:
-        jobs.cancelled_message(JOB, "certification", exc)
+        settings_used = {**values, "profile": profile.describe(), "profile_hash": profile.content_hash[:16]}
+    noises, runs = {}, []
+    for method in methods:
+        dsmooth = method == "DSmooth"
+        noises[method] = make_noise(METHODS[method], values["sigma"], profile.covariance if dsmooth else None)
+        cache_key = (key, image.image_id, METHODS[method], *values.values(), profile.content_hash if dsmooth else None)
+        runs.append((method, noises[method], cache_key))
+    label = resources.effective_label(model, image)
+
+    def deliver(results: dict) -> None:
+        record = state.CertifyRecord(model_key=key, image_id=image.image_id, settings=settings_used, label=label)
+        record.results.update(results)
+        record.noises.update(noises)
+        state.put(state.CERTIFY, record)
+
+    v = values
+    jobs.start(
+        JOB,
+        "Certification",
+        tuple(cache_key for _, _, cache_key in runs),
+        lambda progress: tasks.certificates(
+            model, x, runs, v["n0"], v["n"], v["alpha"], v["batch"], v["seed"], progress
+        ),
+        deliver,
+        batch=min(v["batch"], v["n"]),
+    )
 
 
 def show(model, image, x, record: state.CertifyRecord) -> None:
@@ -227,7 +225,6 @@ st.write(
     "ones bound its probability from below (Clopper-Pearson at level 1 - alpha), and the bound becomes a "
     "radius."
 )
-note = jobs.show_interrupted(JOB)
 current = nav.model_and_image()
 if current is not None:
     current_model, current_image = current
@@ -238,7 +235,7 @@ if current is not None:
         nav.link(nav.PROFILE, "Get a threat profile for DSmooth")
     chosen, values = settings(prof)
     if st.button("Certify", type="primary", disabled=values is None, icon=":material/verified_user:"):
-        run(current_model, current_image, x_in, chosen, values, prof, note)
+        run(current_model, current_image, x_in, chosen, values, prof)
     last = state.get(state.CERTIFY)
     if last is not None:
         show(current_model, current_image, x_in, last)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 import torch
 
-from dsmooth_core import Cancelled, pick_device
+from dsmooth_core import pick_device
 from dsmooth_core.attacks import PRESETS
 from dsmooth_core.data import DataUnavailableError, ImageSet, data_dir, load_cifar10
 from dsmooth_core.experiments import (
@@ -36,9 +37,12 @@ from dsmooth_core.experiments import (
 )
 from dsmooth_core.models import DEFAULT_MODEL
 from dsmooth_core.noise import METHODS
+from dsmooth_lab_ui import jobs
 
 APP_MODEL_KEY = "dsl_model"  # the app's ModelChoice (name, pretrained), used when "model_name" is absent
 RECORDS_FILE = "records.jsonl"
+JOB = "experiment"
+DONE_NOTE = "exp_done_note"  # what the last finished run did
 GPU = torch.cuda.is_available()
 
 
@@ -137,24 +141,11 @@ def settings() -> tuple[ExperimentSpec, dict[str, Any]]:
     return spec, sizes
 
 
-def progress_bar(label: str):
-    """A ``(done, total)`` callback drawing an ``st.progress`` bar, updated at most every 1 %."""
-    bar = st.progress(0.0, text=f"{label}: starting")
-    last = [-1.0]
-
-    def update(done: int, total: int) -> None:
-        fraction = min(done / max(total, 1), 1.0)
-        if fraction - last[0] >= 0.01 or done >= total:
-            bar.progress(fraction, text=f"{label}: {done:,} / {total:,}")
-            last[0] = fraction
-
-    return bar, update
-
-
-def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dict[str, Any]) -> None:
+def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dict[str, Any], progress) -> str:
+    """The experiment's work (a background job: library calls only); returns what it did."""
     folder: Path = sizes["folder"]
     indices = evaluation_indices(test.labels, sizes["size"], spec.seed)
-    profile_bar, profile_progress = progress_bar("Calibration attack (cached after the first run)")
+    progress.stage("Calibration attack (cached after the first run)")
     profile = prepare_profile(
         model,
         train,
@@ -164,10 +155,9 @@ def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dic
         cache_dir=folder / "profiles",
         seed=spec.seed,
         batch_size=sizes["batch"],
-        progress=profile_progress,
+        progress=progress,
     )
-    profile_bar.empty()
-    bar, progress = progress_bar("Attacking and certifying")
+    progress.stage("Attacking and certifying")
     summary = run_experiment(
         model,
         test,
@@ -178,8 +168,7 @@ def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dic
         batch_size=sizes["batch"],
         progress=progress,
     )
-    bar.empty()
-    st.success(
+    return (
         f"{summary.records_written} new records for {summary.images} images "
         f"({summary.images_skipped} were already done)."
     )
@@ -229,6 +218,7 @@ def show(records: list[dict[str, Any]], gamma: float | None) -> None:
     )
 
 
+jobs.collect()  # also when the page runs alone, without app.py
 st.title("Experiments")
 st.caption(
     "Certify a class-balanced subset of the CIFAR-10 test split with DSmooth, RandSmooth and LSmooth. Every "
@@ -256,12 +246,16 @@ except DataUnavailableError as exc:
 st.markdown(f"**Model** `{model_name}`" + ("" if pretrained else " (untrained weights)"))
 spec, sizes = settings()
 if st.button("Run experiment", key="exp_run", type="primary"):
-    try:
-        run(model, test_set, train_set, spec, sizes)
-    except Cancelled as exc:
-        st.warning(f"Stopped ({exc}); the finished records are kept.")
-    except ValueError as exc:
-        st.error(str(exc))
+    jobs.start(
+        JOB,
+        "The experiment",
+        (model.info.weights_hash, repr(spec), repr(sorted(sizes.items())), time.time()),  # records change on disk
+        lambda progress: run(model, test_set, train_set, spec, sizes, progress),
+        lambda message: st.session_state.__setitem__(DONE_NOTE, message),
+        batch=sizes["batch"],
+    )
+if st.session_state.get(DONE_NOTE):
+    st.success(st.session_state[DONE_NOTE])
 with st.expander("The same experiment from the command line"):
     st.code(command(model_name, pretrained, spec, sizes), language="bash")
     st.caption("Add --shard i/N to split it across machines, then: python -m dsmooth_core experiment analyse ...")

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from dsmooth_core import Cancelled
 from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile
-from dsmooth_lab_ui import choices, compare, figures, jobs, nav, resources, state, widgets
+from dsmooth_lab_ui import choices, compare, figures, jobs, nav, resources, state, tasks, widgets
 from dsmooth_lab_ui.images import eigen_images
 
 JOB = "profile"
@@ -66,7 +65,7 @@ def file_source() -> None:
     choices.use_profile(profile, f"file {upload.name}")
 
 
-def build_source(model, note) -> None:
+def build_source(model) -> None:
     st.caption(
         "The calibration images are attacked with the settings below and the covariance of the perturbations "
         "is fitted (probabilistic PCA with k directions). Use the train split: images used for calibration "
@@ -112,36 +111,28 @@ def build_source(model, note) -> None:
     if not st.button("Build the profile", type="primary", disabled=config is None, icon=":material/build:"):
         return
     stamp = resources.file_stamp(resources.data_dir() / "cifar10" / f"{split}.npz")
-    try:
-        with jobs.running_job(JOB, "Building the profile", note):
-            profile = resources.built_profile(
-                resources.model_key(model),
-                split,
-                stamp,
-                int(n_images),
-                int(subset_seed),
-                widgets.config_items(config),
-                int(k),
-                keep,
-                int(seed),
-                int(batch),
-                model,
-                images,
+    items = widgets.config_items(config)
+    args = (split, int(n_images), int(subset_seed), items, int(k), keep, int(seed), int(batch))
+
+    def deliver(profile) -> None:
+        choices.use_profile(profile, f"built here ({split}, {profile.n_kept}/{profile.n_attacked} kept)")
+        if profile.covariance.k < int(k):
+            state.put(
+                state.PROFILE_NOTE,
+                f"Rank k = {int(k)} was asked for, but {profile.n_kept} perturbations allow at most rank "
+                f"{profile.covariance.rank}: the profile was fitted with k = {profile.covariance.k}. Attack more "
+                "calibration images for a higher rank.",
             )
-    except Cancelled as exc:
-        jobs.cancelled_message(JOB, "building the profile", exc)
-        return
-    except ValueError as exc:  # e.g. too few successful attacks to fit a covariance
-        state.put(state.PROFILE_ERROR, f"The profile could not be built: {exc}")
-        return
-    choices.use_profile(profile, f"built here ({split}, {profile.n_kept}/{profile.n_attacked} kept)")
-    if profile.covariance.k < int(k):
-        state.put(
-            state.PROFILE_NOTE,
-            f"Rank k = {int(k)} was asked for, but {profile.n_kept} perturbations allow at most rank "
-            f"{profile.covariance.rank}: the profile was fitted with k = {profile.covariance.k}. Attack more "
-            "calibration images for a higher rank.",
-        )
+
+    jobs.start(
+        JOB,
+        "Building the profile",
+        (resources.model_key(model), stamp, *args),
+        lambda progress: tasks.profile(model, images, *args, progress),
+        deliver,
+        batch=int(batch),
+        on_error=lambda message: state.put(state.PROFILE_ERROR, f"The profile could not be built: {message}"),
+    )
 
 
 def checks(model, choice: state.ProfileChoice) -> None:
@@ -275,7 +266,6 @@ st.write(
     "DSmooth's noise is N(0, sigma^2 St), with St the covariance S of real attack perturbations rescaled to "
     "determinant 1. S is estimated on calibration images that are never certified."
 )
-job_note = jobs.show_interrupted(JOB)
 current_model = resources.current_model()
 if current_model is None:
     nav.need("Choose a model first (the current one could not be loaded).", nav.MODEL_IMAGE)
@@ -291,7 +281,7 @@ else:
         elif source == SOURCES[1]:
             file_source()
         else:
-            build_source(current_model, job_note)
+            build_source(current_model)
         note = state.get(state.PROFILE_NOTE)
         if note:
             st.warning(note, icon=":material/warning:")
