@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from dsmooth_core.experiments import read_records
+from dsmooth_lab_ui import jobs
 from tests.fakedata import write_fake_cifar10
 
 PAGE = Path(__file__).resolve().parents[1] / "pages" / "experiments.py"
@@ -26,6 +28,17 @@ def page(tmp_path, monkeypatch) -> AppTest:
     torch.set_num_threads(before)
 
 
+def _run_and_wait(at: AppTest) -> None:
+    """Press Run, then rerun until the background job has ended and its result is delivered."""
+    at.button(key="exp_run").click().run()
+    job = at.session_state[jobs.SESSION_JOB]
+    deadline = time.monotonic() + 120
+    while job.active:
+        assert time.monotonic() < deadline, "the experiment job did not finish"
+        time.sleep(0.05)
+    at.run()
+
+
 def _set(at: AppTest, folder: Path) -> None:
     values = {"exp_sigmas": "0.25", "exp_ks": "3", "exp_ns": "20", "exp_alphas": "0.001", "exp_folder": str(folder)}
     for key, value in values.items():
@@ -41,7 +54,7 @@ def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
     assert not page.exception, [e.value for e in page.exception]
     assert any("No records" in info.value for info in page.info)
     _set(page, tmp_path / "runs")
-    page.button(key="exp_run").click().run()
+    _run_and_wait(page)
     assert not page.exception, [e.value for e in page.exception]
     assert not page.error, [e.value for e in page.error]
     assert any("12 new records for 4 images" in s.value for s in page.success)
@@ -51,5 +64,5 @@ def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
         assert any(element_id.endswith(f"exp_chart_{name}") for element_id in charts), (name, charts)
     assert "--untrained" in page.code[0].value and "--n 20" in page.code[0].value
 
-    page.button(key="exp_run").click().run()  # everything is done: nothing new is certified
+    _run_and_wait(page)  # everything is done: nothing new is certified
     assert any("0 new records for 4 images (4 were already done)" in s.value for s in page.success)
