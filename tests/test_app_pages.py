@@ -68,7 +68,7 @@ def finish_job(at: AppTest, timeout: float = TIMEOUT) -> jobs.Job | None:
     Returns the job (``None`` when the result came from the cache). A live browser polls the same way.
     """
     at.run()
-    job = at.session_state[jobs.SESSION_JOB] if jobs.SESSION_JOB in at.session_state else None
+    job = at.session_state.get(jobs.SESSION_JOB)
     deadline = time.monotonic() + timeout
     while job is not None and job.active:
         assert time.monotonic() < deadline, f"{job.title} still {job.state} after {timeout} s"

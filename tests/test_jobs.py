@@ -89,7 +89,7 @@ def test_queue_limit_holds_a_second_job_until_the_first_ends() -> None:
     assert (first.state, first.result, second.state, second.result) == (jobs.DONE, "first", jobs.DONE, "second")
     assert seen_running == [1] and manager.running_count() == 0
     assert first.finished <= second.started
-    assert manager.cached(("a")) == (True, "first")
+    assert manager.cached("a") == (True, "first")
 
 
 def test_cancel_stops_certify_within_one_batch_and_keeps_nothing() -> None:
