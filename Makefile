@@ -27,6 +27,7 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_certify.py
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_threat.py
+	PYTHONPATH=. $(BIN)/python benchmarks/bench_app.py

@@ -144,6 +144,14 @@ def run(model, image, x, methods: list[str], values: dict, profile) -> None:
     )
 
 
+@st.fragment
+def region_slice(record: state.CertifyRecord, delta, shape: tuple[int, ...]) -> None:
+    """The 2-D slice of the regions; its toggle redraws only this chart."""
+    whole = st.toggle("Show the whole regions", key="cert_slice_whole", help="Off: zoom on the attack point.")
+    fig, _ = reports.slice_figure(record.results, record.noises, delta, shape, zoom=not whole)
+    st.plotly_chart(fig, key="cert_slice", width="stretch")
+
+
 def show(model, image, x, record: state.CertifyRecord) -> None:
     if record.model_key != resources.model_key(model) or record.image_id != image.image_id:
         st.warning(
@@ -194,9 +202,7 @@ def show(model, image, x, record: state.CertifyRecord) -> None:
     with left:
         st.plotly_chart(figures.guarantee_bars(comparison), key="cert_bars", width="stretch")
     with right:
-        whole = st.toggle("Show the whole regions", key="cert_slice_whole", help="Off: zoom on the attack point.")
-        fig, _ = reports.slice_figure(record.results, record.noises, delta, tuple(x.shape), zoom=not whole)
-        st.plotly_chart(fig, key="cert_slice", width="stretch")
+        region_slice(record, delta, tuple(x.shape))
     st.caption(
         "Right: the plane through the image spanned by the attack perturbation and DSmooth's top "
         "eigen-direction (orthonormalised), same scale on both axes. DSmooth's Mahalanobis ball cuts it in "

@@ -171,6 +171,24 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
     if fitted.residual_floored:
         st.warning("The residual variance was floored (k reached the data rank) to keep S positive definite.")
 
+    shape_view()
+    st.caption("Download any chart as PNG with the camera icon in its toolbar.")
+    fitted_hash = fitted.content_hash()
+    st.download_button(
+        "Download this profile (.pt, as fitted; rank and shrinkage are chosen when used)",
+        resources.profile_bytes(fitted_hash, len(p.indices), p),
+        file_name=f"threat_profile_{p.model_name}_{p.split}_{fitted_hash[:8]}.pt",
+        mime="application/octet-stream",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+
+
+@st.fragment
+def shape_view() -> None:
+    """Rank and shrinkage sliders with the numbers and charts they change: moving one redraws only this."""
+    choice: state.ProfileChoice = state.get(state.PROFILE)
+    fitted = choice.profile.covariance
     st.subheader("Rank and shrinkage (no refit)")
     st.session_state.setdefault("profile_k", choice.k)
     st.session_state.setdefault("profile_shrinkage", choice.shrinkage)
@@ -247,16 +265,6 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
         ),
         key="profile_eigen",
         width="stretch",
-    )
-    st.caption("Download any chart as PNG with the camera icon in its toolbar.")
-    fitted_hash = fitted.content_hash()
-    st.download_button(
-        "Download this profile (.pt, as fitted; rank and shrinkage are chosen when used)",
-        resources.profile_bytes(fitted_hash, len(p.indices), p),
-        file_name=f"threat_profile_{p.model_name}_{p.split}_{fitted_hash[:8]}.pt",
-        mime="application/octet-stream",
-        on_click="ignore",
-        icon=":material/download:",
     )
 
 
