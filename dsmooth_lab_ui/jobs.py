@@ -37,7 +37,7 @@ from dsmooth_core import Cancelled
 from dsmooth_lab_ui import threads
 
 SESSION_JOB = "dsl_job"  # the session's current or last Job
-POLL_SECONDS = 0.5
+POLL_SECONDS = 1.0  # each poll reruns the panel and redraws it in the browser: CPU the job could use
 RESULTS_KEPT = 256
 SLOTS_ENV = "DSMOOTH_JOB_SLOTS"
 
