@@ -160,9 +160,8 @@ def certify_and_wait(pages: list, seeds: list[int]) -> tuple[float, list[dict[st
         page.get_by_role("button", name="Certify", exact=True).click()
     found: list[dict[str, float]] = []
     for page in pages:
-        page.locator(".st-key-dsl_job_panel").wait_for(state="attached", timeout=60_000)
-        page.locator(".st-key-dsl_job_panel").wait_for(state="detached", timeout=1_200_000)
-        page.locator("li").filter(has_text=re.compile("^LSmooth (certifies|abstains)")).wait_for()
+        page.locator("li").filter(has_text=re.compile("^LSmooth (certifies|abstains)")).wait_for(timeout=1_800_000)
+        idle(page)
         found.append({m[1]: float(m[2]) for m in (P_LOWER.match(t) for t in page.locator("li").all_inner_texts()) if m})
     return time.perf_counter() - start, found
 
@@ -182,13 +181,16 @@ def app(url: str) -> dict:
             idle(page)
             attack_seconds = time.perf_counter() - start
             library_attack.append(run_library("attack")["seconds"])
+            print(f"attack: app {attack_seconds:.2f} s, library runs {library_attack}", flush=True)
 
             library_certify = [run_library("certify")["seconds"]]
             certify_seconds, single = certify_and_wait([page], [SEEDS[0]])
             library_certify.append(run_library("certify")["seconds"])
+            print(f"certify: app {certify_seconds:.2f} s, library runs {library_certify}", flush=True)
             for title in PAGES:  # every page visited once: warm
                 switch(page, title)
             switches = [switch(page, title) for _ in range(2) for title in PAGES]
+            print(f"page switches (s): {[round(t, 2) for t in switches]}", flush=True)
 
             sessions = [open_session(browser, url) for _ in SEEDS[1:]]
             four_seconds, four = certify_and_wait(sessions, list(SEEDS[1:]))
