@@ -38,6 +38,7 @@ from dsmooth_lab_ui import threads
 
 SESSION_JOB = "dsl_job"  # the session's current or last Job
 POLL_SECONDS = 1.0  # each poll reruns the panel and redraws it in the browser: CPU the job could use
+QUEUED_POLL_SECONDS = 3.0  # a queued job changes rarely; polling less leaves the cores to the running one
 RESULTS_KEPT = 256
 SLOTS_ENV = "DSMOOTH_JOB_SLOTS"
 
@@ -312,7 +313,8 @@ def panel() -> None:
     if job is None:
         return
     if job.active:
-        st.fragment(run_every=POLL_SECONDS)(_live)()
+        every = POLL_SECONDS if job.state == RUNNING else QUEUED_POLL_SECONDS
+        st.fragment(run_every=every)(_live)(job.state)
     elif job.state == CANCELLED:
         st.warning(describe(job), icon=":material/cancel:")
     elif job.state == FAILED:
@@ -321,10 +323,10 @@ def panel() -> None:
         st.caption(describe(job))
 
 
-def _live() -> None:
+def _live(drawn_state: str) -> None:
     job = current()
-    if job is None or not job.active:
-        st.rerun()  # finished: a full run delivers the result and redraws the page with it
+    if job is None or job.state != drawn_state:
+        st.rerun()  # started or finished: a full run polls at the new rate, or delivers the result
         return
     with job.lock:
         fraction = job.done / job.total if job.total else 0.0
