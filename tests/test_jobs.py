@@ -198,7 +198,7 @@ def test_without_a_data_folder_the_first_page_shows_a_sample_and_its_prediction(
     assert_clean(at)
     image = at.session_state[state.IMAGE]
     assert image.source == gallery.SOURCE and image.image_id == f"gallery:{gallery.samples()[0].file}"
-    assert image.label_name == "cat" and image.pixels.shape == (32, 32, 3)
+    assert image.label_name == "horse" and image.pixels.shape == (32, 32, 3)
     assert [m.label for m in at.metric][:1] == ["Predicted class"]
     assert at.radio(key="image_source").value == "Sample gallery (offline)"
     assert any("probability_chart" in element.proto.id for element in at.get("plotly_chart"))
