@@ -150,6 +150,11 @@ def open_session(browser, url: str):
     return page
 
 
+def job_note(page) -> str:
+    """The panel's line about the finished job: its own compute time, without the page's overhead."""
+    return " ".join(page.get_by_text(re.compile(r"done in [0-9.]+ s")).all_inner_texts())
+
+
 def certify_and_wait(pages: list, seeds: list[int]) -> tuple[float, list[dict[str, float]]]:
     """Press Certify in every page at once; seconds until all show three results, and their p_lower."""
     for page, seed in zip(pages, seeds, strict=True):
@@ -181,12 +186,13 @@ def app(url: str) -> dict:
             idle(page)
             attack_seconds = time.perf_counter() - start
             library_attack.append(run_library("attack")["seconds"])
-            print(f"attack: app {attack_seconds:.2f} s, library runs {library_attack}", flush=True)
+            print(f"attack: app {attack_seconds:.2f} s ({job_note(page)}), library runs {library_attack}", flush=True)
 
             library_certify = [run_library("certify")["seconds"]]
             certify_seconds, single = certify_and_wait([page], [SEEDS[0]])
             library_certify.append(run_library("certify")["seconds"])
-            print(f"certify: app {certify_seconds:.2f} s, library runs {library_certify}", flush=True)
+            note = job_note(page)
+            print(f"certify: app {certify_seconds:.2f} s ({note}), library runs {library_certify}", flush=True)
             for title in PAGES:  # every page visited once: warm
                 switch(page, title)
             switches = [switch(page, title) for _ in range(2) for title in PAGES]
