@@ -31,3 +31,4 @@ bench: $(VENV)/.installed-dev
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_certify.py
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_threat.py
 	OMP_NUM_THREADS=1 PYTHONPATH=. $(BIN)/python benchmarks/bench_scale.py
+	PYTHONPATH=. $(BIN)/python benchmarks/bench_app.py

@@ -2,17 +2,20 @@
 
 Declares every page explicitly for ``st.navigation`` (the pages/ folder is not scanned), sets the
 session's defaults (bundled model, a CIFAR-10 test image when the data is present, the bundled
-threat profile when it exists) and draws the sidebar shared by all pages.
+threat profile when it exists), draws the sidebar shared by all pages and shows the session's
+background job (``dsmooth_lab_ui.jobs``) above every page.
 Run with ``streamlit run app.py``.
 """
 
 import streamlit as st
 
-from dsmooth_lab_ui import boundary, choices, nav, sidebar, state
+from dsmooth_lab_ui import boundary, choices, jobs, nav, sidebar, state
 
 st.set_page_config(page_title="DSmooth Lab", page_icon=":material/verified_user:", layout="wide")
 
 state.init()
+# a background job that finished since the last run hands over its result
+boundary.guarded(jobs.collect, "Storing the finished job's result")
 choices.ensure_defaults()
 
 page = st.navigation(
@@ -29,5 +32,6 @@ page = st.navigation(
 side = st.sidebar.empty()
 # drawn first, so a page that calls st.stop still has its sidebar; each part in an error boundary
 boundary.guarded(lambda: sidebar.render(side.container()), "The sidebar")
+boundary.guarded(jobs.panel, "The job panel")  # the session's running job, with progress and Cancel, on every page
 boundary.guarded(page.run, f"The page {page.title!r}")
 boundary.guarded(lambda: sidebar.render(side.container()), "The sidebar")  # again, with what the page changed

@@ -1,4 +1,4 @@
-"""The Certify page's audit panel: attack each certificate inside its own region, with progress and cancel.
+"""The Certify page's audit panel: attack each certificate inside its own region, as a background job.
 
 What it can show: a perturbation inside the certified region that changes the smoothed prediction
 refutes the certificate. What it cannot: finding nothing never proves a certificate.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from dsmooth_core import Cancelled, Certificate, SmoothingNoise
+from dsmooth_core import Certificate, SmoothingNoise
 from dsmooth_core.audit import AuditResult, AuditSettings, audit
 from dsmooth_core.noise import method_class
 from dsmooth_lab_ui import audit_figures, jobs, resources, state
@@ -60,20 +60,29 @@ def _settings() -> AuditSettings | None:
         return None
 
 
-def _run(model, x, record: state.CertifyRecord, noise: SmoothingNoise, settings: AuditSettings, note) -> None:
+def _run(model, x, record: state.CertifyRecord, noise: SmoothingNoise, settings: AuditSettings) -> None:
+    """Start the audit of one certificate as a background job; its result lands in ``state.AUDIT``."""
     method = noise.name
     certificate = dict(record.results)[noise]
-    audits: dict[str, AuditView] = st.session_state.setdefault(state.AUDIT, {})
-    try:
-        with jobs.running_job(JOB, f"Audit of {method}", note):
-            progress = jobs.JobProgress(f"{method}: attack and PREDICT draws")
-            generator = torch.Generator().manual_seed(int(record.settings.get("seed", 0)) + AUDIT_SEED_OFFSET)
-            result = audit(model, x, noise, certificate, settings, generator, progress)
-            progress.finish()
-    except Cancelled as exc:
-        jobs.cancelled_message(JOB, f"the audit of {method}", exc)
-        return
-    audits[method] = AuditView(record.model_key, record.image_id, certificate, result)
+    seed = int(record.settings.get("seed", 0)) + AUDIT_SEED_OFFSET
+
+    def work(progress: jobs.Progress) -> AuditResult:
+        progress.stage(f"{method}: attack and PREDICT draws")
+        return audit(model, x, noise, certificate, settings, torch.Generator().manual_seed(seed), progress)
+
+    def deliver(result: AuditResult) -> None:
+        audits: dict[str, AuditView] = dict(state.get(state.AUDIT) or {})
+        audits[method] = AuditView(record.model_key, record.image_id, certificate, result)
+        state.put(state.AUDIT, audits)
+
+    jobs.start(
+        JOB,
+        f"Audit of {method}",
+        (record.model_key, record.image_id, noise.identity, certificate, settings, seed),
+        work,
+        deliver,
+        batch=settings.batch_size,
+    )
 
 
 def _show(view: AuditView, x: torch.Tensor, classes: tuple[str, ...]) -> None:
@@ -111,7 +120,6 @@ def section(model, x: torch.Tensor, record: state.CertifyRecord) -> None:
     """'Audit these certificates': a button per certified method, and each method's last audit."""
     st.subheader("Audit these certificates")
     st.write(EXPLAIN)
-    note = jobs.show_interrupted(JOB)
     settings = _settings()
     certified = [noise for noise, cert in record.results if not cert.abstained]
     if not certified:
@@ -119,7 +127,7 @@ def section(model, x: torch.Tensor, record: state.CertifyRecord) -> None:
     cols = st.columns(max(1, len(certified)))
     for col, noise in zip(cols, certified, strict=False):
         if col.button(f"Audit {noise.name}", key=f"audit_{noise.name}", disabled=settings is None):
-            _run(model, x, record, noise, settings, note)
+            _run(model, x, record, noise, settings)
     audits: dict[str, AuditView] = st.session_state.get(state.AUDIT) or {}
     key = resources.model_key(model)
     for noise, current in record.results:

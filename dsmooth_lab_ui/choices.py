@@ -11,7 +11,7 @@ import streamlit as st
 from dsmooth_core.data import ImageSet
 from dsmooth_core.models import DEFAULT_MODEL
 from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile
-from dsmooth_lab_ui import resources, state
+from dsmooth_lab_ui import gallery, resources, state
 
 IMAGE_DEFAULT_TRIED = "dsl_image_default_tried"
 
@@ -78,13 +78,16 @@ def upload_choice(name: str, data: bytes, pixels: np.ndarray) -> state.ImageChoi
 
 
 def ensure_defaults() -> None:
-    """Default image (a CIFAR-10 test image when the data is present) and default profile (bundled)."""
+    """Default image (a CIFAR-10 test image when the data is present, else the bundled sample gallery's
+    first image) and default profile (bundled)."""
     if state.get(state.IMAGE) is None and not state.get(IMAGE_DEFAULT_TRIED):
         state.put(IMAGE_DEFAULT_TRIED, True)
         images, _ = resources.cifar10("test")
         if images is not None:
             order = resources.cifar_gallery_order(images)
             state.put(state.IMAGE, cifar_choice(images, int(order[0])))
+        else:  # no data folder: a bundled sample, so Attack and Certify work at once
+            state.put(state.IMAGE, gallery.default_choice())
     if state.get(state.PROFILE) is None and not state.get(state.PROFILE_DEFAULT_TRIED):
         state.put(state.PROFILE_DEFAULT_TRIED, True)
         choice = state.get(state.MODEL)

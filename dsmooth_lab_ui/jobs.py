@@ -1,147 +1,340 @@
-"""Long runs: a progress bar, a Cancel button, and a clear note when a run was stopped.
+"""Background jobs: long computations run in a worker thread beside the page, not inside it.
 
-How cancelling works. A job runs in the script thread and reports ``(done, total)`` through a
-:class:`JobProgress` callback, which updates an ``st.progress`` bar. Every bar update is a point at
-which Streamlit checks for a pending rerun. Pressing **Cancel** (a button shown while the job runs)
-asks for a rerun, so at the next progress report Streamlit stops the run: the job unwinds before
-finishing and nothing is cached or stored. In the rerun the button's ``on_click`` has marked the job
-as cancelled, and the page shows what was stopped and how far it got (``JOB_RUNNING`` was left
-behind by the interrupted run). The callback also returns ``True`` when the cancel flag is already
-set when it is called, so the library raises :class:`dsmooth_core.Cancelled` (the path the unit
-tests drive, and the one a job sees if the flag is set from the same run).
+Why: a computation in the script thread dies with the run, so any click or page switch threw it
+away. Here a page hands a job its *work* (a function of a progress callback that calls only the
+library, never streamlit) and a *deliver* function (run later in the script thread, to store the
+result in session state). The worker thread only writes to the :class:`Job` object; every run of
+the app calls :func:`collect`, which delivers a finished job's result in the session that owns it,
+and :func:`panel` shows the job on every page, polling with ``st.fragment(run_every=...)``.
 
-Changing any other control while a job runs stops it the same way (Streamlit reruns on every
-interaction); the note then says the run was interrupted rather than cancelled.
+Rules:
+
+- One job per browser session at a time (kept in that session's state, so no session sees
+  another's). Starting a job with the inputs of the session's running job reuses it; inputs whose
+  result is in the process-wide result cache (as ``st.cache_data`` did) deliver at once.
+- A process-wide limit (``DSMOOTH_JOB_SLOTS``, default 1) on jobs computing at once; the others
+  wait in order and are shown as queued, so several sessions share the cores instead of fighting.
+- Cancel sets a flag that the work's progress callback returns, so the library raises
+  :class:`dsmooth_core.Cancelled` at its next batch. A cancelled or failed job delivers nothing.
+- Each job runs with torch's intra-op threads chosen by :mod:`dsmooth_lab_ui.threads`.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
 import time
-from contextlib import contextmanager
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
+import torch
 
 from dsmooth_core import Cancelled
-from dsmooth_lab_ui import state
+from dsmooth_lab_ui import threads
 
-_MIN_STEP = 0.02  # fraction of the job between two bar updates
-_MIN_SECONDS = 0.3  # ... or this much time
+SESSION_JOB = "dsl_job"  # the session's current or last Job
+POLL_SECONDS = 1.0  # each poll reruns the panel and redraws it in the browser: CPU the job could use
+QUEUED_POLL_SECONDS = 3.0  # a queued job changes rarely; polling less leaves the cores to the running one
+RESULTS_KEPT = 256
+SLOTS_ENV = "DSMOOTH_JOB_SLOTS"
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+ACTIVE = (QUEUED, RUNNING)
+NOTHING_KEPT = "Nothing from it was kept."
 
 
-class JobProgress:
-    """A ``(done, total) -> stop?`` callback drawing an ``st.progress`` bar.
+@dataclass(eq=False)
+class Job:
+    """One computation and what the worker reports about it (written under ``lock`` only)."""
 
-    Create it where the bar should appear. Inside an ``st.cache_data`` function, create it inside
-    the function, so a cache hit replays a bar it knows about.
-    """
+    kind: str  # the page's job name, e.g. "certify"
+    title: str
+    key: Hashable  # the inputs: equal keys mean equal results
+    work: Callable[[Progress], Any]
+    deliver: Callable[[Any], None]
+    threads: int
+    on_error: Callable[[str], None] | None = None
+    kept: str = NOTHING_KEPT  # what survives a cancel or failure (said in the panel)
+    state: str = QUEUED
+    done: int = 0
+    total: int = 0
+    step: str = ""
+    result: Any = None
+    error: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    delivered: bool = False
+    number: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.bar = st.progress(0.0, text=f"{label}: starting")
-        self._last_fraction = -1.0
-        self._last_time = 0.0
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def seconds(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+
+class Progress:
+    """The ``(done, total) -> stop?`` callback a job's work gives the library; ``stage`` names the step."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def stage(self, label: str) -> None:
+        with self.job.lock:
+            self.job.step, self.job.done, self.job.total = label, 0, 0
 
     def __call__(self, done: int, total: int) -> bool:
-        fraction = min(max(done / max(total, 1), 0.0), 1.0)
-        now = time.monotonic()
-        running = st.session_state.get(state.JOB_RUNNING)
-        if isinstance(running, dict):
-            running.update(done=done, total=total, step=self.label)
-        if done >= total or fraction - self._last_fraction >= _MIN_STEP or now - self._last_time >= _MIN_SECONDS:
-            self.bar.progress(fraction, text=f"{self.label}: {done:,} / {total:,}")
-            self._last_fraction = fraction
-            self._last_time = now
-        return bool(st.session_state.get(state.JOB_CANCEL))
-
-    def finish(self) -> None:
-        self.bar.empty()
+        with self.job.lock:
+            self.job.done, self.job.total = done, total
+        return self.job.cancel.is_set()
 
 
-def request_cancel(job: str) -> None:
-    """``on_click`` of the Cancel button: mark the job in progress as cancelled."""
-    st.session_state[state.JOB_CANCEL] = True
-    running = st.session_state.get(state.JOB_RUNNING)
-    if isinstance(running, dict) and running.get("job") == job:
-        running["cancelled"] = True
+class JobManager:
+    """Process-wide: the queue of jobs waiting for a slot, the slots, and the result cache."""
 
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._cond = threading.Condition()
+        self._waiting: list[Job] = []
+        self._running = 0
+        self._results: OrderedDict[Hashable, Any] = OrderedDict()
+        self._numbers = itertools.count(1)
 
-def _describe_stop(running: dict[str, Any], cancelled: bool) -> str:
-    done, total = running.get("done"), running.get("total")
-    where = f" after {done:,} of {total:,} steps" if done is not None and total else ""
-    step = running.get("step")
-    what = f"{running.get('title', running['job'])}" + (f" ({step})" if step else "")
-    if cancelled:
-        return f"Cancelled: {what} stopped{where}. Nothing from the unfinished part was kept."
-    return (
-        f"{what} was interrupted{where}, because a control changed or the page was left while it ran. "
-        "Nothing from the unfinished part was kept; run it again."
-    )
+    # ------------------------------------------------ results
+    def cached(self, key: Hashable) -> tuple[bool, Any]:
+        with self._cond:
+            if key in self._results:
+                self._results.move_to_end(key)
+                return True, self._results[key]
+        return False, None
 
+    def remember(self, key: Hashable, value: Any) -> None:
+        with self._cond:
+            self._results[key] = value
+            self._results.move_to_end(key)
+            while len(self._results) > RESULTS_KEPT:
+                self._results.popitem(last=False)
 
-def show_interrupted(job: str) -> Any:
-    """At the top of a job's page: say so if the last run of ``job`` was cancelled or interrupted.
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """A sub-result of a job (e.g. one method's certificate), computed once per key."""
+        hit, value = self.cached(key)
+        if hit:
+            return value
+        value = compute()
+        self.remember(key, value)
+        return value
 
-    Returns the placeholder of the note; give it to :func:`running_job` so a new run clears it.
-    """
-    running = st.session_state.get(state.JOB_RUNNING)
-    notes: dict[str, str] = st.session_state.setdefault(state.JOB_NOTE, {})
-    if isinstance(running, dict) and running.get("job") == job:
-        cancelled = bool(running.get("cancelled") or st.session_state.get(state.JOB_CANCEL))
-        notes[job] = _describe_stop(running, cancelled)
-        st.session_state[state.JOB_RUNNING] = None
-        st.session_state[state.JOB_CANCEL] = False
-    slot = st.empty()
-    if job in notes:
-        slot.warning(notes[job], icon=":material/cancel:")
-    return slot
+    def clear(self) -> None:
+        with self._cond:
+            self._results.clear()
 
+    # ------------------------------------------------ queue
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            job.number = next(self._numbers)
+            self._waiting.append(job)
+        threading.Thread(target=self._run, args=(job,), name=f"dsl-job-{job.number}", daemon=True).start()
 
-@contextmanager
-def running_job(job: str, title: str, note: Any = None):
-    """Run ``job`` inside an ``st.status`` box with a Cancel button; yields the status box.
+    def ahead_of(self, job: Job) -> int:
+        """How many jobs compute or wait before ``job`` (0 once it runs)."""
+        with self._cond:
+            if job not in self._waiting:
+                return 0
+            return self._running + self._waiting.index(job)
 
-    The box ends "complete" (collapsed) when the block finishes, "error" when it raises (Cancelled
-    included). A Streamlit rerun interrupting the job skips the clean-up on purpose: ``JOB_RUNNING``
-    then stays behind and :func:`show_interrupted` reports the stop on the next run. ``note`` is the
-    placeholder :func:`show_interrupted` returned in this run: the old note is cleared.
-    """
-    st.session_state.setdefault(state.JOB_NOTE, {}).pop(job, None)
-    if note is not None:
-        note.empty()
-    st.session_state[state.JOB_CANCEL] = False
-    st.session_state[state.JOB_RUNNING] = {"job": job, "title": title, "done": 0, "total": None}
-    started = time.monotonic()
-    status = st.status(f"{title} ...", expanded=True, state="running")
-    with status:
-        slot = st.empty()
-        slot.button(
-            "Cancel",
-            key=f"cancel_{job}",
-            icon=":material/stop_circle:",
-            on_click=request_cancel,
-            args=(job,),
-            help="Stop this run; finished parts (e.g. methods already certified) are kept.",
-        )
+    def running_count(self) -> int:
+        with self._cond:
+            return self._running
+
+    def _wait_for_slot(self, job: Job) -> bool:
+        with self._cond:
+            while True:
+                if job.cancel.is_set():
+                    self._waiting.remove(job)
+                    self._cond.notify_all()
+                    return False
+                if self._running < self.slots and self._waiting[0] is job:
+                    self._waiting.pop(0)
+                    self._running += 1
+                    return True
+                self._cond.wait(0.2)
+
+    def _release(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
+
+    def _run(self, job: Job) -> None:
+        if not self._wait_for_slot(job):
+            _finish(job, CANCELLED)
+            return
+        previous = torch.get_num_threads()
         try:
-            yield status
-        except Exception as exc:
-            _finish(slot)
-            what = "cancelled" if isinstance(exc, Cancelled) else "failed"
-            status.update(label=f"{title}: {what}", state="error", expanded=False)
-            raise
-        _finish(slot)
-    status.update(label=f"{title}: done in {time.monotonic() - started:.1f} s", state="complete", expanded=False)
+            with job.lock:
+                job.state, job.started = RUNNING, time.monotonic()
+            torch.set_num_threads(job.threads)  # per job: the library takes no thread decisions
+            result = job.work(Progress(job))
+        except Cancelled:
+            _finish(job, CANCELLED)
+        except Exception as exc:  # shown on the page; nothing is delivered
+            _finish(job, FAILED, error=str(exc) or type(exc).__name__)
+        else:
+            self.remember(job.key, result)
+            _finish(job, DONE, result=result)
+        finally:
+            torch.set_num_threads(previous)
+            self._release()
 
 
-def _finish(slot: Any) -> None:
-    st.session_state[state.JOB_RUNNING] = None
-    st.session_state[state.JOB_CANCEL] = False
-    slot.empty()
+def _finish(job: Job, state: str, result: Any = None, error: str | None = None) -> None:
+    with job.lock:
+        job.state, job.result, job.error = state, result, error
+        job.finished = time.monotonic()
+        if job.started is None:
+            job.started = job.finished
 
 
-def cancelled_message(job: str, title: str, exc: BaseException) -> None:
-    """Record and show that ``job`` stopped with :class:`dsmooth_core.Cancelled`."""
-    message = f"Cancelled: {title} stopped ({exc}). Nothing from the unfinished part was kept."
-    st.session_state.setdefault(state.JOB_NOTE, {})[job] = message
-    st.warning(message, icon=":material/cancel:")
+def _slots() -> int:
+    raw = os.environ.get(SLOTS_ENV, "1")
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        return 1
+
+
+MANAGER = JobManager(_slots())
+
+
+# ---------------------------------------------------------------- the session's side (script thread)
+def current() -> Job | None:
+    return st.session_state.get(SESSION_JOB)
+
+
+def running(kind: str | None = None) -> Job | None:
+    """The session's job while it is queued or running (of ``kind`` if given)."""
+    job = current()
+    if job is None or not job.active or (kind is not None and job.kind != kind):
+        return None
+    return job
+
+
+def start(
+    kind: str,
+    title: str,
+    key: Hashable,
+    work: Callable[[Progress], Any],
+    deliver: Callable[[Any], None],
+    batch: int = 1,
+    on_error: Callable[[str], None] | None = None,
+    kept: str = NOTHING_KEPT,
+) -> Job | None:
+    """Start ``work`` in the background, or reuse a running job or a cached result with equal inputs.
+
+    A new job reruns the script (so the panel at the top shows it) and does not return. Otherwise
+    returns the running job with these inputs, or ``None`` when the cached result has just been
+    delivered or when another job of this session is still running (a warning then says so).
+    """
+    key = (kind, key)
+    job = current()
+    if job is not None and job.active:
+        if job.key == key:
+            return job
+        st.warning(
+            f"{job.title} is still running: wait for it or cancel it before starting another job.",
+            icon=":material/hourglass_top:",
+        )
+        return None
+    hit, result = MANAGER.cached(key)
+    if hit:
+        deliver(result)
+        st.session_state.pop(SESSION_JOB, None)
+        return None
+    job = Job(
+        kind=kind,
+        title=title,
+        key=key,
+        work=work,
+        deliver=deliver,
+        on_error=on_error,
+        kept=kept,
+        threads=threads.budget(batch, threads.usable_cores(), threads.setting()),
+    )
+    st.session_state[SESSION_JOB] = job
+    MANAGER.submit(job)
+    st.rerun()  # draw the page again, with the job's panel at the top
+
+
+def collect() -> None:
+    """Deliver the session's finished job once (call at the start of every run of the app)."""
+    job = current()
+    if job is None or job.active or job.delivered:
+        return
+    job.delivered = True
+    if job.state == DONE:
+        job.deliver(job.result)
+    elif job.state == FAILED and job.on_error is not None:
+        job.on_error(job.error or "")
+
+
+def request_cancel() -> None:
+    """``on_click`` of the Cancel button: the work stops at its next progress report."""
+    job = current()
+    if job is not None:
+        job.cancel.set()
+
+
+def describe(job: Job) -> str:
+    """One line about the job's state, for the panel."""
+    with job.lock:
+        state, done, total, step = job.state, job.done, job.total, job.step
+    seconds = job.seconds()
+    where = f"{step}: " if step else ""
+    if state == QUEUED:
+        return f"{job.title}: queued, {MANAGER.ahead_of(job)} job(s) ahead (other sessions share the cores)"
+    if state == RUNNING:
+        count = f"{done:,} / {total:,}" if total else "starting"
+        return f"{job.title} ({where}{count}, {seconds:.0f} s, {job.threads} thread(s))"
+    if state == DONE:
+        return f"{job.title}: done in {seconds:.1f} s"
+    if state == CANCELLED:
+        after = f" after {done:,} of {total:,} steps ({step})" if total else ""
+        return f"Cancelled: {job.title} stopped{after}. {job.kept}"
+    return f"{job.title} failed: {job.error}. {job.kept}"
+
+
+def panel() -> None:
+    """Show the session's job on every page: live progress and Cancel while it runs, then its outcome."""
+    job = current()
+    if job is None:
+        return
+    if job.active:
+        every = POLL_SECONDS if job.state == RUNNING else QUEUED_POLL_SECONDS
+        st.fragment(run_every=every)(_live)(job.state)
+    elif job.state == CANCELLED:
+        st.warning(describe(job), icon=":material/cancel:")
+    elif job.state == FAILED:
+        st.error(describe(job), icon=":material/error:")
+    else:
+        st.caption(describe(job))
+
+
+def _live(drawn_state: str) -> None:
+    job = current()
+    if job is None or job.state != drawn_state:
+        st.rerun()  # started or finished: a full run polls at the new rate, or delivers the result
+        return
+    with job.lock:
+        fraction = job.done / job.total if job.total else 0.0
+    with st.container(border=True, key="dsl_job_panel"):
+        left, right = st.columns([5, 1], vertical_alignment="center")
+        left.progress(min(max(fraction, 0.0), 1.0), text=describe(job))
+        right.button("Cancel", key="dsl_job_cancel", icon=":material/stop_circle:", on_click=request_cancel)

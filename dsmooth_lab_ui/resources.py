@@ -4,25 +4,22 @@ Rules: ``st.cache_resource`` for shared, read-only objects (models, data sets, p
 ``st.cache_data`` for results, keyed only on small values (names, numbers, seeds, hashes). Big
 objects (the model, the image tensor, the noise) are passed as ``_``-prefixed arguments, which
 Streamlit does not hash; the keys that precede them identify them (model key = name + weights hash,
-image id, profile content hash). Functions that show a progress bar create it inside the cached
-function, so that a cache hit replays a bar it created itself.
+image id, profile content hash). The long computations (attack, certify, votes, profile building)
+run as background jobs: see ``dsmooth_lab_ui.jobs`` and ``dsmooth_lab_ui.tasks``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import streamlit as st
 import torch
 from PIL import Image
 
-from dsmooth_core import Certificate, SmoothingNoise, certify, pick_device
-from dsmooth_core.attacks import AttackConfig, AttackResult, square_then_fgsm
+from dsmooth_core import pick_device
 from dsmooth_core.data import (
     DataUnavailableError,
     ImageSet,
@@ -33,9 +30,8 @@ from dsmooth_core.data import (
 )
 from dsmooth_core.experiments import load_experiment_model
 from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, ModelUnavailableError, prepare_image
-from dsmooth_core.profiles import Calibration, ThreatProfile, calibrate
+from dsmooth_core.profiles import ThreatProfile
 from dsmooth_lab_ui import compute, state
-from dsmooth_lab_ui.jobs import JobProgress
 
 BUNDLED_PROFILE = BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile.pt"
 GALLERY_SEED = 0
@@ -192,93 +188,10 @@ def bundled_profile_available() -> bool:
     return BUNDLED_PROFILE.is_file()
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def built_profile(
-    model_key: str,
-    data_stamp: str,
-    calibration: Calibration,
-    batch_size: int,
-    _model: torch.nn.Module,
-    _images: ImageSet,
-) -> ThreatProfile:
-    """Attack the calibration's class-balanced subset of ``_images`` and fit the covariance (with progress)."""
-    progress = JobProgress("Attacking the calibration images")
-    profile = calibrate(_model, _images, calibration, batch_size=batch_size, progress=progress)
-    progress.finish()
-    return profile
-
-
 # ---------------------------------------------------------------- cached results
 @st.cache_data(show_spinner=False, max_entries=256)
 def probabilities(model_key: str, image_id: str, _model: torch.nn.Module, _x: torch.Tensor) -> np.ndarray:
     return compute.class_probabilities(_model, _x)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def attack(
-    model_key: str,
-    image_id: str,
-    label: int,
-    config_items: tuple[tuple[str, Any], ...],
-    seed: int,
-    _model: torch.nn.Module,
-    _x: torch.Tensor,
-) -> AttackResult:
-    """Square + FGSM on one image (a batch of one); tensors come back on the CPU."""
-    config = AttackConfig(**dict(config_items))
-    progress = JobProgress("Square Attack iterations")
-    result = square_then_fgsm(
-        _model,
-        _x.unsqueeze(0),
-        torch.tensor([label]),
-        config,
-        generator=torch.Generator().manual_seed(seed),
-        progress=progress,
-    )
-    progress.finish()
-    return dataclasses.replace(result, **{f.name: getattr(result, f.name).cpu() for f in dataclasses.fields(result)})
-
-
-@st.cache_data(show_spinner=False, max_entries=512)
-def certificate(
-    model_key: str,
-    image_id: str,
-    noise_identity: str,
-    n0: int,
-    n: int,
-    alpha: float,
-    batch_size: int,
-    seed: int,
-    _model: torch.nn.Module,
-    _x: torch.Tensor,
-    _noise: SmoothingNoise,
-) -> Certificate:
-    """DCERT for one method (Cohen's CERTIFY with that method's noise, identified by ``noise_identity``)."""
-    progress = JobProgress(f"{_noise.name}: noise draws")
-    cert = certify(_model, _x, _noise, n0, n, alpha, batch_size, torch.Generator().manual_seed(seed), progress=progress)
-    progress.finish()
-    return cert
-
-
-@st.cache_data(show_spinner=False, max_entries=128)
-def votes(
-    model_key: str,
-    image_id: str,
-    noise_identity: str,
-    count: int,
-    seed: int,
-    batch_size: int,
-    _model: torch.nn.Module,
-    _x: torch.Tensor,
-    _noise: SmoothingNoise,
-) -> dict[str, np.ndarray]:
-    """The base model's votes under ``_noise`` (identified by ``noise_identity``) and the noise energy map."""
-    progress = JobProgress(f"{_noise.name}: base-model votes")
-    out = compute.noise_votes(
-        _model, _x, _noise, count, batch_size, torch.Generator().manual_seed(seed), progress=progress
-    )
-    progress.finish()
-    return out
 
 
 def data_dir_note() -> str:

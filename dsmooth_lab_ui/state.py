@@ -33,9 +33,6 @@ PROFILE_NOTE = "dsl_profile_note"  # str: e.g. the requested rank k was clamped 
 PROFILE_DEFAULT_TRIED = "dsl_profile_default_tried"
 CERTIFY = "dsl_certify"  # CertifyRecord | None
 NOISE_VOTES = "dsl_noise_votes"  # dict: the last vote count of the Noise explorer
-JOB_RUNNING = "dsl_job_running"  # dict: the job in progress (left behind if a run is interrupted)
-JOB_CANCEL = "dsl_job_cancel"  # bool: Cancel was pressed for the job in progress
-JOB_NOTE = "dsl_job_note"  # dict job -> message about the last interrupted job
 X_MEMO = "dsl_x_memo"  # (model key, image id) -> model input tensor
 UPLOADED_MODELS = "dsl_uploaded_models"  # dict upload key -> (model, card): this session's uploaded models
 MODEL_UPLOAD_ERROR = "dsl_model_upload_error"  # str: why the last model upload failed (the model stays)
@@ -147,8 +144,6 @@ def init() -> None:
         PROFILE_ERROR: None,
         PROFILE_DEFAULT_TRIED: False,
         CERTIFY: None,
-        JOB_CANCEL: False,
-        JOB_NOTE: {},
     }
     for key, value in defaults.items():
         if key not in st.session_state:

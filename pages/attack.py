@@ -4,45 +4,42 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dsmooth_core import Cancelled
-from dsmooth_lab_ui import figures, jobs, nav, resources, state, widgets
+from dsmooth_lab_ui import figures, jobs, nav, resources, state, tasks, widgets
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8
 
 JOB = "attack"
 
 
-def run_attack(model, image: state.ImageChoice, config, seed: int, note) -> None:
+def run_attack(model, image: state.ImageChoice, config, seed: int) -> None:
     x = resources.model_input(model, image)
     label = resources.effective_label(model, image)
     is_prediction = label is None
     if label is None:
         label = int(resources.probabilities(resources.model_key(model), image.image_id, model, x).argmax())
     key = resources.model_key(model)
-    try:
-        with jobs.running_job(JOB, "The attack", note):
-            result = resources.attack(
+    items = widgets.config_items(config)
+
+    def deliver(result) -> None:
+        state.put(
+            state.ATTACK,
+            state.AttackRecord(
                 model_key=key,
                 image_id=image.image_id,
                 label=label,
-                config_items=widgets.config_items(config),
+                label_is_prediction=is_prediction,
+                config=dict(items),
                 seed=seed,
-                _model=model,
-                _x=x,
-            )
-    except Cancelled as exc:
-        jobs.cancelled_message(JOB, "the attack", exc)
-        return
-    state.put(
-        state.ATTACK,
-        state.AttackRecord(
-            model_key=key,
-            image_id=image.image_id,
-            label=label,
-            label_is_prediction=is_prediction,
-            config=dict(widgets.config_items(config)),
-            seed=seed,
-            result=result,
-        ),
+                result=result,
+            ),
+        )
+
+    jobs.start(
+        JOB,
+        "The attack",
+        (key, image.image_id, label, items, seed),
+        lambda progress: tasks.attack(model, x, label, config, seed, progress),
+        deliver,
+        batch=1,
     )
 
 
@@ -107,7 +104,6 @@ st.write(
     "DSmooth shapes its noise like the perturbations this attack produces on calibration images (Threat "
     "profile page); here you see one such perturbation on the current image."
 )
-note = jobs.show_interrupted(JOB)
 current = nav.model_and_image()
 if current is not None:
     current_model, current_image = current
@@ -115,7 +111,7 @@ if current is not None:
     config = widgets.attack_settings("atk_", "conventional")
     seed = st.columns(3)[0].number_input("Seed", min_value=0, value=0, step=1, key="atk_seed", persist_state="session")
     if st.button("Run the attack", type="primary", disabled=config is None, icon=":material/bolt:"):
-        run_attack(current_model, current_image, config, int(seed), note)
+        run_attack(current_model, current_image, config, int(seed))
     record = state.get(state.ATTACK)
     if record is not None:
         st.subheader("Result")

@@ -6,9 +6,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dsmooth_core import Cancelled, SmoothingNoise, radius_ceiling
+from dsmooth_core import SmoothingNoise, radius_ceiling
 from dsmooth_core.noise import METHOD_CLASSES, make_noise
-from dsmooth_lab_ui import audit_view, choices, figures, jobs, nav, reports, resources, state, widgets
+from dsmooth_lab_ui import audit_view, choices, figures, jobs, nav, reports, resources, state, tasks, widgets
 
 JOB = "certify"
 KEYS = {cls.name: key for key, cls in METHOD_CLASSES.items()}  # the multiselect shows display names
@@ -112,33 +112,41 @@ def settings(profile) -> tuple[list[SmoothingNoise], dict | None]:
     return noises, values
 
 
-def run(model, image, x, noises: list[SmoothingNoise], values: dict, profile, note) -> None:
+def run(model, image, x, noises: list[SmoothingNoise], values: dict, profile) -> None:
     key = resources.model_key(model)
-    record = state.CertifyRecord(
-        model_key=key, image_id=image.image_id, settings=values, label=resources.effective_label(model, image)
-    )
+    settings_used = dict(values)
     if profile is not None:
-        record.settings = {**values, "profile": profile.describe(), "profile_hash": profile.content_hash[:16]}
-    state.put(state.CERTIFY, record)
-    try:
-        with jobs.running_job(JOB, "Certification", note):
-            for noise in noises:
-                cert = resources.certificate(
-                    model_key=key,
-                    image_id=image.image_id,
-                    noise_identity=noise.identity,
-                    n0=values["n0"],
-                    n=values["n"],
-                    alpha=values["alpha"],
-                    batch_size=values["batch"],
-                    seed=values["seed"],
-                    _model=model,
-                    _x=x,
-                    _noise=noise,
-                )
-                record.results.append((noise, cert))
-    except Cancelled as exc:
-        jobs.cancelled_message(JOB, "certification", exc)
+        settings_used = {**values, "profile": profile.describe(), "profile_hash": profile.content_hash[:16]}
+    v = values
+    runs = [
+        (noise, (key, image.image_id, noise.identity, v["n0"], v["n"], v["alpha"], v["batch"], v["seed"]))
+        for noise in noises
+    ]
+    label = resources.effective_label(model, image)
+
+    def deliver(results: list) -> None:
+        record = state.CertifyRecord(model_key=key, image_id=image.image_id, settings=settings_used, label=label)
+        record.results.extend(results)
+        state.put(state.CERTIFY, record)
+
+    jobs.start(
+        JOB,
+        "Certification",
+        tuple(cache_key for _, cache_key in runs),
+        lambda progress: tasks.certificates(
+            model, x, runs, v["n0"], v["n"], v["alpha"], v["batch"], v["seed"], progress
+        ),
+        deliver,
+        batch=min(v["batch"], v["n"]),
+    )
+
+
+@st.fragment
+def region_slice(record: state.CertifyRecord, delta, shape: tuple[int, ...]) -> None:
+    """The 2-D slice of the regions; its toggle redraws only this chart."""
+    whole = st.toggle("Show the whole regions", key="cert_slice_whole", help="Off: zoom on the attack point.")
+    fig, _ = reports.slice_figure(record.results, delta, shape, zoom=not whole)
+    st.plotly_chart(fig, key="cert_slice", width="stretch")
 
 
 def show(model, image, x, record: state.CertifyRecord) -> None:
@@ -191,9 +199,7 @@ def show(model, image, x, record: state.CertifyRecord) -> None:
     with left:
         st.plotly_chart(figures.guarantee_bars(comparison), key="cert_bars", width="stretch")
     with right:
-        whole = st.toggle("Show the whole regions", key="cert_slice_whole", help="Off: zoom on the attack point.")
-        fig, _ = reports.slice_figure(record.results, delta, tuple(x.shape), zoom=not whole)
-        st.plotly_chart(fig, key="cert_slice", width="stretch")
+        region_slice(record, delta, tuple(x.shape))
     st.caption(
         "Right: the plane through the image spanned by the attack perturbation and DSmooth's top "
         "eigen-direction (orthonormalised), same scale on both axes. DSmooth's Mahalanobis ball cuts it in "
@@ -225,7 +231,6 @@ st.write(
     "ones bound its probability from below (Clopper-Pearson at level 1 - alpha), and the bound becomes a "
     "radius."
 )
-note = jobs.show_interrupted(JOB)
 current = nav.model_and_image()
 if current is not None:
     current_model, current_image = current
@@ -236,7 +241,7 @@ if current is not None:
         nav.link(nav.PROFILE, "Get a threat profile for DSmooth")
     chosen, values = settings(prof)
     if st.button("Certify", type="primary", disabled=values is None, icon=":material/verified_user:"):
-        run(current_model, current_image, x_in, chosen, values, prof, note)
+        run(current_model, current_image, x_in, chosen, values, prof)
     last = state.get(state.CERTIFY)
     if last is not None:
         show(current_model, current_image, x_in, last)

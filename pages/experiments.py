@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 import torch
 
-from dsmooth_core import Cancelled
 from dsmooth_core.attacks import PRESETS
 from dsmooth_core.cli.command_line import command_line
 from dsmooth_core.data import ImageSet
@@ -41,6 +41,8 @@ from dsmooth_lab_ui import jobs, nav, resources, state
 
 JOB = "experiment"
 RECORDS_FILE = "records.jsonl"
+DONE_NOTE = "exp_done_note"  # what the last finished run did
+ERROR_NOTE = "exp_error_note"  # why the last run failed (e.g. no Ray cluster at the address)
 GPU = torch.cuda.is_available()
 
 
@@ -132,11 +134,14 @@ def settings() -> tuple[ExperimentSpec, dict[str, Any]]:
     return spec, sizes
 
 
-def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dict[str, Any]) -> RunSummary:
-    """Calibrate (cached in the records folder) and certify the records still missing."""
+def run(
+    model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dict[str, Any], progress: jobs.Progress
+) -> RunSummary:
+    """The experiment's work (a background job: library calls only): calibrate (cached in the records
+    folder) and certify the records still missing."""
     folder: Path = sizes["folder"]
     indices = evaluation_indices(test.labels, sizes["size"], spec.seed)
-    progress = jobs.JobProgress("Calibration attack (cached after the first run)")
+    progress.stage("Calibration attack (cached after the first run)")
     profile = calibrate(
         model,
         train,
@@ -145,14 +150,14 @@ def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dic
         batch_size=sizes["batch"],
         progress=progress,
     )
-    progress.finish()
     ray: RayOptions | None = sizes["ray"]
     if ray is None:
-        runner, progress = run_experiment, jobs.JobProgress("Attacking and certifying")
+        runner = run_experiment
+        progress.stage("Attacking and certifying")
     else:
         connect(ray.address)
         runner = functools.partial(run_experiment_on_ray, options=ray)
-        progress = jobs.JobProgress(f"Attacking and certifying on the Ray cluster at {ray.address} (images)")
+        progress.stage(f"Attacking and certifying on the Ray cluster at {ray.address} (images)")
     summary = runner(
         model,
         test,
@@ -163,7 +168,6 @@ def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dic
         batch_size=sizes["batch"],
         progress=progress,
     )
-    progress.finish()
     return summary
 
 
@@ -224,6 +228,7 @@ def show(records: list[dict[str, Any]], gamma: float | None) -> None:
 
 
 nav.ensure_app()
+jobs.collect()  # also when the page runs alone, without app.py (app.py delivers a job only once)
 st.title("Experiments")
 st.caption(
     "Certify a class-balanced subset of the CIFAR-10 test split with DSmooth, RandSmooth and LSmooth. Every "
@@ -232,7 +237,6 @@ st.caption(
     "overlaps the test images. Records are saved one by one: cancelling the run or leaving the page keeps "
     "them, and running again continues where it stopped."
 )
-note = jobs.show_interrupted(JOB)
 choice: state.ModelChoice = state.get(state.MODEL)
 model = resources.current_model()
 if model is None:
@@ -250,17 +254,32 @@ if test_set is None or train_set is None:
 st.markdown(f"**Model** `{choice.name}`" + ("" if choice.pretrained else " (untrained weights)"))
 spec, sizes = settings()
 if st.button("Run experiment", key="exp_run", type="primary"):
-    try:
-        with jobs.running_job(JOB, "The experiment", note):
-            summary = run(model, test_set, train_set, spec, sizes)
-        st.success(
+
+    def deliver(summary: RunSummary) -> None:
+        st.session_state[DONE_NOTE] = (
             f"{summary.records_written} new records for {summary.images} images "
             f"({summary.images_skipped} were already done)."
         )
-    except Cancelled as exc:
-        jobs.cancelled_message(JOB, "the experiment", exc)
-    except ValueError as exc:
-        st.error(str(exc))
+
+    def failed(message: str) -> None:
+        st.session_state[ERROR_NOTE] = message
+
+    st.session_state.pop(DONE_NOTE, None)
+    st.session_state.pop(ERROR_NOTE, None)
+    jobs.start(
+        JOB,
+        "The experiment",
+        (model.info.weights_hash, repr(spec), repr(sorted(sizes.items())), time.time()),  # records change on disk
+        lambda progress: run(model, test_set, train_set, spec, sizes, progress),
+        deliver,
+        batch=sizes["batch"],
+        on_error=failed,
+        kept="The records finished before it stopped are saved; run it again to continue from them.",
+    )
+if st.session_state.get(DONE_NOTE):
+    st.success(st.session_state[DONE_NOTE])
+if st.session_state.get(ERROR_NOTE):
+    st.error(st.session_state[ERROR_NOTE])
 with st.expander("The same experiment from the command line"):
     if choice.upload is None:
         st.code(command(choice, spec, sizes), language="bash")

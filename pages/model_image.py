@@ -10,14 +10,14 @@ import streamlit as st
 
 from dsmooth_core.data import MAX_UPLOAD_BYTES, UploadError, read_upload
 from dsmooth_core.models import DEFAULT_MODEL, available_models
-from dsmooth_lab_ui import choices, figures, model_upload, nav, resources, state
+from dsmooth_lab_ui import choices, figures, gallery, model_upload, nav, resources, state
 from dsmooth_lab_ui.images import to_uint8, upscale
 
 GALLERY_COLS = 8
 GALLERY_ROWS = 3
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff", "ppm"]
 UPLOAD_KEEP_SIDE = 1024  # uploads are stored at most this large (the models take 32 or 224 px)
-SOURCES = ("CIFAR-10 test set", "ImageNet sample", "Upload")
+SOURCES = ("CIFAR-10 test set", "ImageNet sample", "Upload", "Sample gallery (offline)")
 PNG_NOTE = "Download any chart as PNG with the camera icon in its toolbar (top right of the chart)."
 
 
@@ -99,7 +99,7 @@ def cifar_gallery() -> None:
                 st.error(failure)
             else:
                 st.rerun()
-        st.caption("Or upload an image, or use the ImageNet sample.")
+        st.caption("Or use the sample gallery (offline), upload an image, or use the ImageNet sample.")
         return
     st.caption(
         f"{len(images):,} test images from {resources.data_dir_note()}. Images in the shared offline copy "
@@ -219,14 +219,16 @@ def upload_picker(model) -> None:
 def image_section(model) -> None:
     st.subheader("Image")
     images, _ = resources.cifar10("test")
-    st.session_state.setdefault("image_source", SOURCES[0] if images is not None else SOURCES[2])
+    st.session_state.setdefault("image_source", SOURCES[0] if images is not None else SOURCES[3])
     source = st.radio("Source", SOURCES, key="image_source", horizontal=True, persist_state="session")
     if source == SOURCES[0]:
         cifar_gallery()
     elif source == SOURCES[1]:
         imagenet_picker()
-    else:
+    elif source == SOURCES[2]:
         upload_picker(model)
+    else:
+        gallery.picker()
     error = state.get(state.IMAGE_ERROR)
     if error:
         st.error(error, icon=":material/broken_image:")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dsmooth_core import Cancelled
 from dsmooth_core.noise import METHOD_CLASSES, make_noise, method_class
-from dsmooth_lab_ui import choices, compute, figures, jobs, nav, resources, state
+from dsmooth_lab_ui import choices, compute, figures, jobs, nav, resources, state, tasks
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8
 
 JOB = "votes"
@@ -61,7 +60,7 @@ def sample_grids(x, methods, sigmas, profile, seed: int) -> None:
     )
 
 
-def votes_section(model, x, image, methods, sigmas, profile, note) -> None:
+def votes_section(model, x, image, methods, sigmas, profile) -> None:
     st.subheader("How the base model votes under each noise")
     positive = [s for s in sigmas if s > 0] or [0.25]
     c1, c2, c3, c4 = st.columns(4)
@@ -81,31 +80,17 @@ def votes_section(model, x, image, methods, sigmas, profile, note) -> None:
     seed = c4.number_input("Seed", min_value=0, value=0, key="votes_seed", persist_state="session")
     key = resources.model_key(model)
     if st.button("Count the votes", type="primary", icon=":material/how_to_vote:"):
-        record = {
-            "model_key": key,
-            "image_id": image.image_id,
-            "sigma": sigma,
-            "count": int(count),
-            "results": {},
-        }
-        state.put(state.NOISE_VOTES, record)
-        try:
-            with jobs.running_job(JOB, "Counting votes", note):
-                for method in methods:
-                    noise = noise_for(method, float(sigma), profile)
-                    record["results"][noise.name] = resources.votes(
-                        model_key=key,
-                        image_id=image.image_id,
-                        noise_identity=noise.identity,
-                        count=int(count),
-                        seed=int(seed),
-                        batch_size=int(batch),
-                        _model=model,
-                        _x=x,
-                        _noise=noise,
-                    )
-        except Cancelled as exc:
-            jobs.cancelled_message(JOB, "counting votes", exc)
+        noises = [noise_for(method, float(sigma), profile) for method in methods]
+        runs = [(noise, (key, image.image_id, noise.identity, int(count), int(seed), int(batch))) for noise in noises]
+        record = {"model_key": key, "image_id": image.image_id, "sigma": sigma, "count": int(count)}
+        jobs.start(
+            JOB,
+            "Counting votes",
+            tuple(cache_key for _, cache_key in runs),
+            lambda progress: tasks.votes(model, x, runs, int(count), int(batch), int(seed), progress),
+            lambda results: state.put(state.NOISE_VOTES, {**record, "results": results}),
+            batch=min(int(batch), int(count)),
+        )
     record = state.get(state.NOISE_VOTES)
     if not record or not record["results"]:
         st.caption("Press the button to draw noise, run the model on every noisy copy and count its votes.")
@@ -147,7 +132,6 @@ st.write(
     "The three smoothing distributions at several noise levels (the paper's Fig. 6/7): RandSmooth N(0, "
     "sigma^2 I), LSmooth iid Laplace with matched variance, DSmooth N(0, sigma^2 St)."
 )
-note = jobs.show_interrupted(JOB)
 current = nav.model_and_image()
 if current is not None:
     current_model, current_image = current
@@ -171,4 +155,4 @@ if current is not None:
     else:
         sample_grids(x_in, methods_for(prof), levels, prof, int(sample_seed))
         st.divider()
-        votes_section(current_model, x_in, current_image, methods_for(prof), levels, prof, note)
+        votes_section(current_model, x_in, current_image, methods_for(prof), levels, prof)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from dsmooth_core import Cancelled
 from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile
-from dsmooth_lab_ui import choices, figures, jobs, nav, profile_shape, resources, state, widgets
+from dsmooth_lab_ui import choices, figures, jobs, nav, profile_shape, resources, state, tasks, widgets
 from dsmooth_lab_ui.images import eigen_images
 
 JOB = "profile"
@@ -66,7 +65,7 @@ def file_source() -> None:
     choices.use_profile(profile, f"file {upload.name}")
 
 
-def build_source(model, note) -> None:
+def build_source(model) -> None:
     st.caption(
         "The calibration images are attacked with the settings below and the covariance of the perturbations "
         "is fitted (probabilistic PCA with k directions). Use the train split: images used for calibration "
@@ -112,38 +111,35 @@ def build_source(model, note) -> None:
     if not st.button("Build the profile", type="primary", disabled=config is None, icon=":material/build:"):
         return
     stamp = resources.file_stamp(resources.data_dir() / "cifar10" / f"{split}.npz")
-    try:
-        with jobs.running_job(JOB, "Building the profile", note):
-            profile = resources.built_profile(
-                model_key=resources.model_key(model),
-                data_stamp=stamp,
-                calibration=Calibration(
-                    size=int(n_images),
-                    attack=config,
-                    k=int(k),
-                    split=split,
-                    subset_seed=int(subset_seed),
-                    keep=keep,
-                    seed=int(seed),
-                ),
-                batch_size=int(batch),
-                _model=model,
-                _images=images,
+    calibration = Calibration(
+        size=int(n_images),
+        attack=config,
+        k=int(k),
+        split=split,
+        subset_seed=int(subset_seed),
+        keep=keep,
+        seed=int(seed),
+    )
+
+    def deliver(profile: ThreatProfile) -> None:
+        choices.use_profile(profile, f"built here ({split}, {profile.n_kept}/{profile.n_attacked} kept)")
+        if profile.covariance.k < int(k):
+            state.put(
+                state.PROFILE_NOTE,
+                f"Rank k = {int(k)} was asked for, but {profile.n_kept} perturbations allow at most rank "
+                f"{profile.covariance.rank}: the profile was fitted with k = {profile.covariance.k}. Attack more "
+                "calibration images for a higher rank.",
             )
-    except Cancelled as exc:
-        jobs.cancelled_message(JOB, "building the profile", exc)
-        return
-    except ValueError as exc:  # e.g. too few successful attacks to fit a covariance
-        state.put(state.PROFILE_ERROR, f"The profile could not be built: {exc}")
-        return
-    choices.use_profile(profile, f"built here ({split}, {profile.n_kept}/{profile.n_attacked} kept)")
-    if profile.covariance.k < int(k):
-        state.put(
-            state.PROFILE_NOTE,
-            f"Rank k = {int(k)} was asked for, but {profile.n_kept} perturbations allow at most rank "
-            f"{profile.covariance.rank}: the profile was fitted with k = {profile.covariance.k}. Attack more "
-            "calibration images for a higher rank.",
-        )
+
+    jobs.start(
+        JOB,
+        "Building the profile",
+        (resources.model_key(model), stamp, calibration, int(batch)),
+        lambda progress: tasks.profile(model, images, calibration, int(batch), progress),
+        deliver,
+        batch=int(batch),
+        on_error=lambda message: state.put(state.PROFILE_ERROR, f"The profile could not be built: {message}"),
+    )
 
 
 def checks(model, choice: state.ProfileChoice) -> None:
@@ -182,6 +178,24 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
     if fitted.residual_floored:
         st.warning("The residual variance was floored (k reached the data rank) to keep S positive definite.")
 
+    shape_view()
+    st.caption("Download any chart as PNG with the camera icon in its toolbar.")
+    fitted_hash = fitted.content_hash()
+    st.download_button(
+        "Download this profile (.pt, as fitted; rank and shrinkage are chosen when used)",
+        resources.profile_bytes(fitted_hash, len(p.indices), p),
+        file_name=f"threat_profile_{p.model_name}_{p.split}_{fitted_hash[:8]}.pt",
+        mime="application/octet-stream",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+
+
+@st.fragment
+def shape_view() -> None:
+    """Rank and shrinkage sliders with the numbers and charts they change: moving one redraws only this."""
+    choice: state.ProfileChoice = state.get(state.PROFILE)
+    fitted = choice.profile.covariance
     st.subheader("Rank and shrinkage (no refit)")
     st.session_state.setdefault("profile_k", choice.k)
     st.session_state.setdefault("profile_shrinkage", choice.shrinkage)
@@ -259,16 +273,6 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
         key="profile_eigen",
         width="stretch",
     )
-    st.caption("Download any chart as PNG with the camera icon in its toolbar.")
-    fitted_hash = fitted.content_hash()
-    st.download_button(
-        "Download this profile (.pt, as fitted; rank and shrinkage are chosen when used)",
-        resources.profile_bytes(fitted_hash, len(p.indices), p),
-        file_name=f"threat_profile_{p.model_name}_{p.split}_{fitted_hash[:8]}.pt",
-        mime="application/octet-stream",
-        on_click="ignore",
-        icon=":material/download:",
-    )
 
 
 nav.ensure_app()
@@ -277,7 +281,6 @@ st.write(
     "DSmooth's noise is N(0, sigma^2 St), with St the covariance S of real attack perturbations rescaled to "
     "determinant 1. S is estimated on calibration images that are never certified."
 )
-job_note = jobs.show_interrupted(JOB)
 current_model = resources.current_model()
 if current_model is None:
     nav.need("Choose a model first (the current one could not be loaded).", nav.MODEL_IMAGE)
@@ -293,7 +296,7 @@ else:
         elif source == SOURCES[1]:
             file_source()
         else:
-            build_source(current_model, job_note)
+            build_source(current_model)
         note = state.get(state.PROFILE_NOTE)
         if note:
             st.warning(note, icon=":material/warning:")

@@ -1,8 +1,9 @@
-"""The Certify page's audit panel (AppTest): consistent and refuted certificates, progress and cancel."""
+"""The Certify page's audit panel (AppTest): consistent and refuted certificates, its background job and Cancel."""
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ MARGIN = 0.05  # the boundary lies 0.05 sqrt(3072) = 2.77 away in l2
 
 def _certified_app() -> AppTest:
     """The Certify page with RandSmooth and LSmooth certificates of MeanBrightness on the default image."""
+    jobs.MANAGER.clear()  # every test computes its own certificates and audits, none from another's cache
     at = AppTest.from_file(str(APP), default_timeout=240)
     at.session_state[state.PROFILE_DEFAULT_TRIED] = True
     at.run()
@@ -55,7 +57,7 @@ def _certified_app() -> AppTest:
     at.run()
     next(b for b in at.button if b.label == "Certify").click()
     at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    _wait_for_job(at)
     record = at.session_state[state.CERTIFY]
     assert all(cert.prediction == 1 for _, cert in record.results)
     for key, value in (("aud_n", 50), ("aud_draws", 2), ("aud_steps", 2), ("aud_bisection", 3)):
@@ -63,10 +65,28 @@ def _certified_app() -> AppTest:
     return at.run()
 
 
-def _audit(at: AppTest, method: str) -> AppTest:
+def _wait_for_job(at: AppTest, timeout: float = 240) -> jobs.Job | None:
+    """Wait for the session's background job to end, then run again (which delivers its result)."""
+    job = at.session_state.get(jobs.SESSION_JOB)
+    deadline = time.monotonic() + timeout
+    while job is not None and job.active:
+        assert time.monotonic() < deadline, f"{job.title} still {job.state} after {timeout} s"
+        time.sleep(0.05)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return job
+
+
+def _start_audit(at: AppTest, method: str) -> jobs.Job | None:
     next(b for b in at.button if b.key == f"audit_{method}").click()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
+    return at.session_state.get(jobs.SESSION_JOB)
+
+
+def _audit(at: AppTest, method: str) -> AppTest:
+    _start_audit(at, method)
+    _wait_for_job(at)
     return at
 
 
@@ -85,7 +105,9 @@ def test_audit_shows_both_bounds_in_the_certificates_metric(app_env):
     assert any(i.endswith("audit_chart_RandSmooth") for i in _chart_ids(at))
     boxes = "\n".join(b.value for b in [*at.success, *at.error])
     assert "RandSmooth" in boxes and "(l2)" in boxes
-    assert at.status[0].state == "complete" and at.status[0].label.startswith("Audit of RandSmooth: done")
+    job = at.session_state[jobs.SESSION_JOB]
+    assert job.kind == audit_view.JOB and job.state == jobs.DONE
+    assert any(c.value.startswith("Audit of RandSmooth: done in") for c in at.caption)  # the job panel
 
 
 def test_a_radius_forty_times_too_large_is_refuted_with_the_perturbation_shown(app_env):
@@ -106,21 +128,34 @@ def test_a_radius_forty_times_too_large_is_refuted_with_the_perturbation_shown(a
 
 def test_cancel_stops_the_audit_and_keeps_nothing(app_env, monkeypatch):
     real = audit_module.audit
+    reached = []
 
-    def cancelled_midway(model, x, noise, certificate, settings, generator, progress):
-        def press_cancel(done, total):
-            if done > 0:
-                jobs.request_cancel(audit_view.JOB)  # what the Cancel button's on_click does
-            return progress(done, total)
+    def held_midway(model, x, noise, certificate, settings, generator, progress):
+        def wait_for_cancel(done, total):
+            if done == 0:
+                return progress(done, total)
+            reached.append(done)  # midway: hold the audit here until the Cancel button is pressed
+            deadline = time.monotonic() + 120
+            while not progress(done, total):
+                assert time.monotonic() < deadline, "Cancel was never pressed"
+                time.sleep(0.02)
+            return True
 
-        return real(model, x, noise, certificate, settings, generator, press_cancel)
+        return real(model, x, noise, certificate, settings, generator, wait_for_cancel)
 
-    monkeypatch.setattr(audit_view, "audit", cancelled_midway)
+    monkeypatch.setattr(audit_view, "audit", held_midway)
     at = _certified_app()
-    _audit(at, "LSmooth")
-    assert "LSmooth" not in (at.session_state[state.AUDIT] or {})
-    assert any("Cancelled" in w.value and "audit of LSmooth" in w.value for w in at.warning)
-    assert at.status[0].state == "error"
+    job = _start_audit(at, "LSmooth")
+    assert job is not None and job.kind == audit_view.JOB
+    deadline = time.monotonic() + 120
+    while not reached:
+        assert time.monotonic() < deadline and job.active, f"the audit never got midway ({job.state})"
+        time.sleep(0.02)
+    at.button(key="dsl_job_cancel").click().run()  # the job panel's Cancel button
+    _wait_for_job(at)
+    assert job.state == jobs.CANCELLED
+    assert "LSmooth" not in (at.session_state.get(state.AUDIT) or {})
+    assert any(w.value.startswith("Cancelled: Audit of LSmooth stopped") for w in at.warning)
 
 
 def test_a_stale_audit_is_not_shown_for_another_certificate(app_env):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from dsmooth_core.data import load_cifar10
 from dsmooth_core.models import DEFAULT_MODEL, load_model
 from dsmooth_core.models.errors import ModelUnavailableError
 from dsmooth_core.profiles import Calibration, calibrate
-from dsmooth_lab_ui import nav, resources, state
+from dsmooth_lab_ui import jobs, nav, resources, state
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT = 240
@@ -65,11 +66,24 @@ def chart(at: AppTest, key: str) -> dict:
     return found[0]
 
 
-def status_of(at: AppTest) -> tuple[str, str]:
-    """(state, label) of the job's st.status box."""
-    boxes = at.status
-    assert len(boxes) == 1, [b.label for b in boxes]
-    return boxes[0].state, boxes[0].label
+def finish_job(at: AppTest, timeout: float = TIMEOUT) -> jobs.Job | None:
+    """Run the app, wait for the session's background job to end, and run again (delivers its result).
+
+    Returns the job (``None`` when the result came from the cache). A live browser polls the same way.
+    """
+    at.run()
+    job = at.session_state.get(jobs.SESSION_JOB)
+    deadline = time.monotonic() + timeout
+    while job is not None and job.active:
+        assert time.monotonic() < deadline, f"{job.title} still {job.state} after {timeout} s"
+        time.sleep(0.05)
+    at.run()
+    return job
+
+
+def panel_note(at: AppTest) -> str:
+    """The job panel's line about the last job (a caption once it is done)."""
+    return "\n".join(c.value for c in at.caption if "done in" in c.value)
 
 
 def trace_names(spec: dict) -> list[str]:
@@ -211,11 +225,11 @@ def test_attack_runs_shows_images_norms_and_survives_page_switches(app_env: Path
     assert_clean(at)
     at.number_input(key="atk_n_queries").set_value(20)
     button(at, "Run the attack").click()
-    at.run()
+    finish_job(at)
     assert_clean(at)
     record = at.session_state[state.ATTACK]
     assert isinstance(record, state.AttackRecord)
-    assert status_of(at)[0] == "complete" and status_of(at)[1].startswith("The attack: done")
+    assert panel_note(at).startswith("The attack: done in")
     assert int(record.result.queries[0]) <= 21 and float(record.result.linf[0]) <= 8 / 255 + 1e-6
     spec = chart(at, "attack_images")
     assert [t["type"] for t in spec["data"]] == ["image"] * 3
@@ -256,11 +270,11 @@ def test_profile_page_builds_with_progress_and_rank_shrinkage_controls(app_env: 
     at.selectbox(key="prof_keep").set_value("nonzero")
     at.run()
     button(at, "Build the profile").click()
-    at.run()
+    finish_job(at)
     assert_clean(at)
     choice = at.session_state[state.PROFILE]
     assert choice is not None and choice.source.startswith("built here")
-    assert status_of(at)[0] == "complete"
+    assert "done in" in panel_note(at)
     assert choice.profile.split == "train" and len(choice.profile.indices) == 10
     assert choice.profile.covariance.k <= 9
     assert any("Rank k = 50 was asked for" in w.value for w in at.warning)
@@ -302,9 +316,9 @@ def test_noise_explorer_draws_three_methods_and_counts_votes(app_with_profile: A
     assert "clipped to [0, 1] for display only" in texts(at)
     at.number_input(key="votes_count").set_value(20).run()
     button(at, "Count the votes").click()
-    at.run()
+    finish_job(at)
     assert_clean(at)
-    assert status_of(at)[0] == "complete"
+    assert "done in" in panel_note(at)
     results = at.session_state[state.NOISE_VOTES]["results"]
     assert set(results) == {"RandSmooth", "LSmooth", "DSmooth"}
     assert all(int(r["counts"].sum()) == 20 for r in results.values())
@@ -318,7 +332,7 @@ def _certify(at: AppTest, n0: int = 10, n: int = 50) -> None:
     at.number_input(key="cert_n").set_value(n)
     at.run()
     button(at, "Certify").click()
-    at.run()
+    finish_job(at)
     assert_clean(at)
 
 
@@ -327,7 +341,7 @@ def test_certify_three_methods_compares_honestly_and_caches(app_with_profile: Ap
     at.switch_page(nav.ATTACK).run()
     at.number_input(key="atk_n_queries").set_value(20)
     button(at, "Run the attack").click()
-    at.run()
+    finish_job(at)
     at.switch_page(nav.CERTIFY).run()
     assert_clean(at)
     assert at.multiselect(key="cert_methods").value == ["DSmooth", "RandSmooth", "LSmooth"]
@@ -335,7 +349,7 @@ def test_certify_three_methods_compares_honestly_and_caches(app_with_profile: Ap
     record = at.session_state[state.CERTIFY]
     certificates = {noise.name: cert for noise, cert in record.results}
     assert set(certificates) == {"DSmooth", "RandSmooth", "LSmooth"}
-    assert status_of(at)[0] == "complete" and status_of(at)[1].startswith("Certification: done")
+    assert panel_note(at).startswith("Certification: done in")
     metrics = {m: cert.metric for m, cert in certificates.items()}
     assert metrics == {"DSmooth": "mahalanobis", "RandSmooth": "l2", "LSmooth": "l1"}
     table = at.dataframe[0].value
@@ -364,7 +378,7 @@ def test_certify_three_methods_compares_honestly_and_caches(app_with_profile: Ap
     # same inputs => the cached certificates come back (same recorded timings, no new run)
     seconds = {noise.name: cert.seconds for noise, cert in record.results}
     button(at, "Certify").click()
-    at.run()
+    finish_job(at)
     assert_clean(at)
     again = at.session_state[state.CERTIFY]
     assert again is not record
@@ -420,52 +434,3 @@ def test_about_page_states_the_theorems(app_env: Path) -> None:
     assert r"\Phi^{-1}" in formulas and r"\ln" in formulas and "S_t" in formulas and r"\rho^2" in formulas
     assert re.search("ABSTAIN", texts(at))
     assert "never proves" in texts(at) and "refutes" in texts(at)
-
-
-# ---------------------------------------------------------------- cancelling
-def test_cancel_flag_stops_a_job_with_cancelled_and_keeps_nothing(app_env: Path) -> None:
-    def script() -> None:
-        import streamlit as st
-
-        from dsmooth_core import Cancelled
-        from dsmooth_lab_ui import jobs
-
-        def long_job(progress) -> str:
-            for step in range(1, 101):
-                if step == 30:
-                    jobs.request_cancel("demo")  # what the Cancel button's on_click does
-                if progress(step, 100):
-                    raise Cancelled(f"cancelled after {step} of 100")
-            return "finished"
-
-        note = jobs.show_interrupted("demo")
-        if st.button("Go"):
-            try:
-                with jobs.running_job("demo", "The demo job", note):
-                    st.session_state["result"] = long_job(jobs.JobProgress("demo steps"))
-            except Cancelled as exc:
-                jobs.cancelled_message("demo", "the demo job", exc)
-
-    at = AppTest.from_function(script, default_timeout=60).run()
-    at.button[0].click()
-    at.run()
-    assert_clean(at)
-    assert "result" not in at.session_state
-    assert any("Cancelled" in w.value and "30 of 100" in w.value for w in at.warning)
-    assert status_of(at) == ("error", "The demo job: cancelled")
-    assert at.session_state[state.JOB_RUNNING] is None and at.session_state[state.JOB_CANCEL] is False
-
-
-def test_a_run_interrupted_mid_job_is_reported_on_the_next_run(app_env: Path) -> None:
-    at = new_app().run()
-    at.session_state[state.JOB_RUNNING] = {
-        "job": "certify",
-        "title": "Certification",
-        "done": 340,
-        "total": 1100,
-    }
-    at.session_state[state.JOB_CANCEL] = True  # the Cancel button's on_click ran in the rerun
-    at.switch_page(nav.CERTIFY).run()
-    assert_clean(at)
-    assert any("Cancelled" in w.value and "340 of 1,100" in w.value for w in at.warning)
-    assert at.session_state[state.JOB_RUNNING] is None

@@ -104,6 +104,13 @@ def wait_idle(page, timeout: float = 240.0) -> None:
     raise AssertionError("the app did not become idle")
 
 
+def wait_job(page, timeout: float = 240.0) -> None:
+    """Wait until the session's background job has ended (its panel is gone) and the page is idle."""
+    page.wait_for_timeout(300)
+    page.locator(".st-key-dsl_job_panel").wait_for(state="detached", timeout=timeout * 1000)
+    wait_idle(page, timeout)
+
+
 def set_number(page, label: str, value: int | float) -> None:
     box = page.get_by_label(label, exact=True)
     box.fill(str(value))
@@ -145,7 +152,7 @@ def test_pick_attack_certify_and_cancel_in_a_real_browser(app_server: str) -> No
             go(page, "Attack")
             set_number(page, "Square queries (budget per image)", 20)
             page.get_by_role("button", name="Run the attack").click()
-            wait_idle(page)
+            wait_job(page)
             expect(page.get_by_text("Queries used")).to_be_visible()
             assert "l_inf =" in sidebar_text(page)
 
@@ -160,7 +167,7 @@ def test_pick_attack_certify_and_cancel_in_a_real_browser(app_server: str) -> No
                 set_number(page, "Square queries (budget per image)", 10)
                 set_number(page, "Rank k to fit", 4)
                 page.get_by_role("button", name="Build the profile").click()
-                wait_idle(page)
+                wait_job(page)
                 expect(page.get_by_text("Top eigen-perturbations").first).to_be_visible()
                 assert "built here" in sidebar_text(page)
 
@@ -170,15 +177,15 @@ def test_pick_attack_certify_and_cancel_in_a_real_browser(app_server: str) -> No
             set_number(page, "n0 (selection draws)", 10)
             set_number(page, "n (estimation draws)", 400_000)
             page.get_by_role("button", name="Certify").click()
-            page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60_000)
+            page.locator('.st-key-dsl_job_panel [data-testid="stProgress"]').wait_for(timeout=60_000)
             page.get_by_role("button", name="Cancel").click()
-            wait_idle(page)
+            wait_job(page)
             expect(page.get_by_text(re.compile("^Cancelled"))).to_be_visible()
             assert page.get_by_role("button", name="Cancel").count() == 0
 
             set_number(page, "n (estimation draws)", 50)
             page.get_by_role("button", name="Certify").click()
-            wait_idle(page)
+            wait_job(page)
             for method, metric in (("DSmooth", "Mahalanobis (St)"), ("RandSmooth", "l2"), ("LSmooth", "l1")):
                 line = page.locator("li").filter(has_text=re.compile(rf"^{method} (certifies|abstains)"))
                 expect(line).to_have_count(1)

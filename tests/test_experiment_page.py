@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,18 @@ def page(tmp_path, monkeypatch) -> AppTest:
     torch.set_num_threads(before)
 
 
+def _run_and_wait(at: AppTest) -> jobs.Job:
+    """Press Run, then rerun until the background job has ended and its result is delivered."""
+    at.button(key="exp_run").click().run()
+    job = at.session_state[jobs.SESSION_JOB]
+    deadline = time.monotonic() + 120
+    while job.active:
+        assert time.monotonic() < deadline, "the experiment job did not finish"
+        time.sleep(0.05)
+    at.run()
+    return job
+
+
 def _set(at: AppTest, folder: Path) -> None:
     values = {"exp_sigmas": "0.25", "exp_ks": "3", "exp_ns": "20", "exp_alphas": "0.001", "exp_folder": str(folder)}
     for key, value in values.items():
@@ -43,7 +56,7 @@ def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
     assert not page.exception, [e.value for e in page.exception]
     assert any("No records" in info.value for info in page.info)
     _set(page, tmp_path / "runs")
-    page.button(key="exp_run").click().run()
+    _run_and_wait(page)
     assert not page.exception, [e.value for e in page.exception]
     assert not page.error, [e.value for e in page.error]
     assert any("12 new records for 4 images" in s.value for s in page.success)
@@ -59,29 +72,33 @@ def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
     assert (args.eval_size, args.calibration_size, args.attack_queries) == (4, 10, 10)
     assert args.records == tmp_path / "runs" / "records.jsonl"
 
-    page.button(key="exp_run").click().run()  # everything is done: nothing new is certified
+    _run_and_wait(page)  # everything is done: nothing new is certified
     assert any("0 new records for 4 images (4 were already done)" in s.value for s in page.success)
 
 
 @pytest.mark.slow
 def test_cancel_stops_the_run_and_keeps_the_finished_records(page, tmp_path, monkeypatch):
     """Cancel (its on_click sets the job's cancel flag) stops the run at the next progress report."""
-    original = jobs.JobProgress.__call__
+    original = jobs.Progress.__call__
 
     def cancel_after_the_first_image(self, done: int, total: int) -> bool:
-        if self.label == "Attacking and certifying" and done >= total // 4:
-            jobs.request_cancel("experiment")
+        if self.job.step == "Attacking and certifying" and done >= total // 4:
+            self.job.cancel.set()  # what the job panel's Cancel button does (jobs.request_cancel)
         return original(self, done, total)
 
-    monkeypatch.setattr(jobs.JobProgress, "__call__", cancel_after_the_first_image)
+    monkeypatch.setattr(jobs.Progress, "__call__", cancel_after_the_first_image)
     page.run()
     _set(page, tmp_path / "runs")
-    page.button(key="exp_run").click().run()
+    job = _run_and_wait(page)
     assert not page.exception, [e.value for e in page.exception]
-    assert any("Cancelled: the experiment stopped" in w.value for w in page.warning), [w.value for w in page.warning]
+    assert job.state == jobs.CANCELLED
+    said = jobs.describe(job)  # the job panel's line
+    assert (
+        said.startswith("Cancelled: The experiment stopped") and "records finished before it stopped are saved" in said
+    )
     assert not page.success
     kept = read_records(tmp_path / "runs" / "records.jsonl")
     assert 0 < len(kept) < 12  # finished records stay; a rerun continues from them
-    monkeypatch.setattr(jobs.JobProgress, "__call__", original)
-    page.button(key="exp_run").click().run()
+    monkeypatch.setattr(jobs.Progress, "__call__", original)
+    _run_and_wait(page)
     assert any(f"{12 - len(kept)} new records for 4 images" in s.value for s in page.success)

@@ -25,6 +25,7 @@ from dsmooth_core.experiments import ExperimentSpec, RecordStore, evaluation_ind
 from dsmooth_core.models import ModelInfo, Normalized, wrap
 from dsmooth_core.profiles import Calibration, build_profile
 from dsmooth_core.scale import ClusterUnavailableError, RayOptions, connect, run_experiment_on_ray
+from dsmooth_lab_ui import jobs
 from tests.fakedata import write_fake_cifar10
 
 SHAPE = (3, 32, 32)
@@ -189,6 +190,18 @@ def test_the_cli_engines_write_the_same_rows_and_records(cluster, tmp_path, monk
         main([*experiment_args, "--address", "auto", "--records", str(tmp_path / "x.jsonl")])
 
 
+def _run_and_wait(page: AppTest, timeout: float = 120) -> jobs.Job:
+    """Press Run, wait for the page's background job to end, and run again (delivers or reports it)."""
+    page.button(key="exp_run").click().run()
+    job = page.session_state[jobs.SESSION_JOB]
+    deadline = time.monotonic() + timeout
+    while job.active:
+        assert time.monotonic() < deadline, "the experiment job did not finish"
+        time.sleep(0.05)
+    page.run()
+    return job
+
+
 def test_the_experiments_page_hands_its_run_to_a_ray_cluster(cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
     page = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "experiments.py"), default_timeout=120)
@@ -203,12 +216,12 @@ def test_the_experiments_page_hands_its_run_to_a_ray_cluster(cluster, tmp_path, 
         page.number_input(key=key).set_value(value)
 
     page.text_input(key="exp_ray_address").set_value("127.0.0.1:1")
-    page.button(key="exp_run").click().run()
+    assert _run_and_wait(page).state == jobs.FAILED
     assert any("no Ray cluster answers at 127.0.0.1:1" in e.value for e in page.error), [e.value for e in page.error]
     assert not (tmp_path / "records.jsonl").exists()
 
     page.text_input(key="exp_ray_address").set_value(ray.get_runtime_context().gcs_address)  # the shared instance
-    page.button(key="exp_run").click().run()
+    assert _run_and_wait(page).state == jobs.DONE
     assert not page.exception and not page.error, [e.value for e in [*page.exception, *page.error]]
     assert any("6 new records for 2 images" in s.value for s in page.success)
     assert len(read_records(tmp_path / "records.jsonl")) == 6

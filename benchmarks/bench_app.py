@@ -1,0 +1,261 @@
+"""The app against the library it calls: attack, certify, page switches, and 4 sessions at once.
+
+Starts ``streamlit run app.py`` on a free port and drives it in Chromium (Playwright, as the browser
+test does): pick CIFAR-10 test image #459, attack it (conventional preset, 1,000 queries), certify
+it with DSmooth, RandSmooth and LSmooth (n0 = 100, n = 1,000), switch between the pages, then let
+4 browser sessions certify at once (each with its own seed, so no session reuses another's result).
+The same work runs through the library in a fresh process (with the threads the app's rule gives
+it) just before and just after the app does it, so both see about the same machine load; the
+library also certifies every seed, to check the 4 sessions' results.
+
+Prints ``app/library`` time ratios for attack and certify (targets <= 1.3), the median warm page
+switch (target < 1 s), and the time of 4 sessions certifying at once against one. Needs CIFAR-10 in
+``DSMOOTH_DATA_DIR`` and Chromium at /usr/bin/chromium. Timings on a shared machine are noisy: run
+it on a quiet one. Run: ``make bench``, or ``PYTHONPATH=. .venv/bin/python benchmarks/bench_app.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+IMAGE_INDEX = 459
+SEEDS = (0, 1, 2, 3, 4)  # seed 0: the single session; 1-4: the four sessions at once
+METHODS = (("DSmooth", "dsmooth"), ("RandSmooth", "randsmooth"), ("LSmooth", "lsmooth"))
+N0, N, ALPHA, SIGMA, BATCH = 100, 1000, 0.001, 0.25, 200
+PAGES = ("Attack", "Threat profile", "Noise explorer", "Certify", "Experiments", "About", "Model & image")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+P_LOWER = re.compile(r"^(DSmooth|RandSmooth|LSmooth) (?:certifies|abstains).*?p_lower = ([0-9.]+)")
+
+
+# ---------------------------------------------------------------- the library, in its own process
+def library(work: str, seeds: list[int]) -> dict:
+    """``work`` ("attack" or "certify" for each seed) through the library, as the app does it, timed."""
+    import torch
+    from PIL import Image
+
+    from dsmooth_core import certify
+    from dsmooth_core.attacks import PRESETS, square_then_fgsm
+    from dsmooth_core.data import load_cifar10
+    from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, load_model, prepare_image
+    from dsmooth_core.noise import make_noise
+    from dsmooth_core.profiles import ThreatProfile
+    from dsmooth_lab_ui import threads
+
+    model = load_model(DEFAULT_MODEL)
+    test = load_cifar10("test", download=False)
+    x = prepare_image(Image.fromarray(test.images[IMAGE_INDEX]), model.info)
+    cores = threads.usable_cores()
+    if work == "attack":
+        torch.set_num_threads(threads.budget(1, cores, threads.setting()))
+        label = torch.tensor([int(test.labels[IMAGE_INDEX])])
+        start = time.perf_counter()
+        square_then_fgsm(
+            model, x.unsqueeze(0), label, PRESETS["conventional"], generator=torch.Generator().manual_seed(0)
+        )
+        return {"seconds": time.perf_counter() - start}
+    covariance = ThreatProfile.load(BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile.pt").covariance  # as the app
+    torch.set_num_threads(threads.budget(BATCH, cores, threads.setting()))
+    p_lower: dict[int, dict[str, float]] = {}
+    start = time.perf_counter()
+    for seed in seeds:
+        p_lower[seed] = {}
+        for name, method in METHODS:
+            noise = make_noise(method, SIGMA, covariance if method == "dsmooth" else None)
+            cert = certify(model, x, noise, N0, N, ALPHA, BATCH, torch.Generator().manual_seed(seed))
+            p_lower[seed][name] = round(cert.p_lower, 4)
+    return {"seconds": time.perf_counter() - start, "p_lower": p_lower}
+
+
+def run_library(work: str, seeds: tuple[int, ...] = (0,)) -> dict:
+    """:func:`library` in a fresh process (no server, no browser in it)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, __file__, "--library", work, "--seeds", ",".join(map(str, seeds))]
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["p_lower"] = {int(k): v for k, v in result.get("p_lower", {}).items()}
+    return result
+
+
+# ---------------------------------------------------------------- the app, in Chromium
+def start_server(port: int, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1"]
+    command += ["--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none"]
+    command += ["--browser.gatherUsageStats", "false"]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not start:\n{log.read_text()}") from None
+            time.sleep(0.3)
+
+
+def idle(page, timeout: float = 600) -> None:
+    """Until the script is not running and no job panel is shown."""
+    deadline = time.monotonic() + timeout
+    app = page.locator('[data-testid="stApp"]')
+    while time.monotonic() < deadline:
+        if (
+            app.get_attribute("data-test-script-state") == "notRunning"
+            and not page.locator(".st-key-dsl_job_panel").count()
+        ):
+            return
+        page.wait_for_timeout(20)
+    raise RuntimeError("the app did not become idle")
+
+
+def set_number(page, label: str, value: float) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    page.wait_for_timeout(300)
+    idle(page)
+
+
+def switch(page, title: str) -> float:
+    """Seconds from clicking a page's link until its title is shown and the script has finished."""
+    start = time.perf_counter()
+    page.get_by_role("link", name=title, exact=True).first.click()
+    page.get_by_role("heading", level=1).filter(has_text=title.split(" ")[0]).wait_for(timeout=120_000)
+    idle(page)
+    return time.perf_counter() - start
+
+
+def open_session(browser, url: str):
+    page = browser.new_context(viewport={"width": 1400, "height": 2000}).new_page()
+    page.set_default_timeout(600_000)
+    page.goto(url)
+    page.get_by_role("heading", name="Model & image").wait_for()
+    idle(page)
+    set_number(page, "Or test image index", IMAGE_INDEX)
+    page.get_by_role("button", name="Use it").click()
+    page.wait_for_timeout(300)
+    idle(page)
+    return page
+
+
+def job_note(page) -> str:
+    """The panel's line about the finished job: its own compute time, without the page's overhead."""
+    return " ".join(page.get_by_text(re.compile(r"done in [0-9.]+ s")).all_inner_texts())
+
+
+def certify_and_wait(pages: list, seeds: list[int]) -> tuple[float, list[dict[str, float]]]:
+    """Press Certify in every page at once; seconds until all show three results, and their p_lower."""
+    for page, seed in zip(pages, seeds, strict=True):
+        switch(page, "Certify")
+        set_number(page, "Seed", seed)
+    start = time.perf_counter()
+    for page in pages:
+        page.get_by_role("button", name="Certify", exact=True).click()
+    found: list[dict[str, float]] = []
+    for page in pages:
+        page.locator("li").filter(has_text=re.compile("^LSmooth (certifies|abstains)")).wait_for(timeout=1_800_000)
+        idle(page)
+        found.append({m[1]: float(m[2]) for m in (P_LOWER.match(t) for t in page.locator("li").all_inner_texts()) if m})
+    return time.perf_counter() - start, found
+
+
+def app(url: str) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        try:
+            page = open_session(browser, url)
+            switch(page, "Attack")
+            library_attack = [run_library("attack")["seconds"]]
+            start = time.perf_counter()
+            page.get_by_role("button", name="Run the attack").click()
+            page.get_by_text("Queries used").wait_for(timeout=1_200_000)
+            idle(page)
+            attack_seconds = time.perf_counter() - start
+            library_attack.append(run_library("attack")["seconds"])
+            print(f"attack: app {attack_seconds:.2f} s ({job_note(page)}), library runs {library_attack}", flush=True)
+
+            library_certify = [run_library("certify")["seconds"]]
+            certify_seconds, single = certify_and_wait([page], [SEEDS[0]])
+            library_certify.append(run_library("certify")["seconds"])
+            note = job_note(page)
+            print(f"certify: app {certify_seconds:.2f} s ({note}), library runs {library_certify}", flush=True)
+            for title in PAGES:  # every page visited once: warm
+                switch(page, title)
+            switches = [switch(page, title) for _ in range(2) for title in PAGES]
+            print(f"page switches (s): {[round(t, 2) for t in switches]}", flush=True)
+
+            sessions = [open_session(browser, url) for _ in SEEDS[1:]]
+            four_seconds, four = certify_and_wait(sessions, list(SEEDS[1:]))
+        finally:
+            browser.close()
+    return {
+        "attack": attack_seconds,
+        "library_attack": statistics.mean(library_attack),
+        "certify": certify_seconds,
+        "library_certify": statistics.mean(library_certify),
+        "p_lower": {SEEDS[0]: single[0], **dict(zip(SEEDS[1:], four, strict=True))},
+        "switches": switches,
+        "four": four_seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--library", choices=["attack", "certify"], help="run this work through the library only")
+    parser.add_argument("--seeds", default="0", help="certify seeds, comma-separated (with --library certify)")
+    args = parser.parse_args()
+    if args.library:
+        print(json.dumps(library(args.library, [int(seed) for seed in args.seeds.split(",")])))
+        return
+    if not CHROMIUM.exists():
+        sys.exit(f"needs Chromium at {CHROMIUM}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as folder:
+        server = start_server(port, Path(folder) / "server.log")
+        try:
+            measured = app(f"http://127.0.0.1:{port}")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    expected = run_library("certify", SEEDS)["p_lower"]
+
+    correct = all(measured["p_lower"][seed] == expected[seed] for seed in SEEDS)
+    attack, certify = measured["attack"], measured["certify"]
+    library_attack, library_certify = measured["library_attack"], measured["library_certify"]
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (timings are noisy when shared)")
+    print("library times: mean of one run just before and one just after the app's, each in a fresh process")
+    print(f"attack  (Square + FGSM, 1000 queries): app {attack:6.2f} s, library {library_attack:6.2f} s")
+    print(f"        app/library = {attack / library_attack:.2f} (target <= 1.3)")
+    print(f"certify (3 methods, n0={N0}, n={N}):   app {certify:6.2f} s, library {library_certify:6.2f} s")
+    print(f"        app/library = {certify / library_certify:.2f} (target <= 1.3)")
+    print(
+        f"warm page switch: median {statistics.median(measured['switches']):.2f} s, max "
+        f"{max(measured['switches']):.2f} s over {len(measured['switches'])} switches (target median < 1 s)"
+    )
+    print(
+        f"4 sessions certifying at once: {measured['four']:.1f} s against {certify:.1f} s for one "
+        f"(ratio {measured['four'] / certify:.2f}; jobs queue, so about 4 is ideal); "
+        f"results equal to the library's: {correct}"
+    )
+    if not correct:
+        print(f"app p_lower {measured['p_lower']}\nlibrary p_lower {expected}")
+
+
+if __name__ == "__main__":
+    main()

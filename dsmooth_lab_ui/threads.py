@@ -1,0 +1,53 @@
+"""How many torch intra-op threads a job gets: from the work's batch size and the machine's cores.
+
+Why: on a small machine the Streamlit server and the browser share the cores with torch. OpenMP
+threads that wait on a busy core wait on each other, so a 2-thread batch-1 loop (every Square
+query) ran about 3x slower than a 1-thread one with the other core busy. Small batches gain little
+from more threads anyway. Large batches may use more threads, always leaving one core free.
+
+The choice is the job runner's (it sets torch's threads around one job); the library takes none.
+``DSMOOTH_TORCH_THREADS`` overrides the rule: a number, or ``auto`` (the default).
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV = "DSMOOTH_TORCH_THREADS"
+LARGE_BATCH = 64  # from this many images per model call, extra threads pay off
+MAX_THREADS = 16
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects CPU affinity, e.g. a container's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def setting() -> int | None:
+    """The fixed thread count from ``DSMOOTH_TORCH_THREADS``, or ``None`` for the automatic rule."""
+    raw = os.environ.get(ENV, "auto").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV} must be a positive whole number or 'auto', got {raw!r}") from exc
+    if value < 1:
+        raise ValueError(f"{ENV} must be a positive whole number or 'auto', got {raw!r}")
+    return value
+
+
+def budget(batch: int, cores: int, fixed: int | None = None) -> int:
+    """Intra-op threads for work that calls the model on ``batch`` images at a time.
+
+    Batch-1 loops and small batches: 1 thread. Large batches: every core but one (at least 1,
+    at most ``MAX_THREADS``). A ``fixed`` setting wins, capped at the core count.
+    """
+    if fixed is not None:
+        return max(1, min(fixed, cores))
+    if batch < LARGE_BATCH:
+        return 1
+    return max(1, min(cores - 1, MAX_THREADS))

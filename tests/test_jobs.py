@@ -1,0 +1,205 @@
+"""Background jobs: the queue limit, Cancel, the thread budget, and jobs in the app (AppTest).
+
+The app tests start a certification long enough to outlive several reruns, then check that it
+survives a page switch and a widget change, that Cancel stops it and keeps nothing, and that
+another session sees none of it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from dsmooth_core import certify
+from dsmooth_core.models import DEFAULT_MODEL, load_model, prepare_image
+from dsmooth_core.noise import make_noise
+from dsmooth_lab_ui import gallery, jobs, nav, state, threads
+from tests.test_app_pages import APP, assert_clean, button, finish_job, new_app
+
+LONG_N = 6000  # RandSmooth draws: several seconds on one CPU thread
+BATCH = 100
+
+
+# ---------------------------------------------------------------- the thread-budget rule
+@pytest.mark.parametrize(
+    ("batch", "cores", "fixed", "expected"),
+    [
+        (1, 2, None, 1),  # Square's batch-1 loop
+        (1, 64, None, 1),
+        (32, 16, None, 1),  # small batches: one thread
+        (200, 2, None, 1),  # large batch on a 2-core machine: leave a core to the server and browser
+        (200, 4, None, 3),
+        (1000, 64, None, threads.MAX_THREADS),
+        (200, 1, None, 1),
+        (1, 8, 4, 4),  # the setting wins ...
+        (1000, 2, 8, 2),  # ... capped at the cores there are
+    ],
+)
+def test_thread_budget_rule(batch: int, cores: int, fixed: int | None, expected: int) -> None:
+    assert threads.budget(batch, cores, fixed) == expected
+
+
+def test_thread_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(threads.ENV, "auto")
+    assert threads.setting() is None
+    monkeypatch.setenv(threads.ENV, "3")
+    assert threads.setting() == 3
+    monkeypatch.setenv(threads.ENV, "zero")
+    with pytest.raises(ValueError, match=threads.ENV):
+        threads.setting()
+
+
+# ---------------------------------------------------------------- the manager, without streamlit
+def _job(work, key: str = "k") -> jobs.Job:
+    return jobs.Job(kind="test", title=f"job {key}", key=key, work=work, deliver=lambda _: None, threads=1)
+
+
+def _wait(job: jobs.Job, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while job.active:
+        assert time.monotonic() < deadline, f"{job.title} still {job.state}"
+        time.sleep(0.01)
+
+
+def test_queue_limit_holds_a_second_job_until_the_first_ends() -> None:
+    manager = jobs.JobManager(slots=1)
+    release = threading.Event()
+    seen_running: list[int] = []
+
+    def blocking(progress) -> str:
+        seen_running.append(manager.running_count())
+        release.wait(30)
+        return "first"
+
+    first, second = _job(blocking, "a"), _job(lambda progress: "second", "b")
+    manager.submit(first)
+    while first.state != jobs.RUNNING:
+        time.sleep(0.01)
+    manager.submit(second)
+    time.sleep(0.3)
+    assert second.state == jobs.QUEUED and manager.ahead_of(second) == 1
+    release.set()
+    _wait(second)
+    assert (first.state, first.result, second.state, second.result) == (jobs.DONE, "first", jobs.DONE, "second")
+    assert seen_running == [1] and manager.running_count() == 0
+    assert first.finished <= second.started
+    assert manager.cached("a") == (True, "first")
+
+
+def test_cancel_stops_certify_within_one_batch_and_keeps_nothing() -> None:
+    model = load_model(DEFAULT_MODEL)
+    x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    noise = make_noise("randsmooth", 0.25)
+    manager = jobs.JobManager(slots=1)
+    stop_at: list[int] = []
+
+    def work(progress) -> object:
+        def watch(done: int, total: int) -> bool:
+            if done >= 3 * BATCH and not stop_at:
+                stop_at.append(done)
+                job.cancel.set()  # what the Cancel button does
+            return progress(done, total)
+
+        return certify(model, x, noise, 10, LONG_N, 0.001, BATCH, torch.Generator().manual_seed(0), progress=watch)
+
+    job = _job(work, "cancel")
+    manager.submit(job)
+    _wait(job)
+    assert job.state == jobs.CANCELLED and job.result is None
+    assert job.done == stop_at[0]  # the next report raised Cancelled: no further batch ran
+    assert manager.cached("cancel") == (False, None)
+
+
+def test_a_failing_job_keeps_its_message_and_stores_nothing() -> None:
+    manager = jobs.JobManager(slots=1)
+
+    def broken(progress) -> None:
+        raise ValueError("too few perturbations to fit a covariance")
+
+    job = _job(broken, "broken")
+    manager.submit(job)
+    _wait(job)
+    assert job.state == jobs.FAILED and "too few perturbations" in job.error
+    assert manager.cached("broken") == (False, None)
+
+
+# ---------------------------------------------------------------- jobs in the app
+def _start_long_certify(at: AppTest, seed: int = 7) -> jobs.Job:
+    at.switch_page(nav.CERTIFY).run()
+    at.multiselect(key="cert_methods").set_value(["RandSmooth"])
+    for key, value in (("cert_n0", 20), ("cert_n", LONG_N), ("cert_batch", BATCH), ("cert_seed", seed)):
+        at.number_input(key=key).set_value(value)
+    at.run()
+    button(at, "Certify").click()
+    at.run()
+    assert_clean(at)
+    return at.session_state[jobs.SESSION_JOB]
+
+
+def test_a_job_survives_a_page_switch_and_a_widget_change(app_env: Path) -> None:
+    jobs.MANAGER.clear()
+    at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    job = _start_long_certify(at)
+    at.switch_page(nav.NOISE).run()
+    at.number_input(key="noise_seed").set_value(3).run()
+    assert_clean(at)
+    assert job.active, "the job should still be running after the page switch (make LONG_N larger)"
+    assert at.session_state[state.CERTIFY] is None
+    assert any(p.proto.text.startswith("Certification") for p in at.get("progress")), "the panel shows the job"
+    at.switch_page(nav.CERTIFY)
+    assert finish_job(at) is job and job.state == jobs.DONE
+    assert_clean(at)
+    ((noise, got),) = at.session_state[state.CERTIFY].results
+    assert noise.name == "RandSmooth"
+
+    model = load_model(DEFAULT_MODEL)
+    x = prepare_image(Image.fromarray(at.session_state[state.IMAGE].pixels), model.info)
+    want = certify(model, x, make_noise("randsmooth", 0.25), 20, LONG_N, 0.001, BATCH, torch.Generator().manual_seed(7))
+    assert got.prediction == want.prediction and got.radius == want.radius
+    assert got.counts_estimation == want.counts_estimation and got.p_lower == want.p_lower
+
+
+def test_cancel_in_the_app_stores_nothing_and_says_so(app_env: Path) -> None:
+    jobs.MANAGER.clear()
+    at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    job = _start_long_certify(at, seed=11)
+    at.button(key="dsl_job_cancel").click().run()
+    finish_job(at)
+    assert job.state == jobs.CANCELLED
+    assert at.session_state[state.CERTIFY] is None
+    assert any(w.value.startswith("Cancelled: Certification stopped") for w in at.warning)
+
+
+def test_two_sessions_never_see_each_others_jobs_or_results(app_env: Path) -> None:
+    jobs.MANAGER.clear()
+    first = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    second = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    job = _start_long_certify(first, seed=13)
+    second.switch_page(nav.CERTIFY).run()
+    assert jobs.SESSION_JOB not in second.session_state and not second.get("progress")
+    finish_job(first)
+    assert job.state == jobs.DONE and first.session_state[state.CERTIFY] is not None
+    second.run()
+    assert jobs.SESSION_JOB not in second.session_state
+    assert second.session_state[state.CERTIFY] is None and not second.dataframe
+
+
+def test_without_a_data_folder_the_first_page_shows_a_sample_and_its_prediction(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DSMOOTH_DATA_DIR")
+    monkeypatch.chdir(tmp_path)  # the default ./data is empty here
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert_clean(at)
+    image = at.session_state[state.IMAGE]
+    assert image.source == gallery.SOURCE and image.image_id == f"gallery:{gallery.samples()[0].file}"
+    assert image.label_name == "horse" and image.pixels.shape == (32, 32, 3)
+    assert [m.label for m in at.metric][:1] == ["Predicted class"]
+    assert at.radio(key="image_source").value == "Sample gallery (offline)"
+    assert any("probability_chart" in element.proto.id for element in at.get("plotly_chart"))
