@@ -101,11 +101,13 @@ def ensure_defaults() -> None:
 
 
 def use_profile(profile: ThreatProfile, source: str) -> None:
-    """Make ``profile`` current at its full fitted rank and no shrinkage."""
-    state.put(state.PROFILE, state.ProfileChoice(profile, source, k=profile.covariance.k, shrinkage=0.0))
+    """Make ``profile`` current with the rank, shrinkage and normalization it was saved with (tuned or not)."""
+    cov = profile.covariance
+    choice = state.ProfileChoice(profile, source, k=cov.k, shrinkage=cov.shrinkage, normalization=cov.normalization)
+    state.put(state.PROFILE, choice)
     state.put(state.PROFILE_ERROR, None)
     state.put(state.PROFILE_NOTE, None)
-    for key in ("profile_k", "profile_shrinkage"):
+    for key in ("profile_k", "profile_shrinkage", "profile_normalization"):
         st.session_state.pop(key, None)
 
 

@@ -74,19 +74,20 @@ class ImageChoice:
 
 @dataclass(frozen=True, eq=False)
 class ProfileChoice:
-    """A threat profile with the rank and shrinkage chosen for it (no refit: with_rank/with_shrinkage)."""
+    """A threat profile with the rank, shrinkage and normalization chosen for it (no refit)."""
 
     profile: ThreatProfile
     source: str
     k: int
     shrinkage: float = 0.0
+    normalization: str = "det"
 
     @cached_property
     def covariance(self) -> LowRankCovariance:
         cov = self.profile.covariance
         if self.k != cov.k:
             cov = cov.with_rank(self.k)
-        return cov.with_shrinkage(self.shrinkage) if self.shrinkage else cov
+        return cov.with_shrinkage(self.shrinkage).with_normalization(self.normalization)
 
     @cached_property
     def content_hash(self) -> str:
@@ -96,7 +97,7 @@ class ProfileChoice:
         p = self.profile
         return (
             f"{self.source}: {p.dataset} {p.split}, {p.n_kept}/{p.n_attacked} perturbations, k = {self.k}, "
-            f"shrinkage = {self.shrinkage:g}"
+            f"shrinkage = {self.shrinkage:g}, {self.normalization}-normalized St"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def _update_shape() -> None:
             choice,
             k=int(st.session_state["profile_k"]),
             shrinkage=float(st.session_state["profile_shrinkage"]),
+            normalization=str(st.session_state["profile_normalization"]),
         ),
     )
 
@@ -161,6 +163,19 @@ def checks(model, choice: state.ProfileChoice) -> None:
             )
 
 
+def tuning_view(record: dict) -> None:
+    """The table a tuned profile carries: every setting tried on held-out calibration images, the choice marked."""
+    choice = record["choice"]
+    st.markdown(
+        f"**Tuned** at sigma {record['sigma']:g} on {len(record['tuning_indices'])} held-out calibration images "
+        f"(fitted on the other {len(record['fitting_indices'])}): {choice['normalization']} normalization, "
+        f"k = {choice['k']}, shrinkage {choice['shrinkage']:g}, certified {choice['certified']}/{choice['images']} "
+        "at r = 0. Settings with an axis ratio below the minimum were not eligible (they would be RandSmooth)."
+    )
+    rows = [{"chosen": row == choice, **row} for row in record["table"]]
+    st.dataframe(rows, hide_index=True)
+
+
 def profile_view(model, choice: state.ProfileChoice) -> None:
     p = choice.profile
     fitted = p.covariance
@@ -177,6 +192,8 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
     )
     if fitted.residual_floored:
         st.warning("The residual variance was floored (k reached the data rank) to keep S positive definite.")
+    if p.tuning is not None:
+        tuning_view(p.tuning)
 
     shape_view()
     st.caption("Download any chart as PNG with the camera icon in its toolbar.")
@@ -193,12 +210,24 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
 
 @st.fragment
 def shape_view() -> None:
-    """Rank and shrinkage sliders with the numbers and charts they change: moving one redraws only this."""
+    """Rank, shrinkage and normalization with the numbers and charts they change: a change redraws only this."""
     choice: state.ProfileChoice = state.get(state.PROFILE)
     fitted = choice.profile.covariance
-    st.subheader("Rank and shrinkage (no refit)")
+    st.subheader("Rank, shrinkage and normalization (no refit)")
     st.session_state.setdefault("profile_k", choice.k)
     st.session_state.setdefault("profile_shrinkage", choice.shrinkage)
+    st.session_state.setdefault("profile_normalization", choice.normalization)
+    st.radio(
+        "Normalization of St",
+        ("det", "trace"),
+        key="profile_normalization",
+        on_change=_update_shape,
+        horizontal=True,
+        format_func=lambda name: {
+            "det": "det(St) = 1: the volume of N(0, I) (the paper's)",
+            "trace": "trace(St) = d: the noise energy of N(0, I)",
+        }[name],
+    )
     s1, s2 = st.columns(2)
     s1.slider(
         "Rank k in use",
@@ -229,10 +258,22 @@ def shape_view() -> None:
         help="log of vol(inscribed l2 ball) / vol(ellipsoid), natural log: the l2 ball of radius "
         "R sqrt(mu_min) that fits inside the ellipsoid has this much less log-volume.",
     )
+    if cov.normalization == "det":
+        volume = (
+            "**Volume.** St = S / det(S)^(1/d) has determinant 1, so DSmooth's certified ellipsoid of radius R "
+            "has exactly the volume of the l2 ball of radius R: the shape moves volume around, it does not add "
+            "any."
+        )
+    else:
+        volume = (
+            "**Noise energy.** St = S d / trace(S) has trace d, so DSmooth's noise has the expected squared "
+            "norm of N(0, sigma^2 I). Its ellipsoid of radius R is smaller than the l2 ball of radius R "
+            f"(log det St = {cov.dim * math.log(cov.geometric_mean / cov.normalizer):.4g}: "
+            "as much volume as the l2 ball of radius "
+            f"{math.sqrt(cov.geometric_mean / cov.normalizer):.3g} R)."
+        )
     st.markdown(
-        "**Volume.** St = S / det(S)^(1/d) has determinant 1, so DSmooth's certified ellipsoid of radius R "
-        "has exactly the volume of the l2 ball of radius R: the shape moves volume around, it does not add "
-        "any. In every direction it still contains the l2 ball of radius R sqrt(mu_min) = "
+        f"{volume} In every direction it still contains the l2 ball of radius R sqrt(mu_min) = "
         f"{shape['inscribed_radius_factor']:.3g} R and it reaches R sqrt(mu_max) = "
         f"{shape['axis_ratio'] * shape['inscribed_radius_factor']:.3g} R along its longest axis. A DSmooth "
         "radius is a Mahalanobis radius, not an l2 guarantee."
@@ -279,7 +320,8 @@ nav.ensure_app()
 st.title("Threat profile")
 st.write(
     "DSmooth's noise is N(0, sigma^2 St), with St the covariance S of real attack perturbations rescaled to "
-    "determinant 1. S is estimated on calibration images that are never certified."
+    "determinant 1 (the paper's choice) or to trace d (equal noise energy). S is estimated on calibration "
+    "images that are never certified."
 )
 current_model = resources.current_model()
 if current_model is None:

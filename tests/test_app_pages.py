@@ -20,7 +20,8 @@ from dsmooth_core.attacks import AttackConfig
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.models import DEFAULT_MODEL, load_model
 from dsmooth_core.models.errors import ModelUnavailableError
-from dsmooth_core.profiles import Calibration, calibrate
+from dsmooth_core.profiles import Calibration, Tuning, calibrate
+from dsmooth_core.tuning import TuningGrid
 from dsmooth_lab_ui import jobs, nav, resources, state
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -291,6 +292,16 @@ def test_profile_page_builds_with_progress_and_rank_shrinkage_controls(app_env: 
     assert_clean(at)
     assert at.session_state[state.PROFILE].covariance.k == 2
     assert "volume of the l2 ball" in texts(at)
+    det_mu = float(next(m.value for m in at.metric if m.label.startswith("mu_min")))
+    at.radio(key="profile_normalization").set_value("trace").run()
+    assert_clean(at)
+    in_use = at.session_state[state.PROFILE].covariance
+    assert in_use.normalization == "trace" and in_use.k == 2
+    assert float(next(m.value for m in at.metric if m.label.startswith("mu_min"))) == pytest.approx(
+        in_use.mu_min, rel=1e-3
+    )
+    assert in_use.mu_min < det_mu  # by AM-GM the trace scale is the larger one
+    assert "Noise energy" in texts(at) and "trace-normalized" in at.session_state[state.PROFILE].describe()
     assert at.get("download_button")
 
 
@@ -434,3 +445,28 @@ def test_about_page_states_the_theorems(app_env: Path) -> None:
     assert r"\Phi^{-1}" in formulas and r"\ln" in formulas and "S_t" in formulas and r"\rho^2" in formulas
     assert re.search("ABSTAIN", texts(at))
     assert "never proves" in texts(at) and "refutes" in texts(at)
+
+
+def test_profile_page_shows_a_tuned_profile_with_its_table_and_choice(
+    app_env: Path, app_data_dir: Path, tmp_path: Path
+) -> None:
+    model = load_model(DEFAULT_MODEL)
+    train = load_cifar10("train", app_data_dir, download=False)
+    config = AttackConfig(eps_inf=8 / 255, n_queries=10, fgsm="l2", eps_fgsm=0.5, project_linf=False)
+    grid = TuningGrid(normalizations=("det", "trace"), ranks=(4, 2), shrinkages=(0.0, 0.5), min_axis_ratio=1.0)
+    tuning = Tuning(sigma=0.25, share=0.25, grid=grid, n0=10, n=20, seed=2)
+    profile = calibrate(model, train, Calibration(size=12, attack=config, k=4, keep="nonzero", tuning=tuning))
+    profile.save(tmp_path / "tuned.pt")
+    at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    at.switch_page(nav.PROFILE).run()
+    at.radio(key="profile_source").set_value("Load a profile file").run()
+    at.file_uploader[0].upload("tuned.pt", (tmp_path / "tuned.pt").read_bytes())
+    at.run()
+    assert_clean(at)
+    choice = profile.tuning["choice"]
+    in_use = at.session_state[state.PROFILE].covariance
+    knobs = (choice["normalization"], choice["k"], choice["shrinkage"])
+    assert (in_use.normalization, in_use.k, in_use.shrinkage) == knobs
+    assert "**Tuned** at sigma 0.25 on 3 held-out calibration images" in texts(at)
+    table = at.dataframe[0].value
+    assert len(table) == 8 and int(table["chosen"].sum()) == 1
