@@ -69,6 +69,15 @@ st.write(
     "Shrinkage gamma in [0, 1] mixes the eigenvalues and the residual with the mean variance tr(S)/d; gamma "
     "= 1 is exactly RandSmooth. Sampling costs O(d k) per draw and no d x d matrix is ever formed."
 )
+st.write(
+    "Normalization. The paper's St = S / det(S)^(1/d) (**det**) matches the volume of N(0, sigma^2 I). The "
+    "lab also offers St = S d / tr(S) (**trace**), which matches its noise energy: the same expected squared "
+    "norm per draw. By the arithmetic-geometric mean inequality det St <= 1 then, so the trace-normalized "
+    "ellipsoid is smaller than the l2 ball of the same R. Either is a valid certificate in its own St's "
+    "metric. Which normalization, rank and shrinkage suit a model is tuned on calibration images held out "
+    "from the fit (never on test images), and only settings with an axis ratio sqrt(mu_max / mu_min) of at "
+    "least 2 may win, so tuning cannot turn DSmooth into RandSmooth by the back door."
+)
 
 st.subheader("The Monte Carlo certificate (DCERT, Cohen's CERTIFY)")
 st.latex(
