@@ -31,6 +31,7 @@ from dsmooth_core.data import (
     load_cifar10,
     load_imagenet_sample,
 )
+from dsmooth_core.device import generator_for
 from dsmooth_core.experiments import load_experiment_model
 from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, prepare_image
 from dsmooth_core.profiles import Calibration, ThreatProfile, calibrate
@@ -225,7 +226,7 @@ def attack(
         _x.unsqueeze(0),
         torch.tensor([label]),
         config,
-        generator=torch.Generator().manual_seed(seed),
+        generator=generator_for(_model, seed),
         progress=progress,
     )
     progress.finish()
@@ -248,7 +249,7 @@ def certificate(
 ) -> Certificate:
     """DCERT for one method (Cohen's CERTIFY with that method's noise, identified by ``noise_identity``)."""
     progress = JobProgress(f"{_noise.name}: noise draws")
-    cert = certify(_model, _x, _noise, n0, n, alpha, batch_size, torch.Generator().manual_seed(seed), progress=progress)
+    cert = certify(_model, _x, _noise, n0, n, alpha, batch_size, generator_for(_model, seed), progress=progress)
     progress.finish()
     return cert
 
@@ -267,9 +268,7 @@ def votes(
 ) -> dict[str, np.ndarray]:
     """The base model's votes under ``_noise`` (identified by ``noise_identity``) and the noise energy map."""
     progress = JobProgress(f"{_noise.name}: base-model votes")
-    out = compute.noise_votes(
-        _model, _x, _noise, count, batch_size, torch.Generator().manual_seed(seed), progress=progress
-    )
+    out = compute.noise_votes(_model, _x, _noise, count, batch_size, generator_for(_model, seed), progress=progress)
     progress.finish()
     return out
 

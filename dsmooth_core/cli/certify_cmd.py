@@ -19,6 +19,7 @@ from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
 from dsmooth_core.contract import check_input_shape, model_contract
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet, load_cifar10
+from dsmooth_core.device import generator_for, model_device
 from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
 from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
@@ -76,9 +77,9 @@ def finished_indices(path: Path) -> set[int]:
     return done
 
 
-def image_generator(seed: int, index: int) -> torch.Generator:
-    """A generator per image, so a resumed run gives the lines an uninterrupted one would."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + index)
+def image_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator per image on the model's device, so a resumed run gives the lines an uninterrupted one would."""
+    return generator_for(device, seed * 1_000_003 + index)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     noise = make_noise(args.method, args.sigma, covariance)
     with model_contract(model, tuple(model.info.input_shape)):  # refuse a bad model or noise before any file
         noise.check_shape(tuple(model.info.input_shape))
-        noise.check_finite_draws(tuple(model.info.input_shape))
+        noise.check_finite_draws(tuple(model.info.input_shape), model_device(model))
     created = not args.out.exists()
     try:
         _certify_into(args, model, data, noise, selected)
@@ -118,7 +119,8 @@ def _certify_into(
         header_needed = args.out.stat().st_size == 0
         for count, index in enumerate(todo, 1):
             x, label = data.tensor([index])[0], int(data.labels[index])
-            cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, image_generator(args.seed, index))
+            generator = image_generator(args.seed, index, model_device(model))
+            cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, generator)
             if header_needed:  # written with the first row, so a refusal leaves the file empty
                 print("\t".join(COLUMNS), file=out, flush=True)
                 header_needed = False
