@@ -124,7 +124,9 @@ def test_contiguous_and_channels_last_give_the_same_certificate(method: str) -> 
 
 
 # ---------------------------------------------------------------- CUDA: every draw on the GPU
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def cuda(test):
+    """Mark a CUDA-only test: selected by ``pytest -m cuda``, skipped without a CUDA device."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(test))
 
 
 @pytest.fixture
