@@ -18,6 +18,7 @@ from functools import partial
 import torch
 
 from dsmooth_core import LowRankCovariance, certify
+from dsmooth_core.compiled import compiled_forward
 from dsmooth_core.device import generator_for
 from dsmooth_core.layout import in_fastest_layout
 from dsmooth_core.models import (
@@ -41,6 +42,12 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+@torch.inference_mode()
+def _forward(model: torch.nn.Module, batches: list[torch.Tensor]) -> None:
+    for batch in batches:
+        model(batch).argmax(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=4000)
@@ -50,6 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="also time certify with the compiled forward")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,8 +95,16 @@ def main() -> None:
         runs[f"{noise.name} ({noise.metric})"] = partial(
             certify, model, x, noise, args.n0, args.n, 0.001, args.batch, gen
         )
-    for run in runs.values():  # warm-up
-        run()
+    if args.compile:  # compiled once, for the full batches, during the warm-up below
+        fast = compiled_forward(model, args.batch)
+        runs["compiled forward, best layout"] = partial(_forward, fast, fast_batches)
+        for method in ("randsmooth", "lsmooth", "dsmooth"):
+            noise = make_noise(method, 0.25, covariance)
+            runs[f"{noise.name} compiled"] = partial(
+                certify, fast, x, noise, args.n0, args.n, 0.001, args.batch, generator_for(model, 1)
+            )
+    for name, run in runs.items():  # warm-up
+        print(f"warm-up {name}: {timed(run):.1f} s", flush=True)
     # Interleave the timings so that a busy or throttled machine slows every contender alike;
     # each round's ratio compares runs made seconds apart, and the median round is reported.
     rounds = [{name: timed(run) for name, run in runs.items()} for _ in range(args.repeats)]
