@@ -1,8 +1,8 @@
 """An optional compiled forward for long certification runs (``torch.compile``), off by default.
 
 Measured on the bundled ResNet-20 (README, "Speed"): on this project's CPU the compiled forward at a
-fixed batch of 500 is about 1.6x the eager ``channels_last`` forward, but compiling takes over a
-minute, which an interactive app cannot hide; a CLI run over many images earns it back. Only batches
+fixed batch of 500 is 1.5-1.6x the eager ``channels_last`` forward, but the first compilation takes
+over a minute, which an interactive app cannot hide; a CLI run over many images earns it back. Only batches
 of exactly ``batch_size`` go through the compiled graph, so it is compiled once for a static shape;
 the odd sizes (the contract's probes, n0, the last partial batch) run eagerly.
 """
