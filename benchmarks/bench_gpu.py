@@ -86,7 +86,8 @@ def forward_rate(model: torch.nn.Module, shape: tuple[int, ...], batch: int, tot
         for start in range(0, total, batch):
             model(x[: min(batch, total - start)]).argmax(1)
 
-    run()
+    with torch.inference_mode():
+        model(x)  # warm-up: cuDNN picks its kernels on the first batch
     return total / seconds(run)
 
 
@@ -98,7 +99,7 @@ def noise_seconds(noise: SmoothingNoise, shape: tuple[int, ...], batch: int, tot
         for start in range(0, total, batch):
             noise.sample(min(batch, total - start), shape, generator, device)
 
-    run()
+    noise.sample(batch, shape, generator, device)  # warm-up
     return seconds(run)
 
 
