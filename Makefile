@@ -13,7 +13,7 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt requirements-scale.txt $(VENV)/.installed
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -27,6 +27,7 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_certify.py
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_threat.py
+	OMP_NUM_THREADS=1 PYTHONPATH=. $(BIN)/python benchmarks/bench_scale.py

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet, balanced_subset
 from dsmooth_core.device import generator_for
 from dsmooth_core.progress import ProgressCallback
+from dsmooth_core.tuning import TuningGrid, split_calibration, tune_covariance
 
 Keep = Literal["successful", "nonzero"]
 
@@ -43,8 +44,12 @@ class ThreatProfile:
     n_attacked: int
     n_kept: int
     seed: int
+    # When DSmooth's knobs were tuned: the fitting and tuning indices (both inside ``indices``), the
+    # tuning table and the choice; see :class:`Tuning`.
+    tuning: dict[str, Any] | None = None
 
     def metadata(self) -> dict[str, Any]:
+        tuned = {} if self.tuning is None else {"tuning": dict(self.tuning)}
         return {
             "kind": "threat-profile",
             "model_name": self.model_name,
@@ -57,6 +62,7 @@ class ThreatProfile:
             "n_attacked": self.n_attacked,
             "n_kept": self.n_kept,
             "seed": self.seed,
+            **tuned,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -86,6 +92,7 @@ class ThreatProfile:
                 n_attacked=_typed(meta, "n_attacked", int),
                 n_kept=_typed(meta, "n_kept", int),
                 seed=_typed(meta, "seed", int),
+                tuning=_typed(meta, "tuning", dict) if "tuning" in meta else None,
             )
         except (KeyError, TypeError) as exc:
             what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -120,6 +127,23 @@ class ThreatProfile:
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """Hold out a share of the calibration images to choose DSmooth's normalization, k and shrinkage.
+
+    The rest is attacked and fitted; the held-out images are certified under every setting of ``grid``
+    at ``sigma`` (docs/MATH.md section 3). Test images are never involved.
+    """
+
+    sigma: float
+    share: float = 0.2
+    grid: TuningGrid = field(default_factory=TuningGrid)
+    n0: int = 100
+    n: int = 500
+    alpha: float = 0.001
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Calibration:
     """What picks the calibration images and the profile fitted to their attacks (the model aside).
 
@@ -135,6 +159,7 @@ class Calibration:
     keep: Keep = "successful"
     seed: int = 0  # seeds the attack
     dataset: str = "cifar10"
+    tuning: Tuning | None = None  # choose DSmooth's knobs on held-out calibration images
 
     def __post_init__(self) -> None:
         if self.keep not in ("successful", "nonzero"):
@@ -148,6 +173,8 @@ class Calibration:
         """A short hash of everything that determines the profile: its cache key on disk."""
         key = [model_hash, self.dataset, self.split, [int(i) for i in indices], asdict(self.attack)]
         key += [self.k, self.keep, self.seed]
+        if self.tuning is not None:  # untuned calibrations keep the identity they always had
+            key.append(asdict(self.tuning))
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
     def cache_path(self, cache_dir: str | Path, model_hash: str, labels: np.ndarray) -> Path:
@@ -225,13 +252,55 @@ def calibrate(
         profile.check_matches(model)
         return profile
     indices = calibration.indices(data.labels)
-    images, labels = data.tensor(indices), torch.from_numpy(data.labels[indices])
-    profile = build_profile(
-        model, images, labels, calibration, indices=indices, batch_size=batch_size, progress=progress
-    )
+    if calibration.tuning is None:
+        images, labels = data.tensor(indices), torch.from_numpy(data.labels[indices])
+        profile = build_profile(
+            model, images, labels, calibration, indices=indices, batch_size=batch_size, progress=progress
+        )
+    else:
+        profile = _tuned_profile(model, data, calibration, indices, batch_size, progress)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
         profile.save(temporary)
         temporary.replace(path)
     return profile
+
+
+def _tuned_profile(
+    model: nn.Module,
+    data: ImageSet,
+    calibration: Calibration,
+    indices: list[int],
+    batch_size: int | None,
+    progress: ProgressCallback | None,
+) -> ThreatProfile:
+    """Fit on one part of the calibration subset, tune on the other; the profile covers both parts."""
+    tuning = calibration.tuning
+    assert tuning is not None
+    fitting, held_out = split_calibration(indices, tuning.share, tuning.seed)
+    fitted = build_profile(
+        model,
+        data.tensor(fitting),
+        torch.from_numpy(data.labels[fitting]),
+        calibration,
+        indices=fitting,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    result = tune_covariance(
+        model,
+        fitted.covariance,
+        data.tensor(held_out),
+        data.labels[held_out].tolist(),
+        sigma=tuning.sigma,
+        grid=tuning.grid,
+        n0=tuning.n0,
+        n=tuning.n,
+        alpha=tuning.alpha,
+        batch_size=batch_size or 500,
+        seed=tuning.seed,
+        progress=progress,
+    )
+    record = {"fitting_indices": fitting, "tuning_indices": held_out, **result.to_dict()}
+    return replace(fitted, covariance=result.apply(fitted.covariance), indices=tuple(sorted(indices)), tuning=record)

@@ -23,9 +23,9 @@ from torch import nn
 from dsmooth_core.certify import certify
 from dsmooth_core.covariance import NORMALIZATIONS, LowRankCovariance
 from dsmooth_core.device import generator_for
-from dsmooth_core.experiments.plan import derive_seed
 from dsmooth_core.noise import AnisotropicGaussian
 from dsmooth_core.progress import ProgressCallback, report
+from dsmooth_core.seeds import derive_seed
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from dsmooth_core.data import (
 )
 from dsmooth_core.device import generator_for
 from dsmooth_core.experiments import load_experiment_model
-from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, prepare_image
+from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, ModelUnavailableError, prepare_image
 from dsmooth_core.profiles import Calibration, ThreatProfile, calibrate
 from dsmooth_lab_ui import compute, state
 from dsmooth_lab_ui.jobs import JobProgress
@@ -66,6 +66,13 @@ def _model(name: str, pretrained: bool, device_name: str, stamp: str) -> torch.n
 
 def get_model(choice: state.ModelChoice) -> torch.nn.Module:
     """Load (once) the chosen model on the best device; raises the library's errors."""
+    if choice.upload is not None:
+        uploaded = (state.get(state.UPLOADED_MODELS) or {}).get(choice.upload)
+        if uploaded is None:
+            raise ModelUnavailableError(
+                f"the uploaded model {choice.name} is not in this session any more: upload it again"
+            )
+        return uploaded[0]
     stamp = file_stamp(BUNDLED_WEIGHTS) if choice.name == DEFAULT_MODEL else ""
     return _model(choice.name, choice.pretrained, str(device()), stamp)
 

@@ -37,14 +37,21 @@ JOB_RUNNING = "dsl_job_running"  # dict: the job in progress (left behind if a r
 JOB_CANCEL = "dsl_job_cancel"  # bool: Cancel was pressed for the job in progress
 JOB_NOTE = "dsl_job_note"  # dict job -> message about the last interrupted job
 X_MEMO = "dsl_x_memo"  # (model key, image id) -> model input tensor
+UPLOADED_MODELS = "dsl_uploaded_models"  # dict upload key -> (model, card): this session's uploaded models
+MODEL_UPLOAD_ERROR = "dsl_model_upload_error"  # str: why the last model upload failed (the model stays)
+AUDIT = "dsl_audit"  # dict method -> AuditView: audits of the current certificates
 
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """A registry model by name; ``pretrained=False`` uses untrained weights (to try code paths offline)."""
+    """A registry model by name; ``pretrained=False`` uses untrained weights (to try code paths offline).
+
+    ``upload`` is the key of a model uploaded in this session (then ``name`` is its file name).
+    """
 
     name: str
     pretrained: bool = True
+    upload: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

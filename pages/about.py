@@ -100,6 +100,24 @@ st.markdown(
   lies inside its certified region. It is the one number that compares all three on the same threat.
 """
 )
+st.subheader("Auditing a certificate: what it can and cannot show")
+st.write(
+    "A certificate is a lower bound on the smoothed classifier's robust radius; a perturbation that provably "
+    "changes the smoothed prediction is an upper bound. The audit on the Certify page searches the certified "
+    "region, in the certificate's own metric, with PGD on the soft smoothed classifier (the average softmax "
+    "over noise draws), judges each candidate with PREDICT on fresh draws (family-wise level alpha), and "
+    "bisects the budget down to the smallest distance at which the attack succeeded: the empirical bound."
+)
+st.latex(r"R_{	ext{certified}} \;\le\; R_{	ext{robust}}(x) \;\le\; R_{	ext{empirical}}")
+st.markdown(
+    """
+- **Violation** (empirical bound < R): a perturbation inside the certified region changed the prediction.
+  The audit **refutes** the certificate (unless this was one of its own alpha failures): look for a bug, a
+  float issue or a wrong model wrapper.
+- **Consistent** (nothing found inside R): the attack failed. This **never proves** the certificate; a
+  stronger attack might succeed. An audit can refute a certificate, it can never confirm one.
+"""
+)
 st.subheader("Data caveat")
 st.write(
     "The offline CIFAR-10 copy used on machines without internet went through JPEG compression (about 30 dB "

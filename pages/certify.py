@@ -8,7 +8,7 @@ import torch
 
 from dsmooth_core import Cancelled, SmoothingNoise, radius_ceiling
 from dsmooth_core.noise import METHOD_CLASSES, make_noise
-from dsmooth_lab_ui import choices, figures, jobs, nav, reports, resources, state, widgets
+from dsmooth_lab_ui import audit_view, choices, figures, jobs, nav, reports, resources, state, widgets
 
 JOB = "certify"
 KEYS = {cls.name: key for key, cls in METHOD_CLASSES.items()}  # the multiselect shows display names
@@ -213,6 +213,9 @@ def show(model, image, x, record: state.CertifyRecord) -> None:
         on_click="ignore",
         icon=":material/download:",
     )
+    if record.model_key == resources.model_key(model) and record.image_id == image.image_id:
+        st.divider()
+        audit_view.section(model, x, record)
 
 
 nav.ensure_app()

@@ -8,6 +8,7 @@ line it shows is written from that CLI's parser.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from dsmooth_core.experiments import (
 )
 from dsmooth_core.noise import METHODS, method_class
 from dsmooth_core.profiles import calibrate
+from dsmooth_core.scale import RayOptions, connect, run_experiment_on_ray
 from dsmooth_lab_ui import jobs, nav, resources, state
 
 JOB = "experiment"
@@ -96,6 +98,18 @@ def settings() -> tuple[ExperimentSpec, dict[str, Any]]:
         help="Dotted curves hold with probability 1 - gamma given each certificate's alpha; 0 hides them.",
     )
     folder = st.text_input("Records folder", "runs/experiments", key="exp_folder", persist_state="session")
+    c = st.columns([3, 1])
+    address = c[0].text_input(
+        "Ray cluster address (optional)",
+        "",
+        key="exp_ray_address",
+        persist_state="session",
+        help="Empty: certify in this process. auto (a cluster `ray start` runs on this machine), host:port or "
+        "ray://host:port: hand the images to that Ray cluster; its nodes need the project installed.",
+    )
+    gpus = c[1].number_input(
+        "GPUs per Ray task", 0.0, value=0.0, key="exp_ray_gpus", persist_state="session", disabled=not address
+    )
     spec = ExperimentSpec(
         methods=tuple(methods),
         sigmas=numbers("sigma", sigmas, float),
@@ -113,6 +127,7 @@ def settings() -> tuple[ExperimentSpec, dict[str, Any]]:
         "batch": int(batch),
         "gamma": float(gamma) or None,
         "folder": Path(folder),
+        "ray": RayOptions(address=address.strip(), gpus_per_task=float(gpus)) if address.strip() else None,
     }
     return spec, sizes
 
@@ -131,8 +146,14 @@ def run(model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dic
         progress=progress,
     )
     progress.finish()
-    progress = jobs.JobProgress("Attacking and certifying")
-    summary = run_experiment(
+    ray: RayOptions | None = sizes["ray"]
+    if ray is None:
+        runner, progress = run_experiment, jobs.JobProgress("Attacking and certifying")
+    else:
+        connect(ray.address)
+        runner = functools.partial(run_experiment_on_ray, options=ray)
+        progress = jobs.JobProgress(f"Attacking and certifying on the Ray cluster at {ray.address} (images)")
+    summary = runner(
         model,
         test,
         indices,
@@ -165,6 +186,8 @@ def command(choice: state.ModelChoice, spec: ExperimentSpec, sizes: dict[str, An
         "profile_dir": sizes["folder"] / "profiles",
         "records": sizes["folder"] / RECORDS_FILE,
     }
+    if sizes["ray"] is not None:
+        values |= {"engine": "ray", "address": sizes["ray"].address, "gpus_per_task": sizes["ray"].gpus_per_task}
     return command_line(("experiment", "run"), values)
 
 
@@ -239,8 +262,16 @@ if st.button("Run experiment", key="exp_run", type="primary"):
     except ValueError as exc:
         st.error(str(exc))
 with st.expander("The same experiment from the command line"):
-    st.code(command(choice, spec, sizes), language="bash")
-    st.caption("Add --shard i/N to split it across machines, then: python -m dsmooth_core experiment analyse ...")
+    if choice.upload is None:
+        st.code(command(choice, spec, sizes), language="bash")
+        st.caption("Add --shard i/N to split it across machines, then: python -m dsmooth_core experiment analyse ...")
+    else:  # the page does not know the file's path or every option stated at upload
+        st.info(
+            f"{choice.name} was uploaded in the browser. On the command line pass the file with --model-file "
+            "(and --trust-code for a TorchScript or .pt2 program) with the input size, classes and normalization "
+            "stated at upload; `python -m dsmooth_core experiment run --help` lists them.",
+            icon=":material/info:",
+        )
 
 try:
     chosen = set(evaluation_indices(test_set.labels, sizes["size"], spec.seed))

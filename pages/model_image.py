@@ -10,7 +10,7 @@ import streamlit as st
 
 from dsmooth_core.data import MAX_UPLOAD_BYTES, UploadError, read_upload
 from dsmooth_core.models import DEFAULT_MODEL, available_models
-from dsmooth_lab_ui import choices, figures, nav, resources, state
+from dsmooth_lab_ui import choices, figures, model_upload, nav, resources, state
 from dsmooth_lab_ui.images import to_uint8, upscale
 
 GALLERY_COLS = 8
@@ -29,8 +29,9 @@ def _switch_model() -> None:
         resources.get_model(wanted)
     except Exception as exc:  # the library explains (offline, weights missing, hub code missing)
         state.put(state.MODEL_ERROR, f"Could not load {wanted.name}: {exc} The previous model stays selected.")
-        st.session_state["model_select"] = current.name
-        st.session_state["model_untrained"] = not current.pretrained
+        if current.upload is None:
+            st.session_state["model_select"] = current.name
+            st.session_state["model_untrained"] = not current.pretrained
         return
     state.put(state.MODEL, wanted)
     state.put(state.MODEL_ERROR, None)
@@ -66,6 +67,7 @@ def model_section() -> object | None:
         on_change=_switch_model,
         help="Exercise a model's code paths offline. Its predictions and certificates mean nothing.",
     )
+    model_upload.upload_section()
     error = state.get(state.MODEL_ERROR)
     if error:
         st.error(error, icon=":material/error:")

@@ -45,6 +45,11 @@ def button(at: AppTest, label: str):
     return matches[0]
 
 
+def image_uploader(at: AppTest):
+    """The image upload widget (the Model & image page also has one for model files)."""
+    return next(u for u in at.file_uploader if u.key == "upload_file")
+
+
 def charts(at: AppTest) -> dict[str, dict]:
     """Plotly charts on the page by their key (the element id ends with the user key), as figure JSON."""
     out = {}
@@ -160,7 +165,7 @@ def test_bad_upload_shows_an_error_and_keeps_the_image(app_env: Path) -> None:
     at = new_app().run()
     before = at.session_state[state.IMAGE].image_id
     at.radio(key="image_source").set_value("Upload").run()
-    at.file_uploader[0].upload("broken.png", b"\x89PNG\r\n\x1a\n this is not an image", "image/png")
+    image_uploader(at).upload("broken.png", b"\x89PNG\r\n\x1a\n this is not an image", "image/png")
     at.run()
     assert_clean(at)
     assert any("broken.png" in e.value for e in at.error)
@@ -172,7 +177,7 @@ def test_good_upload_becomes_the_image(app_env: Path) -> None:
     at.radio(key="image_source").set_value("Upload").run()
     buffer = io.BytesIO()
     Image.new("RGB", (48, 40), (200, 30, 30)).save(buffer, format="PNG")
-    at.file_uploader[0].upload("red.png", buffer.getvalue(), "image/png")
+    image_uploader(at).upload("red.png", buffer.getvalue(), "image/png")
     at.run()
     assert_clean(at)
     image = at.session_state[state.IMAGE]
@@ -414,6 +419,7 @@ def test_about_page_states_the_theorems(app_env: Path) -> None:
     formulas = " ".join(latex.value for latex in at.latex)
     assert r"\Phi^{-1}" in formulas and r"\ln" in formulas and "S_t" in formulas and r"\rho^2" in formulas
     assert re.search("ABSTAIN", texts(at))
+    assert "never proves" in texts(at) and "refutes" in texts(at)
 
 
 # ---------------------------------------------------------------- cancelling

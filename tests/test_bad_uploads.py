@@ -106,7 +106,7 @@ def _clean(at: AppTest) -> None:
 
 def _upload(at: AppTest, name: str, data: bytes) -> None:
     at.radio(key="image_source").set_value("Upload").run()
-    at.file_uploader[0].upload(name, data, "image/png")
+    next(u for u in at.file_uploader if u.key == "upload_file").upload(name, data, "image/png")
     at.run()
 
 

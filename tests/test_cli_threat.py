@@ -147,3 +147,18 @@ def test_profile_to_a_file_reports_a_clamped_k(data_dir, tmp_path, capsys):
     profile = ThreatProfile.load(out)
     assert profile.split == "test" and profile.covariance.k == profile.covariance.rank == 7
     profile.check_disjoint("cifar10", "train", list(profile.indices))
+
+
+def test_profile_tunes_on_held_out_calibration_images(data_dir, tmp_path, capsys):
+    out = tmp_path / "tuned.pt"
+    argv = ["profile", *MODEL, "--calibration-size", "10", "--n-queries", "10", "--k", "4", "--keep", "nonzero"]
+    tuning = ["--tune-sigma", "0.25", "--tune-share", "0.3", "--tune-n", "20", "--ranks", "4", "2"]
+    assert main([*argv, *tuning, "--shrinkages", "0", "0.5", "--min-axis-ratio", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tuned at sigma 0.25 on 3 held-out calibration images (fitted on 7)" in printed
+    profile = ThreatProfile.load(out)
+    assert len(profile.tuning["table"]) == 8 and profile.n_attacked == 7
+    assert sorted(profile.tuning["fitting_indices"] + profile.tuning["tuning_indices"]) == list(profile.indices)
+    choice = profile.tuning["choice"]
+    assert profile.covariance.normalization == choice["normalization"] and profile.covariance.k == choice["k"]
+    assert sum(line.startswith("*") for line in printed.splitlines()) == 1

@@ -14,7 +14,15 @@ from dsmooth_core.attacks import AttackConfig, square_then_fgsm
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet
 from dsmooth_core.models import ModelInfo, wrap
-from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile, build_profile, calibrate
+from dsmooth_core.profiles import (
+    Calibration,
+    ProfileMismatchError,
+    ThreatProfile,
+    Tuning,
+    build_profile,
+    calibrate,
+)
+from dsmooth_core.tuning import TuningGrid
 from tests.toy import CLASSES, SHAPE, prototype_mlp
 
 STRONG = AttackConfig(eps_inf=0.5, n_queries=30, p_init=0.1, fgsm="l2", eps_fgsm=0.5, project_linf=True)
@@ -187,3 +195,38 @@ def test_bad_arguments_are_rejected(trained):
         _build(trained, keep="everything")
     with pytest.raises(ValueError, match="3 indices given for 40"):
         _build(trained, indices=(1, 2, 3))
+
+
+def test_tuned_calibration_fits_and_tunes_on_disjoint_calibration_images_only(trained, tmp_path, monkeypatch):
+    model, x, y = trained
+    pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    data = ImageSet(pixels, y.numpy().astype("int64"), tuple(map(str, range(CLASSES))))
+    grid = TuningGrid(normalizations=("det", "trace"), ranks=(4, 2), shrinkages=(0.0, 0.5), min_axis_ratio=1.0)
+    tuning = Tuning(sigma=0.25, share=0.4, grid=grid, n0=10, n=30, alpha=0.01, seed=1)
+    calibration = _calibration(size=len(set(y.tolist())), keep="nonzero", tuning=tuning)
+    seen = []
+    real_tune = profiles.tune_covariance
+
+    def spy(model, fitted, images, labels, **kwargs):
+        seen.append(images.clone())
+        return real_tune(model, fitted, images, labels, **kwargs)
+
+    monkeypatch.setattr(profiles, "tune_covariance", spy)
+    profile = calibrate(model, data, calibration, cache_dir=tmp_path)
+    record = profile.tuning
+    fitting, held_out = record["fitting_indices"], record["tuning_indices"]
+    chosen = calibration.indices(data.labels)
+    assert sorted(fitting + held_out) == sorted(chosen) == list(profile.indices) and not set(fitting) & set(held_out)
+    assert profile.n_attacked == len(fitting) and len(held_out) == round(0.4 * len(chosen))
+    torch.testing.assert_close(seen[0], data.tensor(held_out))  # tuning saw its own images and nothing else
+    choice = record["choice"]
+    cov = profile.covariance
+    assert (cov.normalization, cov.k, cov.shrinkage) == (choice["normalization"], choice["k"], choice["shrinkage"])
+    assert len(record["table"]) == 8 and record["sigma"] == 0.25
+    for part in (fitting, held_out):  # an evaluation image from either part is refused
+        with pytest.raises(ProfileMismatchError, match="used to calibrate"):
+            profile.check_disjoint("synthetic", "train", [part[0]])
+    back = ThreatProfile.load(next(tmp_path.iterdir()))
+    assert back.tuning == record and back.covariance.content_hash() == cov.content_hash()
+    untuned = dataclasses.replace(calibration, tuning=None)
+    assert untuned.identity("abc", [1, 2]) != calibration.identity("abc", [1, 2])

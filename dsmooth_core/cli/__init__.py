@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Sequence
 
 from dsmooth_core.appendfile import FileBusyError
-from dsmooth_core.cli import attack_cmd, certify_cmd, experiment_cmd, profile_cmd, train_cmd
+from dsmooth_core.cli import attack_cmd, audit_cmd, certify_cmd, experiment_cmd, profile_cmd, train_cmd
 from dsmooth_core.data import DataUnavailableError
 from dsmooth_core.models import ModelLoadError, ModelUnavailableError
 from dsmooth_core.progress import Cancelled
@@ -31,7 +31,7 @@ USER_ERRORS = (
 DEBUG_FLAG = "--debug"
 REFUSED, FAILED = 2, 1
 
-COMMANDS = (certify_cmd, train_cmd, experiment_cmd, attack_cmd, profile_cmd)
+COMMANDS = (certify_cmd, train_cmd, experiment_cmd, attack_cmd, profile_cmd, audit_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,15 +7,22 @@ time) so their analysis scripts read the file, then add method, metric and p_low
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
 from dsmooth_core.appendfile import check_writable_file, locked_append
 from dsmooth_core.certify import certify
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
+from dsmooth_core.cli.engine_options import add_engine_arguments, ray_options
+from dsmooth_core.cli.model_file_options import add_model_file_options, load_model_file_arg, require_cifar10
 from dsmooth_core.compiled import compiled_forward
 from dsmooth_core.contract import check_input_shape, model_contract
 from dsmooth_core.covariance import LowRankCovariance
@@ -25,6 +32,8 @@ from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
 from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
 from dsmooth_core.profiles import ThreatProfile
+from dsmooth_core.scale import RayOptions, worker_device
+from dsmooth_core.scale.chunks import map_chunks
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "metric", "p_lower")
 
@@ -34,14 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="a registry name")
     p.add_argument("--untrained", action="store_true", help="untrained weights (offline demos and tests)")
     p.add_argument("--weights", type=Path, default=None, help=WEIGHTS_HELP)
+    add_model_file_options(p)
     p.add_argument("--method", choices=METHODS, default="randsmooth")
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--profile", type=Path, help="threat profile (covariance file), needed by dsmooth")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--start", type=int, default=0)
-    p.add_argument("--skip", type=int, default=20, help="every skip-th image (the files are sorted by class)")
-    p.add_argument("--max", type=int, default=-1, help="stop after this many images (-1: all)")
+    add_selection_options(p)
     p.add_argument("--n0", type=int, default=100)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--alpha", type=float, default=0.001)
@@ -54,7 +60,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch.compile the forward for full batches (costs a minute or more up front; pays off over many images)",
     )
     p.add_argument("--out", type=Path, required=True, help="TSV file; existing indices are skipped")
+    add_engine_arguments(p)
     p.set_defaults(run=run)
+
+
+def add_selection_options(p: argparse.ArgumentParser) -> None:
+    """Which images of the data set a command works through (shared with ``audit``)."""
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--skip", type=int, default=20, help="every skip-th image (the files are sorted by class)")
+    p.add_argument("--max", type=int, default=-1, help="stop after this many images (-1: all)")
 
 
 def selected_indices(total: int, start: int, skip: int, limit: int) -> list[int]:
@@ -68,19 +84,32 @@ def selected_indices(total: int, start: int, skip: int, limit: int) -> list[int]
 
 def finished_indices(path: Path) -> set[int]:
     """The indices a previous run wrote to ``path``; a file that is not a certify TSV is refused."""
+    return {int(key[0]) for key in finished_keys(path, COLUMNS, ("idx",), "certify")}
+
+
+def finished_keys(
+    path: Path, columns: tuple[str, ...], key_columns: tuple[str, ...], kind: str
+) -> set[tuple[str, ...]]:
+    """The ``key_columns`` of every row already in ``path``; a file with other columns or rows is refused."""
     if not path.exists() or path.stat().st_size == 0:
         return set()
+    positions = [columns.index(column) for column in key_columns]
     with path.open(newline="") as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
-        if header is None or tuple(header) != COLUMNS:
-            raise InputRefused(f"--out {path} exists but is not a certify TSV (its first line is not the header)")
+        if header is None or tuple(header) != columns:
+            raise InputRefused(f"--out {path} exists but is not a {kind} TSV (its first line is not the header)")
         done = set()
         for line, row in enumerate(reader, 2):
-            if len(row) != len(COLUMNS) or not row[0].isdigit():
-                raise InputRefused(f"--out {path}, line {line}, is not a certify row; write to another file")
-            done.add(int(row[0]))
+            if len(row) != len(columns) or not row[0].isdigit():
+                raise InputRefused(f"--out {path}, line {line}, is not a {kind} row; write to another file")
+            done.add(tuple(row[i] for i in positions))
     return done
+
+
+def write_row(out: TextIO, row: tuple[object, ...]) -> None:
+    """One tab-separated line, flushed so an interrupted run keeps every finished line."""
+    print("\t".join(map(str, row)), file=out, flush=True)
 
 
 def image_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -89,10 +118,16 @@ def image_generator(seed: int, index: int, device: torch.device | str = "cpu") -
 
 
 def run(args: argparse.Namespace) -> int:
+    options = ray_options(args)  # first, so a bad --address fails before any work
     check_writable_file(args.out)
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
+    model = load_model_file_arg(args, device)
+    if model is None:
+        model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
+    require_cifar10(model, "certify reads CIFAR-10 and")
     if args.compile:
+        if options is not None:
+            raise InputRefused("--compile compiles in this process; it cannot be sent to Ray workers (drop one)")
         model = compiled_forward(model, args.batch)
     data = load_cifar10(args.split, args.data_dir)
     if len(data):
@@ -102,14 +137,14 @@ def run(args: argparse.Namespace) -> int:
             f"the data set has {len(data.classes)} classes and model {model.info.name!r} {model.info.num_classes}"
         )
     selected = selected_indices(len(data.labels), args.start, args.skip, args.max)
-    covariance = _profile_covariance(args, model, selected) if args.method == "dsmooth" else None
+    covariance = profile_covariance(args, model, selected) if args.method == "dsmooth" else None
     noise = make_noise(args.method, args.sigma, covariance)
     with model_contract(model, tuple(model.info.input_shape)):  # refuse a bad model or noise before any file
         noise.check_shape(tuple(model.info.input_shape))
         noise.check_finite_draws(tuple(model.info.input_shape), model_device(model))
     created = not args.out.exists()
     try:
-        _certify_into(args, model, data, noise, selected)
+        _certify_into(args, model, data, noise, selected, options)
     except BaseException:
         if created and args.out.is_file() and args.out.stat().st_size == 0:
             args.out.unlink()  # leave no empty file behind a refusal
@@ -118,38 +153,33 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _certify_into(
-    args: argparse.Namespace, model: Normalized, data: ImageSet, noise: SmoothingNoise, selected: list[int]
+    args: argparse.Namespace,
+    model: Normalized,
+    data: ImageSet,
+    noise: SmoothingNoise,
+    selected: list[int],
+    options: RayOptions | None,
 ) -> None:
     """Append one row per image not yet in ``--out``, holding the file's lock throughout."""
+    draws = Draws(args.n0, args.n, args.alpha, args.batch, args.seed)
     with locked_append(args.out) as out:
         done = finished_indices(args.out)
         todo = [i for i in selected if i not in done]
         header_needed = args.out.stat().st_size == 0
-        for count, index in enumerate(todo, 1):
-            x, label = data.tensor([index])[0], int(data.labels[index])
-            generator = image_generator(args.seed, index, model_device(model))
-            cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, generator)
+        started = time.perf_counter()
+        for count, row in enumerate(_rows(model, data, todo, noise, draws, options), 1):
             if header_needed:  # written with the first row, so a refusal leaves the file empty
-                print("\t".join(COLUMNS), file=out, flush=True)
+                write_row(out, COLUMNS)
                 header_needed = False
-            row = (
-                index,
-                label,
-                cert.prediction,
-                repr(cert.radius),
-                int(cert.prediction == label),
-                f"{cert.seconds:.4f}",
-                cert.method,
-                cert.metric,
-                repr(cert.p_lower),
-            )
-            print("\t".join(map(str, row)), file=out, flush=True)
+            write_row(out, row)
+            per_image = (time.perf_counter() - started) / count
             print(
-                f"[{count}/{len(todo)}] idx {index}: predict {cert.prediction} radius {cert.radius:.4f} ({cert.metric})"
+                f"[{count}/{len(todo)}] idx {row[0]}: predict {row[2]} radius {float(row[3]):.4f} ({row[7]}); "
+                f"{per_image:.2f} s/image, ETA {(len(todo) - count) * per_image:.0f} s"
             )
 
 
-def _profile_covariance(args: argparse.Namespace, model: Normalized, indices: list[int]) -> LowRankCovariance | None:
+def profile_covariance(args: argparse.Namespace, model: Normalized, indices: list[int]) -> LowRankCovariance | None:
     """The profile's covariance, refused (as ``experiment run`` and the app refuse it) when it was built on
     another model or on the images to certify. A bare covariance file carries no provenance to check."""
     if args.profile is None:
@@ -171,3 +201,64 @@ def _profile_covariance(args: argparse.Namespace, model: Normalized, indices: li
     profile.check_matches(model)
     profile.check_disjoint("cifar10", args.split, indices)
     return profile.covariance
+
+
+@dataclass(frozen=True)
+class Draws:
+    """How each image is certified: sample sizes, level, batch and the run seed its generator comes from."""
+
+    n0: int
+    n: int
+    alpha: float
+    batch: int
+    seed: int
+
+
+def certify_row(
+    model: torch.nn.Module, index: int, x: torch.Tensor, label: int, noise: SmoothingNoise, draws: Draws
+) -> tuple:
+    """One image's TSV row; the same in any process, its noise drawn from (seed, index) alone."""
+    generator = image_generator(draws.seed, index, model_device(model))
+    cert = certify(model, x, noise, draws.n0, draws.n, draws.alpha, draws.batch, generator)
+    return (
+        index,
+        label,
+        cert.prediction,
+        repr(cert.radius),
+        int(cert.prediction == label),
+        f"{cert.seconds:.4f}",
+        cert.method,
+        cert.metric,
+        repr(cert.p_lower),
+    )
+
+
+def certify_rows(
+    chunk: list[tuple[int, torch.Tensor, int]], *, model: torch.nn.Module, noise: SmoothingNoise, draws: Draws
+) -> list[tuple]:
+    """In a Ray worker: the rows of one chunk of images."""
+    model = model.to(worker_device())
+    return [certify_row(model, index, x, label, noise, draws) for index, x, label in chunk]
+
+
+def _rows(
+    model: torch.nn.Module,
+    data: ImageSet,
+    todo: list[int],
+    noise: SmoothingNoise,
+    draws: Draws,
+    options: RayOptions | None,
+) -> Iterator[tuple]:
+    """The rows of ``todo``, in order in this process, or as Ray's chunks finish."""
+    if options is None:
+        for index in todo:
+            yield certify_row(model, index, data.tensor([index])[0], int(data.labels[index]), noise, draws)
+        return
+    chunks = (
+        [(i, data.tensor([i])[0], int(data.labels[i])) for i in todo[start : start + options.chunk_size]]
+        for start in range(0, len(todo), options.chunk_size)
+    )
+    shared = {"model": model.to("cpu"), "noise": noise, "draws": draws}  # workers move it to their device
+    with contextlib.closing(map_chunks(certify_rows, shared, chunks, options)) as results:
+        for _, rows in results:
+            yield from rows

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 from pathlib import Path
 
 from dsmooth_core.attacks import PRESETS
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device, terminal_progress
+from dsmooth_core.cli.engine_options import add_engine_arguments, images_progress, ray_options
+from dsmooth_core.cli.model_file_options import add_model_file_options, load_model_file_arg, require_cifar10
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.experiments import (
     ExperimentSpec,
@@ -26,6 +29,7 @@ from dsmooth_core.experiments import (
 from dsmooth_core.models import DEFAULT_MODEL
 from dsmooth_core.noise import METHODS
 from dsmooth_core.profiles import ThreatProfile, calibrate
+from dsmooth_core.scale import run_experiment_on_ray
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +44,7 @@ def _register_run(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="a registry name (a CIFAR-10 model)")
     p.add_argument("--untrained", action="store_true", help="untrained weights from a fixed seed (tests, demos)")
     p.add_argument("--weights", type=Path, default=None, help=WEIGHTS_HELP)
+    add_model_file_options(p)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--sigmas", nargs="+", type=float, default=[0.25], help="noise level(s), per-pixel std")
     p.add_argument("--k", nargs="+", type=int, default=[10], help="DSmooth rank(s); several give the k ablation")
@@ -60,6 +65,7 @@ def _register_run(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=400, help="noise draws (and calibration images) per batch")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--device", default="auto")
+    add_engine_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -78,12 +84,14 @@ def _register_analyse(actions: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    options = ray_options(args)  # first, so a bad --address fails before any work
     store = RecordStore(args.records)  # a file that is not a record file is refused before any work
-    model = load_experiment_model(
-        args.model, resolve_device(args.device), pretrained=not args.untrained, weights=args.weights
-    )
-    if model.info.dataset != "cifar10":
-        raise ValueError(f"experiments run on CIFAR-10; {args.model} is a {model.info.dataset} model")
+    model = load_model_file_arg(args, resolve_device(args.device))
+    if model is None:
+        model = load_experiment_model(
+            args.model, resolve_device(args.device), pretrained=not args.untrained, weights=args.weights
+        )
+    require_cifar10(model, "experiments run on CIFAR-10 and")
     spec = ExperimentSpec(
         methods=tuple(dict.fromkeys(args.methods)),
         sigmas=tuple(args.sigmas),
@@ -110,7 +118,14 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch,
             progress=terminal_progress("calibration attack"),
         )
-    summary = run_experiment(
+    if options is None:
+        runner, progress = run_experiment, terminal_progress(f"shard {args.shard}")
+    else:
+        runner, progress = (
+            functools.partial(run_experiment_on_ray, options=options),
+            images_progress(f"shard {args.shard}"),
+        )
+    summary = runner(
         model,
         test,
         indices,
@@ -118,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         spec,
         store,
         batch_size=args.batch,
-        progress=terminal_progress(f"shard {args.shard}"),
+        progress=progress,
     )
     print(
         f"{summary.images} images ({summary.images_skipped} already done), "

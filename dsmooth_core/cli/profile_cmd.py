@@ -22,7 +22,8 @@ from dsmooth_core.cli.threat_options import (
     load_cifar_model,
 )
 from dsmooth_core.data import load_cifar10
-from dsmooth_core.profiles import Calibration, ThreatProfile, calibrate
+from dsmooth_core.profiles import Calibration, ThreatProfile, Tuning, calibrate
+from dsmooth_core.tuning import TuningGrid
 
 DEFAULT_CACHE = Path("data") / "profiles"
 
@@ -43,6 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fit the perturbations of fooled images only, or every non-zero one",
     )
     p.add_argument("--batch", type=int, default=None, help="images attacked at once (default: all)")
+    tune = p.add_argument_group("tuning DSmooth's knobs on held-out calibration images (docs/MATH.md 3)")
+    tune.add_argument("--tune-sigma", type=float, default=None, help="tune at this sigma (default: no tuning)")
+    tune.add_argument("--tune-share", type=float, default=0.2, help="share of the calibration images held out")
+    tune.add_argument("--tune-n", type=int, default=500, help="estimation samples per tuning certificate")
+    tune.add_argument("--normalizations", nargs="+", choices=("det", "trace"), default=["det", "trace"])
+    tune.add_argument("--ranks", nargs="+", type=int, default=[100, 30, 10], help="ranks tried (at most --k)")
+    tune.add_argument("--shrinkages", nargs="+", type=float, default=[0.0, 0.5, 0.9])
+    tune.add_argument("--min-axis-ratio", type=float, default=2.0, help="sqrt(mu_max/mu_min) a choice must reach")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--out", type=Path, help="write the profile here (always builds it)")
     where.add_argument(
@@ -65,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         subset_seed=args.seed,
         keep=args.keep,
         seed=args.seed,
+        tuning=_tuning(args),
     )
     where = (
         args.out
@@ -93,6 +103,38 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tuning(args: argparse.Namespace) -> Tuning | None:
+    if args.tune_sigma is None:
+        return None
+    grid = TuningGrid(
+        normalizations=tuple(args.normalizations),
+        ranks=tuple(args.ranks),
+        shrinkages=tuple(args.shrinkages),
+        min_axis_ratio=args.min_axis_ratio,
+    )
+    return Tuning(sigma=args.tune_sigma, share=args.tune_share, grid=grid, n=args.tune_n, seed=args.seed)
+
+
+def tuning_table(profile: ThreatProfile) -> str:
+    """The tuning table as text, the chosen row marked."""
+    if profile.tuning is None:
+        return ""
+    record = profile.tuning
+    lines = [
+        f"tuned at sigma {record['sigma']:g} on {len(record['tuning_indices'])} held-out calibration images "
+        f"(fitted on {len(record['fitting_indices'])}); certified at r = 0 with n0 {record['n0']}, n {record['n']}:",
+        "  normalization   k  shrinkage  axis ratio  certified  abstained",
+    ]
+    for row in record["table"]:
+        mark = "*" if row == record["choice"] else (" " if row["eligible"] else "-")
+        lines.append(
+            f"{mark} {row['normalization']:>13} {row['k']:>3} {row['shrinkage']:>10.2f} {row['axis_ratio']:>11.3g} "
+            f"{row['certified']:>6}/{row['images']:<3} {row['abstained']:>9}"
+        )
+    lines.append("  (* chosen, - not eligible: too close to isotropic)")
+    return "\n".join(lines)
+
+
 def summary(profile: ThreatProfile, requested_k: int) -> str:
     cov = profile.covariance
     floored = " (floored)" if cov.residual_floored else ""
@@ -102,6 +144,8 @@ def summary(profile: ThreatProfile, requested_k: int) -> str:
             f"model {profile.model_name}, kept {profile.n_kept} of {profile.n_attacked} perturbations ({profile.keep})",
             f"k {cov.k} (rank {cov.rank}{clamped}), explained variance {cov.explained_variance:.1%}, "
             f"residual variance {cov.base_residual:.3g}{floored}",
-            f"normalized eigenvalues: mu_min {cov.mu_min:.3g}, mu_max {cov.mu_max:.3g}",
+            f"{cov.normalization}-normalized St: mu_min {cov.mu_min:.3g}, mu_max {cov.mu_max:.3g}, "
+            f"shrinkage {cov.shrinkage:g}",
+            tuning_table(profile),
         )
-    )
+    ).rstrip()

@@ -12,6 +12,7 @@ import torch
 
 from dsmooth_core.attacks import PRESETS, AttackConfig
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
+from dsmooth_core.cli.model_file_options import add_model_file_options, load_model_file_arg, require_cifar10
 from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
 
 
@@ -48,6 +49,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--weights", type=Path, default=None, help=WEIGHTS_HELP)
     parser.add_argument("--device", default="auto")
+    add_model_file_options(parser)
 
 
 def add_attack_options(parser: argparse.ArgumentParser) -> None:
@@ -76,16 +78,17 @@ def describe_attack(config: AttackConfig) -> str:
 
 
 def load_cifar_model(args: argparse.Namespace) -> Normalized:
-    """The chosen registry model, refused unless it takes CIFAR-10 images (the only data set attacked here).
+    """The --model-file or registry model, refused unless it takes CIFAR-10 images (the only data set attacked here).
 
     Untrained weights are drawn from a fixed seed, so repeated runs get the same weights hash and a
     cached profile is found again.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(UNTRAINED_SEED)
-        model = load_model(
-            args.model, device=resolve_device(args.device), pretrained=not args.untrained, weights=args.weights
-        )
-    if model.info.dataset != "cifar10":
-        raise ValueError(f"model {args.model!r} is a {model.info.dataset} model; these commands attack CIFAR-10")
+    model = load_model_file_arg(args, resolve_device(args.device))
+    if model is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(UNTRAINED_SEED)
+            model = load_model(
+                args.model, device=resolve_device(args.device), pretrained=not args.untrained, weights=args.weights
+            )
+    require_cifar10(model, "these commands attack CIFAR-10 and")
     return model

@@ -8,7 +8,6 @@ the records an uninterrupted run would (for the same certification batch size).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 from dsmooth_core.attacks import PRESETS, AttackConfig
 from dsmooth_core.data import balanced_subset
 from dsmooth_core.noise import METHODS, method_class
+from dsmooth_core.seeds import derive_seed as derive_seed  # the runner and the package import it from here
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,6 @@ def attack_config(preset: str, queries: int | None = None) -> AttackConfig:
         raise ValueError(f"unknown attack preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
     config = PRESETS[preset]
     return config if queries is None else dataclasses.replace(config, n_queries=queries)
-
-
-def derive_seed(seed: int, index: int, stream: str) -> int:
-    """A 63-bit seed for one image and one use (``attack`` or a method), independent of run order."""
-    digest = hashlib.sha256(f"{seed}:{index}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def parse_shard(text: str) -> tuple[int, int]:

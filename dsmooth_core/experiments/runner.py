@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +70,55 @@ class _Tracker:
         self.done += units
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run still has to do: each image's missing (setting, identity) pairs, and the noises they use."""
+
+    todo: dict[int, list[tuple[Setting, dict]]]
+    noises: dict[tuple, SmoothingNoise]
+
+    @property
+    def images_skipped(self) -> int:
+        """Images every record of which is already in the store."""
+        return sum(1 for jobs in self.todo.values() if not jobs)
+
+
+def plan_run(
+    model: torch.nn.Module,
+    indices: Sequence[int],
+    profile: ThreatProfile,
+    spec: ExperimentSpec,
+    store: RecordStore,
+    *,
+    dataset: str = "cifar10",
+    split: str = "test",
+) -> RunPlan:
+    """Check the model and images against the profile, and list the records ``store`` lacks.
+
+    Shared by every engine, so a run on any of them writes the same records under the same keys.
+    """
+    profile.check_matches(model)
+    profile.check_disjoint(dataset, split, indices)
+    max_k = profile.covariance.k
+    if any(method_class(m).needs_profile for m in spec.methods) and max(spec.ks) > max_k:
+        warnings.warn(f"the profile has rank {max_k}: DSmooth's ranks above it use k = {max_k}", stacklevel=3)
+    settings = spec.settings(max_k)
+    context = {
+        "dataset": dataset,
+        "split": split,
+        "model": model.info.name,
+        "model_hash": model.info.weights_hash,
+        "profile_hash": profile.covariance.content_hash(),
+        "profile_k": max_k,
+        "attack": spec.attack_name,
+        "attack_config": dataclasses.asdict(spec.attack),
+        "seed": spec.seed,
+        "n0": spec.n0,
+    }
+    todo = {int(idx): _missing(store, context, settings, int(idx)) for idx in indices}
+    return RunPlan(todo=todo, noises=_noises(settings, profile.covariance))
+
+
 def run_experiment(
     model: torch.nn.Module,
     images: ImageSet,
@@ -83,60 +132,61 @@ def run_experiment(
     batch_size: int = 400,
     progress: ProgressCallback | None = None,
 ) -> RunSummary:
-    """Write the missing records of ``indices`` x ``spec``'s settings to ``store``.
+    """Write the missing records of ``indices`` x ``spec``'s settings to ``store``, in this process.
 
     Raises :class:`~dsmooth_core.progress.Cancelled` when ``progress`` asks to stop; records already
     written stay, and a rerun continues from them.
     """
-    profile.check_matches(model)
-    profile.check_disjoint(dataset, split, indices)
-    max_k = profile.covariance.k
-    if any(method_class(m).needs_profile for m in spec.methods) and max(spec.ks) > max_k:
-        warnings.warn(f"the profile has rank {max_k}: DSmooth's ranks above it use k = {max_k}", stacklevel=2)
-    settings = spec.settings(max_k)
-    noises = _noises(settings, profile.covariance)
-    context = {
-        "dataset": dataset,
-        "split": split,
-        "model": model.info.name,
-        "model_hash": model.info.weights_hash,
-        "profile_hash": profile.covariance.content_hash(),
-        "profile_k": max_k,
-        "attack": spec.attack_name,
-        "attack_config": dataclasses.asdict(spec.attack),
-        "seed": spec.seed,
-        "n0": spec.n0,
-    }
     with store:  # one writer at a time; the store reads its keys again under the lock
-        todo = {int(idx): _missing(store, context, settings, int(idx)) for idx in indices}
+        plan = plan_run(model, indices, profile, spec, store, dataset=dataset, split=split)
         units = spec.attack.n_queries
         tracker = _Tracker(
-            progress, sum(units + sum(spec.n0 + job[0].n for job in jobs) for jobs in todo.values() if jobs)
+            progress, sum(units + sum(spec.n0 + job[0].n for job in jobs) for jobs in plan.todo.values() if jobs)
         )
         written = 0
-        for idx, jobs in todo.items():
+        for idx, jobs in plan.todo.items():
             if not jobs:
                 continue
-            image = _attack(model, images, idx, spec, tracker.part(units))
-            tracker.advance(units)
-            votes: dict[tuple, Certificate] = {}  # settings that differ in alpha only share their noise draws
-            for setting, identity in jobs:
-                noise = noises[(setting.method, setting.sigma, setting.k)]
-                draws = (setting.method, setting.sigma, setting.k, setting.n)
-                if draws in votes:
-                    cert = at_level(votes[draws], noise, setting.alpha)
-                else:
-                    generator = generator_for(model, derive_seed(spec.seed, image.idx, setting.method))
-                    part = tracker.part(spec.n0 + setting.n)
-                    cert = certify(
-                        model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, part
-                    )
-                    votes[draws] = cert
-                store.append({"key": record_key(identity), **identity, **_record(image, cert, noise, profile)})
+            x, label = images.tensor([idx])[0], int(images.labels[idx])
+            for record in image_records(model, idx, x, label, jobs, plan.noises, profile, spec, batch_size, tracker):
+                store.append(record)
                 written += 1
-                tracker.advance(spec.n0 + setting.n)
-        skipped = sum(1 for jobs in todo.values() if not jobs)
-        return RunSummary(images=len(todo), images_skipped=skipped, records_written=written)
+        return RunSummary(images=len(plan.todo), images_skipped=plan.images_skipped, records_written=written)
+
+
+def image_records(
+    model: torch.nn.Module,
+    idx: int,
+    x: torch.Tensor,
+    label: int,
+    jobs: list[tuple[Setting, dict]],
+    noises: dict[tuple, SmoothingNoise],
+    profile: ThreatProfile,
+    spec: ExperimentSpec,
+    batch_size: int,
+    tracker: _Tracker | None = None,
+) -> Iterator[Record]:
+    """Attack image ``idx`` once, then yield one record per job as soon as its certificate exists.
+
+    Every draw is seeded from (run seed, image, method), so the records are the same in any process.
+    """
+    tracker = tracker or _Tracker(None, 0)
+    units = spec.attack.n_queries
+    image = _attack(model, idx, x, label, spec, tracker.part(units))
+    tracker.advance(units)
+    votes: dict[tuple, Certificate] = {}  # settings that differ in alpha only share their noise draws
+    for setting, identity in jobs:
+        noise = noises[(setting.method, setting.sigma, setting.k)]
+        draws = (setting.method, setting.sigma, setting.k, setting.n)
+        if draws in votes:
+            cert = at_level(votes[draws], noise, setting.alpha)
+        else:
+            generator = generator_for(model, derive_seed(spec.seed, image.idx, setting.method))
+            part = tracker.part(spec.n0 + setting.n)
+            cert = certify(model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, part)
+            votes[draws] = cert
+        yield {"key": record_key(identity), **identity, **_record(image, cert, noise, profile)}
+        tracker.advance(spec.n0 + setting.n)
 
 
 def _missing(store: RecordStore, context: dict, settings: list[Setting], idx: int) -> list[tuple[Setting, dict]]:
@@ -162,10 +212,14 @@ def _noises(settings: list[Setting], covariance: LowRankCovariance) -> dict[tupl
 
 
 def _attack(
-    model: torch.nn.Module, images: ImageSet, idx: int, spec: ExperimentSpec, progress: ProgressCallback | None
+    model: torch.nn.Module,
+    idx: int,
+    x: torch.Tensor,
+    label: int,
+    spec: ExperimentSpec,
+    progress: ProgressCallback | None,
 ) -> _Attacked:
     """Square + FGSM on one image, alone, so its result does not depend on the other images of the run."""
-    x, label = images.tensor([idx])[0], int(images.labels[idx])
     device = model_device(model)
     result = square_then_fgsm(
         model,

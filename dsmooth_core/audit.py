@@ -1,0 +1,295 @@
+"""Auditing a certificate: search its certified region for a perturbation that changes the prediction.
+
+A certificate is a lower bound on the smoothed classifier's robust radius; a perturbation that
+provably changes the smoothed prediction is an upper bound. The audit runs PGD on the Monte Carlo
+soft smoothed classifier (the average softmax over m noise draws, Salman et al. 2019) inside a
+budget ball in the certificate's own metric, and judges every candidate with PREDICT on fresh
+draws. Bisection over the budget then gives the smallest radius at which the attack succeeded: the
+**empirical bound**. A success at a distance below the certified radius is a **violation**. Where a
+model is so confident under noise that the soft classifier's gradient underflows, the step follows
+the mean logit margin instead.
+
+What it can and cannot show: a violation refutes the certificate (up to the audit's and the
+certificate's own failure probabilities); "consistent" only says this attack found nothing inside
+the region, never that the certificate is right.
+
+Statistics: each candidate is judged by PREDICT at level ``alpha / max_tests``, so by Bonferroni
+the chance that any reported success is a Monte Carlo fluke is at most ``alpha`` for the whole
+audit. Perturbations are not clipped to keep ``x + delta`` in ``[0, 1]``: a certificate promises
+the prediction for every delta in its region (MATH.md section 1), and clipping would break the
+exact projections.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from dsmooth_core.certify import ABSTAIN, Certificate, predict
+from dsmooth_core.device import model_device
+from dsmooth_core.noise import AnisotropicGaussian, SmoothingNoise
+from dsmooth_core.progress import ProgressCallback, report
+from dsmooth_core.projections import Whitening, project_l1, project_l2
+
+CONSISTENT = "consistent"
+VIOLATION = "violation"
+# The first budget lies this fraction inside the certified radius, which is an open ball.
+_INSIDE = 1.0 - 1e-6
+# Fraction of coordinates an l1 step moves: steepest ascent in l1 is sparse.
+_L1_STEP_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """How hard the audit searches and how sure it must be before it reports a success."""
+
+    n: int = 1000  # PREDICT draws per candidate
+    alpha: float = 0.001  # family-wise: the chance that any reported success is a Monte Carlo fluke
+    draws: int = 32  # noise draws m per gradient of the soft smoothed classifier
+    steps: int = 20  # PGD steps per budget
+    growth_steps: int = 7  # budget doublings past the certified radius before giving up (l1 gaps are wide)
+    bisection_steps: int = 8
+    tolerance: float = 0.01  # stop bisecting when the bracket is this fraction of its upper end
+    batch_size: int = 400
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must lie strictly between 0 and 1, got {self.alpha}")
+        for name in ("n", "draws", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.growth_steps < 0 or self.bisection_steps < 0:
+            raise ValueError("growth_steps and bisection_steps must be >= 0")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"tolerance must lie strictly between 0 and 1, got {self.tolerance}")
+
+    @property
+    def max_tests(self) -> int:
+        """Most PREDICT calls one audit makes: the certified radius, the doublings, the bisection."""
+        return 1 + self.growth_steps + self.bisection_steps
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """The verdict, both bounds in the certificate's metric, and the perturbation behind the upper one."""
+
+    verdict: str  # CONSISTENT or VIOLATION
+    method: str
+    metric: str
+    certified_class: int
+    certified_radius: float  # lower bound on the robust radius (the certificate's claim)
+    empirical_bound: float  # upper bound: distance of the smallest successful perturbation; inf if none
+    perturbation: torch.Tensor | None  # (C, H, W) pixel units, the one at empirical_bound
+    new_prediction: int | None  # PREDICT's class at x + perturbation
+    searched_up_to: float  # the largest budget tried
+    predict_calls: int
+    alpha: float
+    seconds: float
+
+    @property
+    def violated(self) -> bool:
+        return self.verdict == VIOLATION
+
+
+class _Region:
+    """The budget ball of one metric, searched in coordinates u where it is an l2 or l1 ball."""
+
+    def __init__(self, noise: SmoothingNoise) -> None:
+        self.metric = noise.metric
+        self.whitening = Whitening(noise.covariance) if isinstance(noise, AnisotropicGaussian) else None
+        if self.metric not in ("l2", "l1", "mahalanobis"):
+            raise ValueError(f"no audit for certificates in the {self.metric} metric")
+
+    def to_pixels(self, u: torch.Tensor) -> torch.Tensor:
+        return self.whitening.color(u).to(u.dtype) if self.whitening is not None else u
+
+    def project(self, u: torch.Tensor, budget: float) -> torch.Tensor:
+        return project_l1(u, budget) if self.metric == "l1" else project_l2(u, budget)
+
+    def ascent_step(self, grad: torch.Tensor, size: float) -> torch.Tensor:
+        """The steepest-ascent step of length ``size`` in the search norm (l1: the top coordinates)."""
+        if self.metric != "l1":
+            scaled = grad.double() / grad.abs().max().double().clamp(min=1e-300)  # a norm that cannot underflow
+            return (scaled * (size / torch.linalg.vector_norm(scaled).clamp(min=1e-300))).to(grad.dtype)
+        magnitude = grad.abs().reshape(-1)
+        count = max(1, int(_L1_STEP_FRACTION * magnitude.numel()))
+        threshold = magnitude.topk(count).values[-1]
+        mask = (grad.abs() >= threshold).to(grad.dtype)
+        return grad.sign() * mask * (size / mask.sum())
+
+
+class _Shifted(torch.nn.Module):
+    """f(. + delta): PREDICT at x on this model is PREDICT at x + delta, which may leave [0, 1]."""
+
+    def __init__(self, model: torch.nn.Module, delta: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("delta", delta.to(model_device(model)))
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(batch + self.delta)
+
+
+class _Auditor:
+    """One audit's state: the PGD iterate carried from budget to budget, progress, and PREDICT calls made."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        noise: SmoothingNoise,
+        label: int,
+        settings: AuditSettings,
+        generator: torch.Generator,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.model = model
+        self.device = model_device(model)
+        self.x = x.to(torch.float32)
+        self.noise = noise
+        self.label = label
+        self.settings = settings
+        self.generator = generator
+        self.region = _Region(noise)
+        self.u = torch.zeros_like(self.x)
+        self.progress = progress
+        self.unit = settings.steps + settings.n
+        self.total = settings.max_tests * self.unit
+        self.done = 0
+        self.calls = 0
+
+    def losses(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two losses to ascend on the same m draws: -log of the soft smoothed classifier's probability
+        of the certified class, and the mean logit margin of the best other class over it."""
+        draws = self.noise.sample(self.settings.draws, tuple(self.x.shape), self.generator, self.device)
+        logits = self.model((self.x + delta).to(self.device).unsqueeze(0) + draws).double()
+        # log of the mean softmax, through logsumexp so a confident model's gradient does not underflow early
+        log_probs = torch.log_softmax(logits, dim=1)[:, self.label]
+        soft = math.log(len(log_probs)) - torch.logsumexp(log_probs, dim=0)
+        others = logits.index_fill(1, torch.tensor([self.label], device=logits.device), float("-inf"))
+        margin = (others.amax(dim=1) - logits[:, self.label]).mean()
+        return soft, margin
+
+    def gradient(self, u: torch.Tensor) -> torch.Tensor:
+        """The soft loss's gradient; the margin's where that one underflows (a model confident under noise)."""
+        u = u.detach().requires_grad_(True)
+        with torch.enable_grad():
+            soft, margin = self.losses(self.region.to_pixels(u))
+            (grad,) = torch.autograd.grad(soft, u, retain_graph=True)
+            # Near float underflow a gradient's direction is noise (subnormals keep few bits).
+            if not (torch.isfinite(grad).all() and float(grad.abs().max()) > 1e3 * torch.finfo(grad.dtype).tiny):
+                (grad,) = torch.autograd.grad(margin, u)
+        return grad
+
+    def pgd(self, budget: float) -> torch.Tensor:
+        """PGD from the last iterate (projected to this budget), with Madry et al.'s step 2.5 budget / steps."""
+        steps = self.settings.steps
+        u = self.region.project(self.u, budget)
+        for _ in range(steps):
+            grad = self.gradient(u)
+            u = self.region.project(u + self.region.ascent_step(grad, 2.5 * budget / steps), budget)
+            self._advance(1)
+        self.u = u
+        return self.region.to_pixels(u).detach()
+
+    def judge(self, delta: torch.Tensor) -> int:
+        """PREDICT on fresh draws at the Bonferroni level."""
+        s = self.settings
+        base = self.done
+        self.calls += 1
+
+        def forward(done: int, total: int) -> None:
+            self._report(base + done)
+
+        prediction = predict(
+            _Shifted(self.model, delta),
+            self.x,
+            self.noise,
+            s.n,
+            s.alpha / s.max_tests,
+            s.batch_size,
+            self.generator,
+            forward,
+        )
+        self._advance(s.n)
+        return prediction
+
+    def attempt(self, budget: float) -> tuple[torch.Tensor, int] | None:
+        """The perturbation and its new class if the attack changes the prediction within ``budget``."""
+        delta = self.pgd(budget)
+        prediction = self.judge(delta)
+        return (delta, prediction) if prediction not in (ABSTAIN, self.label) else None
+
+    def _advance(self, units: int) -> None:
+        self.done += units
+        self._report(self.done)
+
+    def _report(self, done: int) -> None:
+        report(self.progress, min(done, self.total), self.total)
+
+
+def audit(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    noise: SmoothingNoise,
+    certificate: Certificate,
+    settings: AuditSettings,
+    generator: torch.Generator,
+    progress: ProgressCallback | None = None,
+) -> AuditResult:
+    """Search for a perturbation inside ``certificate``'s region that changes the smoothed prediction.
+
+    ``noise`` must be the distribution the certificate was computed with. The search tries the
+    certified radius, doubles the budget until the attack succeeds (at most ``growth_steps`` times),
+    then bisects between the largest failed and the smallest successful budget.
+    """
+    if certificate.abstained:
+        raise ValueError("an abstention certifies nothing, so there is nothing to audit")
+    if noise.name != certificate.method or noise.metric != certificate.metric:
+        raise ValueError(f"a {certificate.method} certificate cannot be audited with {noise.name} noise")
+    if not (math.isfinite(certificate.radius) and certificate.radius > 0):
+        raise ValueError(f"the certified radius must be positive and finite to audit it, got {certificate.radius}")
+    start = time.perf_counter()
+    auditor = _Auditor(model, x, noise, certificate.prediction, settings, generator, progress)
+    radius = certificate.radius
+
+    def distance(delta: torch.Tensor) -> float:
+        return float(noise.distance(delta))
+
+    failed, budget = 0.0, radius * _INSIDE
+    found = auditor.attempt(budget)
+    doublings = 0
+    while found is None and doublings < settings.growth_steps:
+        failed, budget = budget, radius * 2 ** (doublings + 1)
+        found = auditor.attempt(budget)
+        doublings += 1
+    searched = budget
+    for _ in range(settings.bisection_steps if found is not None else 0):
+        best = distance(found[0])
+        if best - failed <= settings.tolerance * best:
+            break
+        budget = (failed + best) / 2
+        attempt = auditor.attempt(budget)
+        if attempt is None:
+            failed = budget
+        else:
+            found = attempt
+    report(progress, auditor.total, auditor.total)
+    bound = distance(found[0]) if found is not None else math.inf
+    return AuditResult(
+        verdict=VIOLATION if bound < radius else CONSISTENT,
+        method=certificate.method,
+        metric=certificate.metric,
+        certified_class=certificate.prediction,
+        certified_radius=radius,
+        empirical_bound=bound,
+        perturbation=found[0].cpu() if found is not None else None,
+        new_prediction=found[1] if found is not None else None,
+        searched_up_to=searched,
+        predict_calls=auditor.calls,
+        alpha=settings.alpha,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,124 @@
+"""``audit``: certify CIFAR-10 images, then attack each certificate; one TSV line per image and method, resumable.
+
+Each line sets the certified radius (a lower bound on the robust radius) against the empirical
+bound the attack found (an upper bound), both in the method's own metric. ``violation`` means a
+perturbation inside the certified region changed PREDICT's answer: the certificate is refuted.
+``consistent`` means the attack found nothing inside it, which never proves the certificate.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dsmooth_core.appendfile import check_writable_file, locked_append
+from dsmooth_core.audit import AuditSettings, audit
+from dsmooth_core.certify import certify
+from dsmooth_core.cli.certify_cmd import (
+    add_selection_options,
+    finished_keys,
+    image_generator,
+    profile_covariance,
+    selected_indices,
+    write_row,
+)
+from dsmooth_core.cli.threat_options import add_model_options, load_cifar_model
+from dsmooth_core.data import load_cifar10
+from dsmooth_core.device import model_device
+from dsmooth_core.noise import METHODS, make_noise
+
+COLUMNS = (
+    "idx",
+    "label",
+    "method",
+    "metric",
+    "predict",
+    "radius",
+    "p_lower",
+    "verdict",
+    "empirical_bound",
+    "new_predict",
+    "searched_up_to",
+    "predict_calls",
+    "time",
+)
+ABSTAINED = "abstained"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="certify CIFAR-10 test images, then search each certificate for a violation")
+    add_model_options(p)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=["randsmooth"])
+    p.add_argument("--sigma", type=float, default=0.25)
+    p.add_argument("--profile", type=Path, help="threat profile (covariance file), needed by dsmooth")
+    add_selection_options(p)
+    p.add_argument("--n0", type=int, default=100, help="certify: selection draws")
+    p.add_argument("--n", type=int, default=1000, help="certify: estimation draws")
+    p.add_argument("--alpha", type=float, default=0.001, help="certify: failure rate")
+    defaults = AuditSettings()
+    p.add_argument("--audit-n", type=int, default=defaults.n, help="PREDICT draws per attack candidate")
+    p.add_argument("--audit-alpha", type=float, default=defaults.alpha, help="the audit's family-wise failure rate")
+    p.add_argument("--draws", type=int, default=defaults.draws, help="noise draws per PGD gradient")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="PGD steps per budget")
+    p.add_argument("--growth-steps", type=int, default=defaults.growth_steps, help="budget doublings past R")
+    p.add_argument("--bisection-steps", type=int, default=defaults.bisection_steps)
+    p.add_argument("--batch", type=int, default=400)
+    p.add_argument("--seed", type=int, default=0, help="image i uses generator seed (seed, i) for each method")
+    p.add_argument("--out", type=Path, required=True, help="TSV file; existing (idx, method) lines are skipped")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = AuditSettings(
+        n=args.audit_n,
+        alpha=args.audit_alpha,
+        draws=args.draws,
+        steps=args.steps,
+        growth_steps=args.growth_steps,
+        bisection_steps=args.bisection_steps,
+        batch_size=args.batch,
+    )
+    check_writable_file(args.out)
+    model = load_cifar_model(args)
+    data = load_cifar10(args.split, args.data_dir)
+    indices = selected_indices(len(data.labels), args.start, args.skip, args.max)
+    methods = list(dict.fromkeys(args.methods))
+    covariance = profile_covariance(args, model, indices) if "dsmooth" in methods else None
+    noises = [make_noise(method, args.sigma, covariance) for method in methods]
+    with locked_append(args.out) as out:
+        done = finished_keys(args.out, COLUMNS, ("idx", "method"), "audit")
+        todo = [(i, noise) for i in indices for noise in noises if (str(i), noise.name) not in done]
+        if todo and args.out.stat().st_size == 0:
+            write_row(out, COLUMNS)
+        for count, (index, noise) in enumerate(todo, 1):
+            x, label = data.tensor([index])[0], int(data.labels[index])
+            generator = image_generator(args.seed, index, model_device(model))
+            cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, generator)
+            if cert.abstained:
+                verdict, bound, new, searched, calls, seconds = ABSTAINED, "nan", "", "nan", 0, cert.seconds
+            else:
+                result = audit(model, x, noise, cert, settings, generator)
+                verdict, bound, searched = result.verdict, repr(result.empirical_bound), repr(result.searched_up_to)
+                new = "" if result.new_prediction is None else result.new_prediction
+                calls, seconds = result.predict_calls, cert.seconds + result.seconds
+            row = (
+                index,
+                label,
+                cert.method,
+                cert.metric,
+                cert.prediction,
+                repr(cert.radius),
+                repr(cert.p_lower),
+                verdict,
+                bound,
+                new,
+                searched,
+                calls,
+                f"{seconds:.4f}",
+            )
+            write_row(out, row)
+            print(
+                f"[{count}/{len(todo)}] idx {index} {cert.method}: radius {cert.radius:.4f}, "
+                f"empirical bound {bound} ({cert.metric}): {verdict}"
+            )
+    return 0

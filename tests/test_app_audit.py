@@ -1,0 +1,132 @@
+"""The Certify page's audit panel (AppTest): consistent and refuted certificates, progress and cancel."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from dsmooth_core import audit as audit_module
+from dsmooth_core.models import ModelInfo, prepare_image, wrap
+from dsmooth_lab_ui import audit_view, jobs, nav, state
+from dsmooth_lab_ui.model_upload import ModelCard
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+
+
+class MeanBrightness(nn.Module):
+    """Class 1 iff the image's mean pixel exceeds ``threshold``: its smoothed classifier is known exactly.
+
+    The mean of Gaussian or Laplace noise over d = 3072 pixels is tiny, so the model certifies at the
+    ceiling every time, and the exact l2 distance to its boundary is (mean - threshold) sqrt(d).
+    """
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.register_buffer("threshold", torch.tensor(threshold))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = 1000 * (x.mean(dim=(1, 2, 3)) - self.threshold)
+        return torch.stack([-score, score], dim=1)
+
+
+MARGIN = 0.05  # the boundary lies 0.05 sqrt(3072) = 2.77 away in l2
+
+
+def _certified_app() -> AppTest:
+    """The Certify page with RandSmooth and LSmooth certificates of MeanBrightness on the default image."""
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    at.session_state[state.PROFILE_DEFAULT_TRIED] = True
+    at.run()
+    info = ModelInfo("mean-brightness", "custom", (3, 32, 32), ("dark", "bright"), "test")
+    x = prepare_image(Image.fromarray(at.session_state[state.IMAGE].pixels), info)
+    model = wrap(MeanBrightness(float(x.mean()) - MARGIN), info)
+    card = ModelCard("mean.pt", "test", "0" * 64, 0, (3, 32, 32), info.class_names, "self", (), "none")
+    at.session_state[state.UPLOADED_MODELS] = {"mean": (model, card)}
+    at.session_state[state.MODEL] = state.ModelChoice("mean.pt", upload="mean")
+    at.switch_page(nav.CERTIFY).run()
+    at.multiselect(key="cert_methods").set_value(["RandSmooth", "LSmooth"])
+    at.number_input(key="cert_n0").set_value(10)
+    at.number_input(key="cert_n").set_value(50)
+    at.run()
+    next(b for b in at.button if b.label == "Certify").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    record = at.session_state[state.CERTIFY]
+    assert all(cert.prediction == 1 for _, cert in record.results)
+    for key, value in (("aud_n", 50), ("aud_draws", 2), ("aud_steps", 2), ("aud_bisection", 3)):
+        at.number_input(key=key).set_value(value)
+    return at.run()
+
+
+def _audit(at: AppTest, method: str) -> AppTest:
+    next(b for b in at.button if b.key == f"audit_{method}").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _chart_ids(at: AppTest) -> list[str]:
+    return [element.proto.id for element in at.get("plotly_chart")]
+
+
+def test_audit_shows_both_bounds_in_the_certificates_metric(app_env):
+    at = _certified_app()
+    record = at.session_state[state.CERTIFY]
+    _audit(at, "RandSmooth")
+    view = at.session_state[state.AUDIT]["RandSmooth"]
+    certificates = {noise.name: cert for noise, cert in record.results}
+    assert view.result.metric == "l2" and view.result.certified_radius == certificates["RandSmooth"].radius
+    assert view.result.verdict in ("consistent", "violation")
+    assert any(i.endswith("audit_chart_RandSmooth") for i in _chart_ids(at))
+    boxes = "\n".join(b.value for b in [*at.success, *at.error])
+    assert "RandSmooth" in boxes and "(l2)" in boxes
+    assert at.status[0].state == "complete" and at.status[0].label.startswith("Audit of RandSmooth: done")
+
+
+def test_a_radius_forty_times_too_large_is_refuted_with_the_perturbation_shown(app_env):
+    at = _certified_app()
+    record = at.session_state[state.CERTIFY]
+    position = next(i for i, (noise, _) in enumerate(record.results) if noise.name == "RandSmooth")
+    noise, honest = record.results[position]
+    wrong = dataclasses.replace(honest, radius=40 * honest.radius)  # a wrong certificate on purpose
+    record.results[position] = (noise, wrong)
+    assert wrong.radius > 2 * MARGIN * 3072**0.5
+    _audit(at, "RandSmooth")
+    result = at.session_state[state.AUDIT]["RandSmooth"].result
+    assert result.violated and result.empirical_bound < result.certified_radius
+    assert any("Violation" in e.value and "refuted" in e.value for e in at.error)
+    captions = [img.caption for element in at.main.get("image") for img in element.proto.imgs]
+    assert any(c.startswith("perturbation") for c in captions) and "x + perturbation: dark" in captions
+
+
+def test_cancel_stops_the_audit_and_keeps_nothing(app_env, monkeypatch):
+    real = audit_module.audit
+
+    def cancelled_midway(model, x, noise, certificate, settings, generator, progress):
+        def press_cancel(done, total):
+            if done > 0:
+                jobs.request_cancel(audit_view.JOB)  # what the Cancel button's on_click does
+            return progress(done, total)
+
+        return real(model, x, noise, certificate, settings, generator, press_cancel)
+
+    monkeypatch.setattr(audit_view, "audit", cancelled_midway)
+    at = _certified_app()
+    _audit(at, "LSmooth")
+    assert "LSmooth" not in (at.session_state[state.AUDIT] or {})
+    assert any("Cancelled" in w.value and "audit of LSmooth" in w.value for w in at.warning)
+    assert at.status[0].state == "error"
+
+
+def test_a_stale_audit_is_not_shown_for_another_certificate(app_env):
+    at = _certified_app()
+    _audit(at, "RandSmooth")
+    view = at.session_state[state.AUDIT]["RandSmooth"]
+    at.session_state[state.AUDIT] = {"RandSmooth": dataclasses.replace(view, image_id="another image")}
+    at.run()
+    assert not any(i.endswith("audit_chart_RandSmooth") for i in _chart_ids(at))
