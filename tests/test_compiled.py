@@ -50,3 +50,20 @@ def test_gradients_and_bad_sizes_stay_eager(calls: list[int]) -> None:
     assert calls == [] and x.grad is not None
     with pytest.raises(ValueError, match="batch_size"):
         compiled_module.compiled_forward(model, 0)
+
+
+def test_certify_cli_compile_flag_compiles_the_full_batches(calls: list[int], tmp_path, monkeypatch) -> None:
+    from dsmooth_core.cli import main
+    from tests.fakedata import write_fake_cifar10
+
+    monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=1)))
+    args = ["certify", "--model", "cifar10_resnet20", "--untrained", "--n0", "5", "--n", "20", "--batch", "10"]
+    args += ["--skip", "5", "--device", "cpu"]
+    rows = {}
+    for flag in ([], ["--compile"]):
+        torch.manual_seed(0)  # certify's untrained weights come from the global RNG
+        out = tmp_path / f"rows{len(flag)}.tsv"
+        assert main([*args, *flag, "--out", str(out)]) == 0
+        rows[bool(flag)] = [line.split("\t")[:5] for line in out.read_text().splitlines()]
+    assert calls and set(calls) == {10}  # only the full batches of --batch went through torch.compile
+    assert rows[True] == rows[False] and len(rows[True]) == 3  # header and two images

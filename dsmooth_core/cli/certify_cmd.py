@@ -118,6 +118,8 @@ def image_generator(seed: int, index: int, device: torch.device | str = "cpu") -
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.compile and args.engine == "ray":  # before joining Ray: nothing is started for a refused command
+        raise InputRefused("--compile compiles in this process; it cannot be sent to Ray workers (drop one)")
     options = ray_options(args)  # first, so a bad --address fails before any work
     check_writable_file(args.out)
     device = resolve_device(args.device)
@@ -126,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
     require_cifar10(model, "certify reads CIFAR-10 and")
     if args.compile:
-        if options is not None:
-            raise InputRefused("--compile compiles in this process; it cannot be sent to Ray workers (drop one)")
         model = compiled_forward(model, args.batch)
     data = load_cifar10(args.split, args.data_dir)
     if len(data):
