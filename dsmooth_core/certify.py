@@ -20,6 +20,7 @@ from dsmooth_core.contract import (
     model_contract,
 )
 from dsmooth_core.device import is_out_of_memory, model_device
+from dsmooth_core.layout import in_layout, input_format
 from dsmooth_core.noise import SmoothingNoise
 from dsmooth_core.progress import ProgressCallback, report
 from dsmooth_core.stats import clopper_pearson_lower, top_two_significant
@@ -80,6 +81,7 @@ class _VoteCounter:
         self.model = model
         self.device = model_device(model)
         self.x = x.to(self.device, torch.float32).unsqueeze(0)
+        self.layout = input_format(model)
         self.noise = noise
         self.batch_size = batch_size
         self.generator = generator
@@ -95,7 +97,8 @@ class _VoteCounter:
             size = min(self.batch_size, remaining)
             try:
                 noise = self.noise.sample(size, self.x.shape[1:], self.generator, self.device)
-                logits = self.model(noise.add_(self.x))
+                # the same values in the model's layout, so only float near-ties can change a vote
+                logits = self.model(in_layout(noise.add_(self.x), self.layout))
             except RuntimeError as exc:
                 if not is_out_of_memory(exc) or self.batch_size == 1:
                     raise
@@ -128,7 +131,6 @@ def _validate(
     check_generator(generator)
     check_pixels(x)
     noise.check_shape(tuple(x.shape))
-    noise.check_finite_draws(tuple(x.shape))
 
 
 def predict(
@@ -144,6 +146,7 @@ def predict(
     """The smoothed prediction, or ABSTAIN when the top two classes are not separated at level alpha."""
     _validate(x, noise, alpha, batch_size, generator, n=n)
     with model_contract(model, tuple(x.shape)):
+        noise.check_finite_draws(tuple(x.shape), model_device(model))
         counts = _VoteCounter(model, x, noise, batch_size, generator, progress, n).count(n)
     top2 = counts.topk(min(2, counts.numel()))
     count_a = int(top2.values[0])
@@ -166,6 +169,7 @@ def certify(
     _validate(x, noise, alpha, batch_size, generator, n0=n0, n=n)
     start = time.perf_counter()
     with model_contract(model, tuple(x.shape)):
+        noise.check_finite_draws(tuple(x.shape), model_device(model))
         counter = _VoteCounter(model, x, noise, batch_size, generator, progress, n0 + n)
         selection = counter.count(n0)
         estimation = counter.count(n)

@@ -13,6 +13,7 @@ import torch
 from scipy.stats import norm
 
 from dsmooth_core.covariance import LowRankCovariance
+from dsmooth_core.device import generator_for
 
 _PROBE_DRAWS = 4  # draws from a private generator that check a distribution's parameters once per call
 
@@ -131,9 +132,12 @@ class SmoothingNoise(ABC):
         if self.input_shape is not None and tuple(shape) != self.input_shape:
             raise ValueError(f"{self.name} noise was built for inputs of shape {self.input_shape}, got {tuple(shape)}")
 
-    def check_finite_draws(self, shape: tuple[int, ...]) -> None:
-        """Refuse parameters whose draws overflow float32: every noisy input would be inf or NaN."""
-        draws = self.sample(_PROBE_DRAWS, tuple(shape), torch.Generator().manual_seed(0))
+    def check_finite_draws(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> None:
+        """Refuse parameters whose draws overflow float32: every noisy input would be inf or NaN.
+
+        The probe draws on ``device`` (where the forward runs), so a GPU run makes no host draws at all.
+        """
+        draws = self.sample(_PROBE_DRAWS, tuple(shape), generator_for(device, 0), device)
         if not torch.isfinite(draws).all():
             raise ValueError(
                 f"{self.describe()} overflows float32: its noise draws are not finite numbers; use a smaller sigma"

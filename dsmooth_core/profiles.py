@@ -20,6 +20,7 @@ from torch import nn
 from dsmooth_core.attacks import AttackConfig, square_then_fgsm
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet, balanced_subset
+from dsmooth_core.device import generator_for
 from dsmooth_core.progress import ProgressCallback
 from dsmooth_core.tuning import TuningGrid, split_calibration, tune_covariance
 
@@ -203,7 +204,7 @@ def build_profile(
     if len(indices) != len(images):
         raise ValueError(f"{len(indices)} indices given for {len(images)} calibration images")
     keep = calibration.keep
-    generator = torch.Generator().manual_seed(calibration.seed)
+    generator = generator_for(model, calibration.seed)
     result = square_then_fgsm(
         model, images, labels, calibration.attack, generator=generator, progress=progress, batch_size=batch_size
     )

@@ -22,6 +22,7 @@ from torch import nn
 
 from dsmooth_core.certify import certify
 from dsmooth_core.covariance import NORMALIZATIONS, LowRankCovariance
+from dsmooth_core.device import generator_for
 from dsmooth_core.noise import AnisotropicGaussian
 from dsmooth_core.progress import ProgressCallback, report
 from dsmooth_core.seeds import derive_seed
@@ -135,7 +136,7 @@ def tune_covariance(
         noise = AnisotropicGaussian(sigma, covariance)
         certified = abstained = 0
         for index, (x, label) in enumerate(zip(images, labels, strict=True)):
-            generator = torch.Generator().manual_seed(derive_seed(seed, index, "tuning"))
+            generator = generator_for(model, derive_seed(seed, index, "tuning"))
             cert = certify(model, x, noise, n0=n0, n=n, alpha=alpha, batch_size=batch_size, generator=generator)
             certified += cert.prediction == label
             abstained += cert.abstained

@@ -13,6 +13,7 @@ import torch
 
 from dsmooth_core import Certificate, SmoothingNoise
 from dsmooth_core.audit import AuditResult, AuditSettings, audit
+from dsmooth_core.device import generator_for
 from dsmooth_core.noise import method_class
 from dsmooth_lab_ui import audit_figures, jobs, resources, state
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8, upscale
@@ -68,7 +69,7 @@ def _run(model, x, record: state.CertifyRecord, noise: SmoothingNoise, settings:
 
     def work(progress: jobs.Progress) -> AuditResult:
         progress.stage(f"{method}: attack and PREDICT draws")
-        return audit(model, x, noise, certificate, settings, torch.Generator().manual_seed(seed), progress)
+        return audit(model, x, noise, certificate, settings, generator_for(model, seed), progress)
 
     def deliver(result: AuditResult) -> None:
         audits: dict[str, AuditView] = dict(state.get(state.AUDIT) or {})

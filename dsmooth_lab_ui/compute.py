@@ -12,6 +12,7 @@ import torch
 from dsmooth_core import SmoothingNoise
 from dsmooth_core.contract import check_finite_logits
 from dsmooth_core.device import model_device
+from dsmooth_core.layout import in_layout, input_format
 from dsmooth_core.progress import ProgressCallback, report
 
 
@@ -36,6 +37,7 @@ def noise_votes(
     empirical per-pixel noise variance summed over channels (H, W). ``noise=None`` means no noise.
     """
     device = model_device(model)
+    layout = input_format(model)
     x = x.to(device, torch.float32)
     counts = torch.zeros(len(model.info.class_names), dtype=torch.long)
     total = torch.zeros(x.shape, dtype=torch.float64)
@@ -47,7 +49,7 @@ def noise_votes(
             eps = torch.zeros((size, *x.shape), device=device)
         else:
             eps = noise.sample(size, tuple(x.shape), generator, device)
-        logits = model(x.unsqueeze(0) + eps)
+        logits = model(in_layout(x.unsqueeze(0) + eps, layout))
         check_finite_logits(model, logits)  # a NaN row would count as a vote for class 0
         votes = logits.argmax(dim=1).cpu()
         counts += torch.bincount(votes, minlength=len(counts))

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from dsmooth_core import pick_device
+from dsmooth_core.batch_size import suggested_batch_size
 from dsmooth_core.data import (
     DataUnavailableError,
     ImageSet,
@@ -81,6 +82,12 @@ def current_model() -> torch.nn.Module | None:
     except Exception as exc:  # the library's messages say what to do (offline, missing weights)
         state.put(state.MODEL_ERROR, str(exc))
         return None
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def suggested_batch(model_key: str, _model: torch.nn.Module) -> int:
+    """A certify batch size that fits the device's free memory (measured once per model)."""
+    return suggested_batch_size(_model, tuple(_model.info.input_shape))
 
 
 def model_key(model: torch.nn.Module) -> str:

@@ -15,11 +15,13 @@ def render(container) -> None:
         dev = resources.device()
         note = {"cuda": "GPU", "mps": "Apple GPU", "cpu": "CPU only: keep n small"}.get(dev.type, "")
         st.markdown(f"**Device** `{dev.type}`" + (f" · {note}" if note else ""))
-        if dev.type == "cuda":
-            st.caption(torch.cuda.get_device_name(0))
-
         choice = state.get(state.MODEL)
         model = resources.current_model()
+        if dev.type == "cuda":
+            st.caption(torch.cuda.get_device_name(0))
+            if model is not None:
+                batch = resources.suggested_batch(resources.model_key(model), model)
+                st.caption(f"Suggested here: n = 100,000 (as in the paper), batch size {batch:,} (fits in memory)")
         if model is None:
             st.markdown(f"**Model** `{choice.name if choice else 'none'}` (not loaded)")
         else:

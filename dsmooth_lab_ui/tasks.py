@@ -17,6 +17,7 @@ import torch
 from dsmooth_core import Certificate, SmoothingNoise, certify
 from dsmooth_core.attacks import AttackConfig, AttackResult, square_then_fgsm
 from dsmooth_core.data import ImageSet
+from dsmooth_core.device import generator_for
 from dsmooth_core.profiles import Calibration, ThreatProfile, calibrate
 from dsmooth_lab_ui import compute
 from dsmooth_lab_ui.jobs import MANAGER, Progress
@@ -37,7 +38,7 @@ def attack(
         x.unsqueeze(0),
         torch.tensor([label]),
         config,
-        generator=torch.Generator().manual_seed(seed),
+        generator=generator_for(model, seed),
         progress=progress,
     )
     return dataclasses.replace(result, **{f.name: getattr(result, f.name).cpu() for f in dataclasses.fields(result)})
@@ -60,7 +61,7 @@ def certificates(
 
         def one(noise: SmoothingNoise = noise) -> Certificate:
             progress.stage(f"{noise.name}: noise draws")
-            generator = torch.Generator().manual_seed(seed)
+            generator = generator_for(model, seed)
             return certify(model, x, noise, n0, n, alpha, batch_size, generator, progress=progress)
 
         out.append((noise, MANAGER.memo(("certificate", key), one)))
@@ -82,7 +83,7 @@ def votes(
 
         def one(noise: SmoothingNoise = noise) -> dict[str, np.ndarray]:
             progress.stage(f"{noise.name}: base-model votes")
-            generator = torch.Generator().manual_seed(seed)
+            generator = generator_for(model, seed)
             return compute.noise_votes(model, x, noise, count, batch_size, generator, progress=progress)
 
         out[noise.name] = MANAGER.memo(("votes", key), one)

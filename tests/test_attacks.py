@@ -174,6 +174,7 @@ def test_rejects_bad_batch_size_and_shapes(model, batch):
         _run(model, x[0], y[:1])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_runs_on_the_model_device_and_returns_on_the_input_device(model, batch):
     x, y = batch

@@ -323,6 +323,7 @@ def _cli_cases(tmp: Path, data: Path) -> dict[str, tuple[list[str], str]]:
         "out is a directory": ([*untrained, "--out", str(tmp)], "is a directory"),
         "out is another file": ([*untrained, "--out", str(records)], "not a certify TSV"),
         "negative start": ([*untrained, "--start", "-5"], "--start must be 0 or more"),
+        "compile on ray": ([*untrained, "--compile", "--engine", "ray"], "--compile .* Ray workers"),
         "text file as profile": (
             [*untrained, "--method", "dsmooth", "--profile", str(text)],
             "not a readable covariance",
@@ -356,6 +357,7 @@ CLI_CASES = [
     "out is a directory",
     "out is another file",
     "negative start",
+    "compile on ray",
     "text file as profile",
     "text file as --init",
     "wrong-schema JSONL (analyse)",

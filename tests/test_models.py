@@ -216,7 +216,8 @@ def test_weights_file_replaces_the_models_own(tmp_path: Path) -> None:
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(model(x), trained.eval()((x - model.mean) / model.std))
+        # the loaded model runs in channels_last (dsmooth_core.layout): equal up to float rounding
+        assert torch.allclose(model(x), trained.eval()((x - model.mean) / model.std), atol=1e-5)
 
 
 def test_weights_file_that_does_not_fit_is_refused(tmp_path: Path) -> None:

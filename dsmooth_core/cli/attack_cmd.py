@@ -27,6 +27,7 @@ from dsmooth_core.cli.threat_options import (
     load_cifar_model,
 )
 from dsmooth_core.data import balanced_subset, load_cifar10
+from dsmooth_core.device import generator_for
 from dsmooth_core.models import Normalized
 
 FORMAT = "dsmooth-attack"
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         data.tensor(indices),
         torch.from_numpy(data.labels[indices]),
         config,
-        generator=torch.Generator().manual_seed(args.seed),
+        generator=generator_for(model, args.seed),
         progress=terminal_progress("attack iterations"),
         batch_size=args.batch,
     )

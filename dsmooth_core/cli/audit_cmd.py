@@ -24,6 +24,7 @@ from dsmooth_core.cli.certify_cmd import (
 )
 from dsmooth_core.cli.threat_options import add_model_options, load_cifar_model
 from dsmooth_core.data import load_cifar10
+from dsmooth_core.device import model_device
 from dsmooth_core.noise import METHODS, make_noise
 
 COLUMNS = (
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             write_row(out, COLUMNS)
         for count, (index, noise) in enumerate(todo, 1):
             x, label = data.tensor([index])[0], int(data.labels[index])
-            generator = image_generator(args.seed, index)
+            generator = image_generator(args.seed, index, model_device(model))
             cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, generator)
             if cert.abstained:
                 verdict, bound, new, searched, calls, seconds = ABSTAINED, "nan", "", "nan", 0, cert.seconds

@@ -23,9 +23,11 @@ from dsmooth_core.certify import certify
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
 from dsmooth_core.cli.engine_options import add_engine_arguments, ray_options
 from dsmooth_core.cli.model_file_options import add_model_file_options, load_model_file_arg, require_cifar10
+from dsmooth_core.compiled import compiled_forward
 from dsmooth_core.contract import check_input_shape, model_contract
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet, load_cifar10
+from dsmooth_core.device import generator_for, model_device
 from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
 from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
@@ -52,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=400)
     p.add_argument("--seed", type=int, default=0, help="image i uses generator seed (seed, i)")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the forward for full batches (costs a minute or more up front; pays off over many images)",
+    )
     p.add_argument("--out", type=Path, required=True, help="TSV file; existing indices are skipped")
     add_engine_arguments(p)
     p.set_defaults(run=run)
@@ -105,12 +112,14 @@ def write_row(out: TextIO, row: tuple[object, ...]) -> None:
     print("\t".join(map(str, row)), file=out, flush=True)
 
 
-def image_generator(seed: int, index: int) -> torch.Generator:
-    """A generator per image, so a resumed run gives the lines an uninterrupted one would."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + index)
+def image_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator per image on the model's device, so a resumed run gives the lines an uninterrupted one would."""
+    return generator_for(device, seed * 1_000_003 + index)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.compile and args.engine == "ray":  # before joining Ray: nothing is started for a refused command
+        raise InputRefused("--compile compiles in this process; it cannot be sent to Ray workers (drop one)")
     options = ray_options(args)  # first, so a bad --address fails before any work
     check_writable_file(args.out)
     device = resolve_device(args.device)
@@ -118,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     if model is None:
         model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
     require_cifar10(model, "certify reads CIFAR-10 and")
+    if args.compile:
+        model = compiled_forward(model, args.batch)
     data = load_cifar10(args.split, args.data_dir)
     if len(data):
         check_input_shape(model, tuple(data.tensor([0]).shape[1:]))
@@ -130,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     noise = make_noise(args.method, args.sigma, covariance)
     with model_contract(model, tuple(model.info.input_shape)):  # refuse a bad model or noise before any file
         noise.check_shape(tuple(model.info.input_shape))
-        noise.check_finite_draws(tuple(model.info.input_shape))
+        noise.check_finite_draws(tuple(model.info.input_shape), model_device(model))
     created = not args.out.exists()
     try:
         _certify_into(args, model, data, noise, selected, options)
@@ -207,7 +218,7 @@ def certify_row(
     model: torch.nn.Module, index: int, x: torch.Tensor, label: int, noise: SmoothingNoise, draws: Draws
 ) -> tuple:
     """One image's TSV row; the same in any process, its noise drawn from (seed, index) alone."""
-    generator = image_generator(draws.seed, index)
+    generator = image_generator(draws.seed, index, model_device(model))
     cert = certify(model, x, noise, draws.n0, draws.n, draws.alpha, draws.batch, generator)
     return (
         index,

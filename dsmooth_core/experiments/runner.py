@@ -20,7 +20,7 @@ from dsmooth_core.certify import Certificate, at_level, certify
 from dsmooth_core.comparison import compare
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet
-from dsmooth_core.device import model_device
+from dsmooth_core.device import generator_for, model_device
 from dsmooth_core.experiments.geometry import perturbation_distances
 from dsmooth_core.experiments.plan import ExperimentSpec, Setting, derive_seed
 from dsmooth_core.experiments.records import Record, RecordStore, record_key
@@ -181,7 +181,7 @@ def image_records(
         if draws in votes:
             cert = at_level(votes[draws], noise, setting.alpha)
         else:
-            generator = torch.Generator().manual_seed(derive_seed(spec.seed, image.idx, setting.method))
+            generator = generator_for(model, derive_seed(spec.seed, image.idx, setting.method))
             part = tracker.part(spec.n0 + setting.n)
             cert = certify(model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, part)
             votes[draws] = cert
@@ -226,7 +226,7 @@ def _attack(
         x.unsqueeze(0).to(device),
         torch.tensor([label], device=device),
         spec.attack,
-        generator=torch.Generator().manual_seed(derive_seed(spec.seed, idx, "attack")),
+        generator=generator_for(device, derive_seed(spec.seed, idx, "attack")),
         progress=progress,
     )
     return _Attacked(idx, x, label, result.perturbation[0].cpu(), bool(result.success[0]))

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from dsmooth_core.contract import first_line
+from dsmooth_core.layout import in_fastest_layout
 from dsmooth_core.models.architectures import (
     ARCHITECTURES,
     CIFAR10_WEIGHT_URLS,
@@ -99,7 +100,7 @@ def load_model(
         model = load_model(name, device, pretrained=False)
         source = _load_weights_file(model.net, Path(weights), arch.name)
         info = dataclasses.replace(model.info, name=Path(weights).stem, source=source, weights_hash="")
-        return wrap(model.net, info).to(device)  # the new wrapper's mean and std start on the CPU
+        return in_fastest_layout(wrap(model.net, info).to(device))  # the new wrapper's buffers start on the CPU
     net = build_architecture(arch.name)
     if name == DEFAULT_MODEL:
         source = _load_bundled(net) if pretrained else UNTRAINED
@@ -121,7 +122,7 @@ def load_model(
             mean=HUB_CIFAR10_MEAN,
             std=HUB_CIFAR10_STD,
         )
-    return wrap(net, info).to(device)
+    return in_fastest_layout(wrap(net, info).to(device))
 
 
 def _load_weights_file(net: nn.Module, path: Path, arch_name: str) -> str:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from dsmooth_core.contract import PROBE_BATCHES, first_line
+from dsmooth_core.layout import in_fastest_layout
 from dsmooth_core.models.architectures import (
     ARCHITECTURES,
     Architecture,
@@ -105,7 +106,9 @@ def load_user_model(
     num_classes = _probe(net, shape, mean_t, std_t)
     names, dataset = _class_names(class_names, arch, num_classes)
     info = ModelInfo(name, dataset, tuple(shape), names, UPLOAD_SOURCE, mean=mean_t, std=std_t)
-    return wrap(net, info)
+    model = wrap(net, info)
+    # a state dict builds one of our architectures, safe to convert; programs keep their saved layout
+    return in_fastest_layout(model) if kind == "state_dict" else model
 
 
 def _open(payload: bytes | Path) -> io.BytesIO | Path:
