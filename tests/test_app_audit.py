@@ -15,6 +15,7 @@ from dsmooth_core import audit as audit_module
 from dsmooth_core.models import ModelInfo, prepare_image, wrap
 from dsmooth_lab_ui import audit_view, jobs, nav, state
 from dsmooth_lab_ui.model_upload import ModelCard
+from tests.apptest_jobs import wait_for_job
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
@@ -66,13 +67,8 @@ def _certified_app() -> AppTest:
 
 
 def _wait_for_job(at: AppTest, timeout: float = 240) -> jobs.Job | None:
-    """Wait for the session's background job to end, then run again (which delivers its result)."""
-    job = at.session_state.get(jobs.SESSION_JOB)
-    deadline = time.monotonic() + timeout
-    while job is not None and job.active:
-        assert time.monotonic() < deadline, f"{job.title} still {job.state} after {timeout} s"
-        time.sleep(0.05)
-    at.run()
+    """Wait for the session's background job to end, deliver its result, and check the page is clean."""
+    job = wait_for_job(at, timeout)
     assert not at.exception, [e.value for e in at.exception]
     return job
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from dsmooth_core.models import DEFAULT_MODEL
-from dsmooth_lab_ui import jobs, nav, state
+from dsmooth_lab_ui import nav, state
+from tests.apptest_jobs import finish_job
 from tests.user_models import code_pickle_bytes, export_bytes, nan_bytes, state_dict_bytes, torchscript_bytes
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -19,17 +19,6 @@ APP = Path(__file__).resolve().parents[1] / "app.py"
 def _texts(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error]
     return "\n".join(str(p) for p in parts)
-
-
-def _finish_job(at: AppTest, timeout: float = 240) -> None:
-    """Run after a click, wait for the background job it started, and run again (delivers the result)."""
-    at.run()
-    job = at.session_state.get(jobs.SESSION_JOB)
-    deadline = time.monotonic() + timeout
-    while job is not None and job.active:
-        assert time.monotonic() < deadline, f"{job.title} still {job.state} after {timeout} s"
-        time.sleep(0.05)
-    at.run()
 
 
 def _upload(name: str, data: bytes, trust: bool = False, **choices: str) -> AppTest:
@@ -64,7 +53,7 @@ def test_uploaded_model_gets_a_card_and_serves_every_page(app_env, name, make, t
     at.switch_page(nav.ATTACK).run()
     at.number_input(key="atk_n_queries").set_value(5)
     next(b for b in at.button if b.label == "Run the attack").click()
-    _finish_job(at)
+    finish_job(at)
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state[state.ATTACK].model_key.startswith(name)
     at.switch_page(nav.CERTIFY).run()
@@ -72,7 +61,7 @@ def test_uploaded_model_gets_a_card_and_serves_every_page(app_env, name, make, t
     at.number_input(key="cert_n0").set_value(5)
     at.number_input(key="cert_n").set_value(20)
     next(b for b in at.button if b.label == "Certify").click()
-    _finish_job(at)
+    finish_job(at)
     assert not at.exception, [e.value for e in at.exception]
     record = at.session_state[state.CERTIFY]
     assert record.model_key.startswith(name) and "RandSmooth" in [noise.name for noise, _ in record.results]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from dsmooth_core.models.errors import ModelUnavailableError
 from dsmooth_core.profiles import Calibration, Tuning, calibrate
 from dsmooth_core.tuning import TuningGrid
 from dsmooth_lab_ui import jobs, nav, resources, state
+from tests import apptest_jobs
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT = 240
@@ -68,18 +68,8 @@ def chart(at: AppTest, key: str) -> dict:
 
 
 def finish_job(at: AppTest, timeout: float = TIMEOUT) -> jobs.Job | None:
-    """Run the app, wait for the session's background job to end, and run again (delivers its result).
-
-    Returns the job (``None`` when the result came from the cache). A live browser polls the same way.
-    """
-    at.run()
-    job = at.session_state.get(jobs.SESSION_JOB)
-    deadline = time.monotonic() + timeout
-    while job is not None and job.active:
-        assert time.monotonic() < deadline, f"{job.title} still {job.state} after {timeout} s"
-        time.sleep(0.05)
-    at.run()
-    return job
+    """Run the app, wait for the session's background job to end, and run again (delivers its result)."""
+    return apptest_jobs.finish_job(at, timeout)
 
 
 def panel_note(at: AppTest) -> str:
