@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             calibration,
             cache_dir=None if args.out is not None else args.cache_dir,
             batch_size=args.batch,
-            progress=terminal_progress("attack iterations"),
+            progress=terminal_progress("attack iterations" if calibration.tuning is None else "attack, then tuning"),
         )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
