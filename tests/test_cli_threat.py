@@ -162,3 +162,4 @@ def test_profile_tunes_on_held_out_calibration_images(data_dir, tmp_path, capsys
     choice = profile.tuning["choice"]
     assert profile.covariance.normalization == choice["normalization"] and profile.covariance.k == choice["k"]
     assert sum(line.startswith("*") for line in printed.splitlines()) == 1
+    assert "clamped" not in printed  # k is the tuning's choice

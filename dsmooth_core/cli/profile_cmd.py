@@ -138,7 +138,8 @@ def tuning_table(profile: ThreatProfile) -> str:
 def summary(profile: ThreatProfile, requested_k: int) -> str:
     cov = profile.covariance
     floored = " (floored)" if cov.residual_floored else ""
-    clamped = f", clamped from {requested_k}" if cov.k < requested_k else ""
+    # a tuned profile's k is the tuning's choice (its table follows), not a clamp
+    clamped = f", clamped from {requested_k}" if cov.k < requested_k and profile.tuning is None else ""
     return "\n".join(
         (
             f"model {profile.model_name}, kept {profile.n_kept} of {profile.n_attacked} perturbations ({profile.keep})",
