@@ -56,15 +56,16 @@ def project_l1(v: torch.Tensor, radius: float) -> torch.Tensor:
 class Whitening:
     """The maps z -> St^(1/2) z (``color``) and d -> St^(-1/2) d (``whiten``) of a low-rank St.
 
-    St = (U diag(lambda) U^T + rho^2 (I - U U^T)) / gm, so its powers act as ``lambda^p`` on the
-    span of U and as ``rho^(2p)`` on the rest: O(d k) per vector, differentiable, float64.
+    St = (U diag(lambda) U^T + rho^2 (I - U U^T)) / c, c the covariance's normalizer (det or trace), so
+    its powers act as ``lambda^p`` on the span of U and as ``rho^(2p)`` on the rest: O(d k) per vector,
+    differentiable, float64.
     """
 
     def __init__(self, covariance: LowRankCovariance) -> None:
         self.shape = tuple(covariance.shape)
         self.eigenvectors = covariance.eigenvectors.to(torch.float64)
-        self.eigenvalues = covariance.eigenvalues.to(torch.float64) / covariance.geometric_mean
-        self.residual = covariance.residual_variance / covariance.geometric_mean
+        self.eigenvalues = covariance.eigenvalues.to(torch.float64) / covariance.normalizer
+        self.residual = covariance.residual_variance / covariance.normalizer
 
     def _power(self, v: torch.Tensor, power: float) -> torch.Tensor:
         flat = v.reshape(-1).to(torch.float64)

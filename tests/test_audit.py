@@ -63,9 +63,11 @@ def test_randsmooth_bound_lands_on_the_exact_l2_radius():
     assert float(result.perturbation.norm()) == pytest.approx(result.empirical_bound, rel=1e-5)
 
 
-def test_dsmooth_bound_lands_on_the_exact_mahalanobis_radius():
+@pytest.mark.parametrize("normalization", ["det", "trace"])
+def test_dsmooth_bound_lands_on_the_exact_mahalanobis_radius(normalization):
     model, x, w = _linear(0.3)
-    cov = LowRankCovariance.fit(0.05 * anisotropic_perturbations(60, SHAPE, seed=2), k=3)
+    data = 0.05 * anisotropic_perturbations(60, SHAPE, seed=2)
+    cov = LowRankCovariance.fit(data, k=3, normalization=normalization)
     st = torch.from_numpy(dense_normalized(cov))
     flat_w = w.reshape(-1)
     margin = float(flat_w @ x.reshape(-1).double()) - model.b

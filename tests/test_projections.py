@@ -81,9 +81,11 @@ def test_projections_reject_bad_radii():
             project_l1(torch.ones(3), bad)
 
 
-@pytest.fixture(params=[0.0, 0.5])
+@pytest.fixture(params=[(0.0, "det"), (0.5, "det"), (0.0, "trace")])
 def covariance(request) -> LowRankCovariance:
-    return LowRankCovariance.fit(anisotropic_perturbations(40, SHAPE, seed=1), k=3, shrinkage=request.param)
+    shrinkage, normalization = request.param
+    data = anisotropic_perturbations(40, SHAPE, seed=1)
+    return LowRankCovariance.fit(data, k=3, shrinkage=shrinkage, normalization=normalization)
 
 
 def test_whitening_matches_dense_square_roots(covariance):
