@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from dsmooth_core.certify import ABSTAIN, Certificate, predict
+from dsmooth_core.contract import evaluating
 from dsmooth_core.device import model_device
 from dsmooth_core.noise import AnisotropicGaussian, SmoothingNoise
 from dsmooth_core.progress import ProgressCallback, report
@@ -252,44 +253,45 @@ def audit(
         raise ValueError(f"a {certificate.method} certificate cannot be audited with {noise.name} noise")
     if not (math.isfinite(certificate.radius) and certificate.radius > 0):
         raise ValueError(f"the certified radius must be positive and finite to audit it, got {certificate.radius}")
-    start = time.perf_counter()
-    auditor = _Auditor(model, x, noise, certificate.prediction, settings, generator, progress)
-    radius = certificate.radius
+    with evaluating(model):  # the gradients and PREDICT judge one fixed classifier; the caller's modes return
+        start = time.perf_counter()
+        auditor = _Auditor(model, x, noise, certificate.prediction, settings, generator, progress)
+        radius = certificate.radius
 
-    def distance(delta: torch.Tensor) -> float:
-        return float(noise.distance(delta))
+        def distance(delta: torch.Tensor) -> float:
+            return float(noise.distance(delta))
 
-    failed, budget = 0.0, radius * _INSIDE
-    found = auditor.attempt(budget)
-    doublings = 0
-    while found is None and doublings < settings.growth_steps:
-        failed, budget = budget, radius * 2 ** (doublings + 1)
+        failed, budget = 0.0, radius * _INSIDE
         found = auditor.attempt(budget)
-        doublings += 1
-    searched = budget
-    for _ in range(settings.bisection_steps if found is not None else 0):
-        best = distance(found[0])
-        if best - failed <= settings.tolerance * best:
-            break
-        budget = (failed + best) / 2
-        attempt = auditor.attempt(budget)
-        if attempt is None:
-            failed = budget
-        else:
-            found = attempt
-    report(progress, auditor.total, auditor.total)
-    bound = distance(found[0]) if found is not None else math.inf
-    return AuditResult(
-        verdict=VIOLATION if bound < radius else CONSISTENT,
-        method=certificate.method,
-        metric=certificate.metric,
-        certified_class=certificate.prediction,
-        certified_radius=radius,
-        empirical_bound=bound,
-        perturbation=found[0].cpu() if found is not None else None,
-        new_prediction=found[1] if found is not None else None,
-        searched_up_to=searched,
-        predict_calls=auditor.calls,
-        alpha=settings.alpha,
-        seconds=time.perf_counter() - start,
-    )
+        doublings = 0
+        while found is None and doublings < settings.growth_steps:
+            failed, budget = budget, radius * 2 ** (doublings + 1)
+            found = auditor.attempt(budget)
+            doublings += 1
+        searched = budget
+        for _ in range(settings.bisection_steps if found is not None else 0):
+            best = distance(found[0])
+            if best - failed <= settings.tolerance * best:
+                break
+            budget = (failed + best) / 2
+            attempt = auditor.attempt(budget)
+            if attempt is None:
+                failed = budget
+            else:
+                found = attempt
+        report(progress, auditor.total, auditor.total)
+        bound = distance(found[0]) if found is not None else math.inf
+        return AuditResult(
+            verdict=VIOLATION if bound < radius else CONSISTENT,
+            method=certificate.method,
+            metric=certificate.metric,
+            certified_class=certificate.prediction,
+            certified_radius=radius,
+            empirical_bound=bound,
+            perturbation=found[0].cpu() if found is not None else None,
+            new_prediction=found[1] if found is not None else None,
+            searched_up_to=searched,
+            predict_calls=auditor.calls,
+            alpha=settings.alpha,
+            seconds=time.perf_counter() - start,
+        )

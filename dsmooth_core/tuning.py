@@ -128,7 +128,8 @@ def tune_covariance(
     labels = [int(v) for v in labels]
     if len(labels) != len(images) or not len(images):
         raise ValueError(f"tuning needs one label per image and at least one image, got {len(images)} / {len(labels)}")
-    settings = list(product(grid.normalizations, sorted(set(grid.ranks), reverse=True), grid.shrinkages))
+    ranks = sorted({min(k, fitted.k) for k in grid.ranks}, reverse=True)  # ranks above the fit's are one setting
+    settings = list(product(grid.normalizations, ranks, grid.shrinkages))
     total, done = len(settings) * len(images), 0
     rows = []
     for normalization, k, shrinkage in settings:

@@ -176,3 +176,26 @@ def test_a_model_confident_under_noise_is_still_attacked():
     result = audit(sharp, x, noise, cert, SETTINGS, torch.Generator().manual_seed(1))
     assert result.verdict == CONSISTENT
     assert 0.5 <= result.empirical_bound * (1 + 1e-6) <= 0.5 * 1.03
+
+
+class _ModeSpy(torch.nn.Module):
+    """Records the mode of every forward, so the test sees what the audit ran the model in."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.modes: set[bool] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.add(self.training)
+        return self.inner(x)
+
+
+def test_the_audit_runs_a_train_mode_model_in_eval_mode_and_gives_its_mode_back():
+    inner, x, _ = _linear(0.5)
+    noise = IsotropicGaussian(0.25)
+    cert = _certify(inner, x, noise, seed=0)
+    model = _ModeSpy(inner).train()
+    settings = AuditSettings(n=2000, alpha=0.001, draws=4, steps=2, growth_steps=1, bisection_steps=0, batch_size=2000)
+    audit(model, x, noise, cert, settings, torch.Generator().manual_seed(1))
+    assert model.modes == {False} and model.training and model.inner.training

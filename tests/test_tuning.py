@@ -96,3 +96,11 @@ def test_bad_grids_are_refused():
         TuningGrid(shrinkages=(1.5,))
     with pytest.raises(ValueError, match="rank"):
         TuningGrid(ranks=(0,))
+
+
+def test_ranks_above_the_fit_are_one_setting_not_a_repeat(fitted):
+    grid = TuningGrid(normalizations=("det",), ranks=(8, 6, 4, 2), shrinkages=(0.0,), min_axis_ratio=1.0)
+    images = torch.full((2, *SHAPE), 0.5)
+    model = LinearClassifier(torch.ones(SHAPE), 0.0)
+    result = tune_covariance(model, fitted, images, [1, 1], sigma=SIGMA, grid=grid, n0=10, n=20, seed=0)
+    assert [row.k for row in result.rows] == [4, 2]  # fitted.k = 4: ranks 8 and 6 clamp to it
