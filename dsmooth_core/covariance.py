@@ -208,6 +208,10 @@ class LowRankCovariance:
         total = float(self.eigenvalues.sum()) + (self.dim - self.k) * self.residual_variance
         return total / self.dim
 
+    def logdet_normalized(self) -> float:
+        """log det St: 0 for det normalization, d log(gm / c) <= 0 for trace (the ellipsoid's volume factor)."""
+        return self.dim * math.log(self.geometric_mean / self.normalizer)
+
     @property
     def mu_min(self) -> float:
         gm = self.normalizer

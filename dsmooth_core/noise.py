@@ -318,8 +318,7 @@ class AnisotropicGaussian(SmoothingNoise):
     def equal_volume_l2_radius(self, radius: float, dim: int) -> float:
         """R det(St)^(1/(2d)): R itself for det normalization, smaller for trace (det St <= 1 by AM-GM)."""
         self._check_pixels(dim)
-        cov = self.covariance
-        return _check_radius(radius) * math.sqrt(cov.geometric_mean / cov.normalizer)
+        return _check_radius(radius) * math.exp(self.covariance.logdet_normalized() / (2 * dim))
 
     def top_direction(self) -> torch.Tensor | None:
         """The top eigen-direction u1 of St (``None`` at rank 0, where St is isotropic)."""

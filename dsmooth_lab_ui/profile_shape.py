@@ -5,22 +5,26 @@ from __future__ import annotations
 import math
 
 from dsmooth_core import LowRankCovariance
+from dsmooth_core.tuning import axis_ratio
 
 
 def shape_summary(cov: LowRankCovariance) -> dict[str, float]:
     """How anisotropic the certified ellipsoid is, for the Threat profile page.
 
-    St has determinant 1, so the ellipsoid of radius R has the volume of the l2 ball of radius R.
-    What shape costs is in the directions it is thin: the l2 ball it contains has radius
-    R sqrt(mu_min), whose volume relative to the ellipsoid's is (d/2) log(mu_min) in natural logs.
+    The ellipsoid of radius R has the volume of the l2 ball of radius R det(St)^(1/(2d)) (R itself
+    for det normalization). What shape costs is in the directions it is thin: the l2 ball it contains
+    has radius R sqrt(mu_min), whose log-volume relative to the ellipsoid's is
+    (d/2) log(mu_min) - (1/2) log det St.
     """
-    mu_min, mu_max = cov.mu_min, cov.mu_max
+    logdet_st = cov.logdet_normalized()
     return {
-        "mu_min": mu_min,
-        "mu_max": mu_max,
-        "axis_ratio": math.sqrt(mu_max / mu_min),
-        "inscribed_log_volume_ratio": cov.dim / 2 * math.log(mu_min),
-        "inscribed_radius_factor": math.sqrt(mu_min),
+        "mu_min": cov.mu_min,
+        "mu_max": cov.mu_max,
+        "axis_ratio": axis_ratio(cov),
+        "inscribed_log_volume_ratio": cov.dim / 2 * math.log(cov.mu_min) - logdet_st / 2,
+        "logdet_St": logdet_st,
+        "equal_volume_factor": math.exp(logdet_st / (2 * cov.dim)),
+        "inscribed_radius_factor": math.sqrt(cov.mu_min),
         "logdet_S": cov.logdet(),
         "geometric_mean": cov.geometric_mean,
         "explained_variance": cov.explained_variance,

@@ -80,7 +80,8 @@ def settings(profile) -> tuple[list[SmoothingNoise], dict | None]:
     seed = c[5].number_input("Seed", min_value=0, value=0, key="cert_seed", persist_state="session")
     st.caption(
         "sigma is the per-pixel standard deviation in [0,1] pixel units for all three methods (LSmooth: "
-        "Laplace scale sigma / sqrt 2, matched in variance; DSmooth: N(0, sigma^2 St), det St = 1)."
+        "Laplace scale sigma / sqrt 2, matched in variance; DSmooth: N(0, sigma^2 St), with det St = 1 or "
+        "trace St = d as chosen on the Threat profile page)."
     )
     if GPU:
         st.info("A GPU is available: n = 100,000 (as in the paper) raises the radius ceiling to about 3.8 sigma.")

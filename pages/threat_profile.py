@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import tempfile
 from pathlib import Path
 
@@ -253,10 +252,10 @@ def shape_view() -> None:
     m[1].metric("mu_max (largest eigenvalue of St)", f"{shape['mu_max']:.4g}")
     m[2].metric("Axis ratio sqrt(mu_max / mu_min)", f"{shape['axis_ratio']:.3g}")
     m[3].metric(
-        "(d/2) log mu_min",
+        "log vol(inscribed ball) / vol(ellipsoid)",
         f"{shape['inscribed_log_volume_ratio']:.4g}",
-        help="log of vol(inscribed l2 ball) / vol(ellipsoid), natural log: the l2 ball of radius "
-        "R sqrt(mu_min) that fits inside the ellipsoid has this much less log-volume.",
+        help="(d/2) log mu_min - (1/2) log det St, natural log (log det St = 0 for det normalization): the l2 "
+        "ball of radius R sqrt(mu_min) that fits inside the ellipsoid has this much less log-volume.",
     )
     if cov.normalization == "det":
         volume = (
@@ -268,9 +267,9 @@ def shape_view() -> None:
         volume = (
             "**Noise energy.** St = S d / trace(S) has trace d, so DSmooth's noise has the expected squared "
             "norm of N(0, sigma^2 I). Its ellipsoid of radius R is smaller than the l2 ball of radius R "
-            f"(log det St = {cov.dim * math.log(cov.geometric_mean / cov.normalizer):.4g}: "
+            f"(log det St = {shape['logdet_St']:.4g}: "
             "as much volume as the l2 ball of radius "
-            f"{math.sqrt(cov.geometric_mean / cov.normalizer):.3g} R)."
+            f"{shape['equal_volume_factor']:.3g} R)."
         )
     st.markdown(
         f"{volume} In every direction it still contains the l2 ball of radius R sqrt(mu_min) = "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -53,3 +55,17 @@ def anisotropic_perturbations(n: int, shape: tuple[int, ...], seed: int) -> torc
     loads = torch.randn(n, 4, generator=g, dtype=torch.float64) * torch.tensor([3.0, 2.0, 1.0, 0.5])
     noise = 0.05 * torch.randn(n, d, generator=g, dtype=torch.float64)
     return (loads @ basis.T + noise + 0.2).reshape(n, *shape)
+
+
+def diagonal_covariance(top: float = 4.0, residual: float = 1.0, shape=(1, 2, 2)) -> LowRankCovariance:
+    """S = diag(top, residual, residual, ...): one eigen-direction along the first pixel."""
+    d = math.prod(shape)
+    u = torch.zeros(d, 1, dtype=torch.float64)
+    u[0, 0] = 1.0
+    return LowRankCovariance(
+        shape=shape,
+        eigenvectors=u,
+        base_eigenvalues=torch.tensor([top], dtype=torch.float64),
+        base_residual=residual,
+        trace=top + (d - 1) * residual,
+    )

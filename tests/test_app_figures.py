@@ -12,20 +12,7 @@ from dsmooth_core import ABSTAIN, AnisotropicGaussian, IsotropicGaussian, Laplac
 from dsmooth_lab_ui import figures, profile_shape, reports, slices
 from dsmooth_lab_ui.images import eigen_images, signed_to_uint8, to_uint8, upscale
 from tests.fakecerts import certificate
-
-
-def diagonal_covariance(top: float = 4.0, residual: float = 1.0, shape=(1, 2, 2)) -> LowRankCovariance:
-    """S = diag(top, residual, residual, ...): one eigen-direction along the first pixel."""
-    d = math.prod(shape)
-    u = torch.zeros(d, 1, dtype=torch.float64)
-    u[0, 0] = 1.0
-    return LowRankCovariance(
-        shape=shape,
-        eigenvectors=u,
-        base_eigenvalues=torch.tensor([top], dtype=torch.float64),
-        base_residual=residual,
-        trace=top + (d - 1) * residual,
-    )
+from tests.oracles import dense_normalized, diagonal_covariance
 
 
 # ---------------------------------------------------------------- slices
@@ -64,6 +51,17 @@ def test_shape_summary_of_an_isotropic_profile_is_a_ball() -> None:
     assert aniso["axis_ratio"] == pytest.approx(2.0)
     assert aniso["inscribed_log_volume_ratio"] == pytest.approx(4 / 2 * math.log(aniso["mu_min"]))
     assert profile_shape.cumulative_explained(diagonal_covariance(top=4.0, residual=1.0)) == pytest.approx([4 / 7])
+
+
+def test_shape_summary_of_a_trace_normalized_profile_counts_its_smaller_volume() -> None:
+    cov = diagonal_covariance(top=4.0, residual=1.0).with_normalization("trace")
+    shape = profile_shape.shape_summary(cov)
+    _, logdet = np.linalg.slogdet(dense_normalized(cov))
+    assert shape["logdet_St"] == pytest.approx(logdet) and logdet < 0
+    assert shape["equal_volume_factor"] == pytest.approx(math.exp(logdet / 8))
+    mu_min = float(np.linalg.eigvalsh(dense_normalized(cov)).min())
+    assert shape["inscribed_log_volume_ratio"] == pytest.approx(4 / 2 * math.log(mu_min) - logdet / 2)
+    assert profile_shape.shape_summary(cov.with_normalization("det"))["logdet_St"] == pytest.approx(0, abs=1e-12)
 
 
 # ---------------------------------------------------------------- tables and the slice figure

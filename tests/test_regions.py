@@ -15,20 +15,7 @@ import torch
 from dsmooth_core import ABSTAIN, AnisotropicGaussian, IsotropicGaussian, Laplace, LowRankCovariance, compare
 from dsmooth_core.noise import METHOD_CLASSES, METHODS, SmoothingNoise, make_noise, method_class
 from tests.fakecerts import certificate
-
-
-def diagonal_covariance(top: float = 4.0, residual: float = 1.0, shape=(1, 2, 2)) -> LowRankCovariance:
-    """S = diag(top, residual, residual, ...): one eigen-direction along the first pixel."""
-    d = math.prod(shape)
-    u = torch.zeros(d, 1, dtype=torch.float64)
-    u[0, 0] = 1.0
-    return LowRankCovariance(
-        shape=shape,
-        eigenvectors=u,
-        base_eigenvalues=torch.tensor([top], dtype=torch.float64),
-        base_residual=residual,
-        trace=top + (d - 1) * residual,
-    )
+from tests.oracles import diagonal_covariance
 
 
 def dense_st_inverse(cov: LowRankCovariance) -> torch.Tensor:
