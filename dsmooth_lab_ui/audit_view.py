@@ -40,7 +40,7 @@ class AuditView:
     result: AuditResult
 
 
-def _settings() -> AuditSettings | None:
+def _settings(batch_size: int) -> AuditSettings | None:
     c = st.columns(5)
     n = c[0].number_input("PREDICT draws per candidate", min_value=10, value=500, step=100, key="aud_n")
     alpha = c[1].number_input("alpha (whole audit)", value=0.001, format="%.4g", key="aud_alpha")
@@ -54,7 +54,7 @@ def _settings() -> AuditSettings | None:
             draws=int(draws),
             steps=int(steps),
             bisection_steps=int(bisection),
-            batch_size=int(st.session_state.get("cert_batch", 200)),
+            batch_size=batch_size,
         )
     except ValueError as exc:
         st.error(str(exc), icon=":material/error:")
@@ -121,7 +121,7 @@ def section(model, x: torch.Tensor, record: state.CertifyRecord) -> None:
     """'Audit these certificates': a button per certified method, and each method's last audit."""
     st.subheader("Audit these certificates")
     st.write(EXPLAIN)
-    settings = _settings()
+    settings = _settings(int(record.settings["batch"]))  # the batch the certificates were made with
     certified = [noise for noise, cert in record.results if not cert.abstained]
     if not certified:
         st.info("No method certified this image, so there is nothing to audit.", icon=":material/info:")

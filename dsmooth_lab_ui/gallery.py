@@ -17,11 +17,11 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from dsmooth_core.models import CIFAR10_CLASSES
 from dsmooth_lab_ui import state
 from dsmooth_lab_ui.images import upscale
 
 FOLDER = Path(__file__).resolve().parents[1] / "assets" / "gallery"
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SOURCE = "sample gallery"
 
 

@@ -45,6 +45,8 @@ SLOTS_ENV = "DSMOOTH_JOB_SLOTS"
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
 NOTHING_KEPT = "Nothing from it was kept."
+# Jobs that go method by method keep each finished method's result in the cache (``memo``).
+METHODS_KEPT = "The methods it had finished are kept and come back at once when you run it again."
 
 
 @dataclass(eq=False)
@@ -217,14 +219,6 @@ MANAGER = JobManager(_slots())
 # ---------------------------------------------------------------- the session's side (script thread)
 def current() -> Job | None:
     return st.session_state.get(SESSION_JOB)
-
-
-def running(kind: str | None = None) -> Job | None:
-    """The session's job while it is queued or running (of ``kind`` if given)."""
-    job = current()
-    if job is None or not job.active or (kind is not None and job.kind != kind):
-        return None
-    return job
 
 
 def start(

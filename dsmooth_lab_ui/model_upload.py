@@ -81,7 +81,8 @@ def upload_key(sha256: str, options: ModelFileOptions) -> str:
 
 def load_upload(file_name: str, data: bytes, options: ModelFileOptions) -> str:
     """Load, probe and keep an uploaded model; returns its key. Raises the library's errors."""
-    key = upload_key(file_sha256(data), options)
+    sha256 = file_sha256(data)
+    key = upload_key(sha256, options)
     models: dict[str, tuple[Normalized, ModelCard]] = st.session_state.setdefault(state.UPLOADED_MODELS, {})
     if key in models:
         return key
@@ -95,7 +96,7 @@ def load_upload(file_name: str, data: bytes, options: ModelFileOptions) -> str:
     card = ModelCard(
         file_name=file_name,
         file_format=file_format(model),
-        sha256=file_sha256(data),
+        sha256=sha256,
         parameters=sum(p.numel() for p in model.net.parameters()),
         input_shape=tuple(model.info.input_shape),
         class_names=tuple(names),

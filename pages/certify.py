@@ -139,6 +139,7 @@ def run(model, image, x, noises: list[SmoothingNoise], values: dict, profile) ->
         ),
         deliver,
         batch=min(v["batch"], v["n"]),
+        kept=jobs.METHODS_KEPT,
     )
 
 

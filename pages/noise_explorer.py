@@ -90,6 +90,7 @@ def votes_section(model, x, image, methods, sigmas, profile) -> None:
             lambda progress: tasks.votes(model, x, runs, int(count), int(batch), int(seed), progress),
             lambda results: state.put(state.NOISE_VOTES, {**record, "results": results}),
             batch=min(int(batch), int(count)),
+            kept=jobs.METHODS_KEPT,
         )
     record = state.get(state.NOISE_VOTES)
     if not record or not record["results"]:

@@ -164,7 +164,7 @@ def test_a_bad_address_fails_within_seconds_and_keeps_the_cluster_joined(cluster
     assert ray.is_initialized()
 
 
-def test_the_cli_engines_write_the_same_rows_and_records(cluster, tmp_path, monkeypatch):
+def test_the_cli_engines_write_the_same_rows_and_records(cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
     certify_args = ["certify", "--model", "cifar10_resnet20", "--untrained", "--n0", "5", "--n", "20"]
     certify_args += ["--batch", "10", "--skip", "5", "--device", "cpu"]
@@ -186,8 +186,10 @@ def test_the_cli_engines_write_the_same_rows_and_records(cluster, tmp_path, monk
         assert main([*experiment_args, "--engine", engine, "--records", str(tmp_path / f"{engine}.jsonl")]) == 0
     local, on_ray = (read_records(tmp_path / f"{engine}.jsonl") for engine in ("local", "ray"))
     assert len(local) == 2 * 3 and _results(on_ray) == _results(local)
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
         main([*experiment_args, "--address", "auto", "--records", str(tmp_path / "x.jsonl")])
+    assert stopped.value.code == 2 and "--address needs --engine ray" in capsys.readouterr().err
 
 
 def _run_and_wait(page: AppTest, timeout: float = 120) -> jobs.Job:
