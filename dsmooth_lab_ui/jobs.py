@@ -61,6 +61,7 @@ class Job:
     threads: int
     on_error: Callable[[str], None] | None = None
     kept: str = NOTHING_KEPT  # what survives a cancel or failure (said in the panel)
+    cache: bool = True  # False for work whose result depends on more than its key (e.g. files it appends to)
     state: str = QUEUED
     done: int = 0
     total: int = 0
@@ -190,7 +191,8 @@ class JobManager:
         except Exception as exc:  # shown on the page; nothing is delivered
             _finish(job, FAILED, error=str(exc) or type(exc).__name__)
         else:
-            self.remember(job.key, result)
+            if job.cache:
+                self.remember(job.key, result)
             _finish(job, DONE, result=result)
         finally:
             torch.set_num_threads(previous)
@@ -230,6 +232,7 @@ def start(
     batch: int = 1,
     on_error: Callable[[str], None] | None = None,
     kept: str = NOTHING_KEPT,
+    cache: bool = True,
 ) -> Job | None:
     """Start ``work`` in the background, or reuse a running job or a cached result with equal inputs.
 
@@ -247,7 +250,7 @@ def start(
             icon=":material/hourglass_top:",
         )
         return None
-    hit, result = MANAGER.cached(key)
+    hit, result = MANAGER.cached(key) if cache else (False, None)
     if hit:
         deliver(result)
         st.session_state.pop(SESSION_JOB, None)
@@ -260,6 +263,7 @@ def start(
         deliver=deliver,
         on_error=on_error,
         kept=kept,
+        cache=cache,
         threads=threads.budget(batch, threads.usable_cores(), threads.setting()),
     )
     st.session_state[SESSION_JOB] = job

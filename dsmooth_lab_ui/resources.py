@@ -101,10 +101,16 @@ def _cifar10(split: str, root: str, stamp: str) -> ImageSet:
     return load_cifar10(split, Path(root), download=False)
 
 
+def cifar10_stamp(split: str) -> str:
+    """Changes whenever either form of a CIFAR-10 split in the data folder does (a cache key part)."""
+    root = data_dir()
+    return file_stamp(root / "cifar10" / f"{split}.npz") + file_stamp(root / "cifar-10-batches-py")
+
+
 def cifar10(split: str = "test") -> tuple[ImageSet | None, str | None]:
     """The split when it is on disk (never downloads), else ``None`` and the library's message."""
     root = data_dir()
-    stamp = file_stamp(root / "cifar10" / f"{split}.npz") + file_stamp(root / "cifar-10-batches-py")
+    stamp = cifar10_stamp(split)
     try:
         return _cifar10(split, str(root), stamp), None
     except DataUnavailableError as exc:
@@ -132,7 +138,7 @@ def cifar_gallery_order(images: ImageSet, split: str = "test") -> np.ndarray:
     root = data_dir()
     # the largest balanced size: every class contributes as many as the smallest class has
     per_class = int(np.bincount(images.labels).min())
-    stamp = file_stamp(root / "cifar10" / f"{split}.npz")
+    stamp = cifar10_stamp(split)
     return gallery_order(split, str(root), stamp, per_class * len(images.classes), images.labels)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -269,12 +268,13 @@ if st.button("Run experiment", key="exp_run", type="primary"):
     jobs.start(
         JOB,
         "The experiment",
-        (model.info.weights_hash, repr(spec), repr(sorted(sizes.items())), time.time()),  # records change on disk
+        (model.info.weights_hash, repr(spec), repr(sorted(sizes.items()))),
         lambda progress: run(model, test_set, train_set, spec, sizes, progress),
         deliver,
         batch=sizes["batch"],
         on_error=failed,
         kept="The records finished before it stopped are saved; run it again to continue from them.",
+        cache=False,  # its records on disk change between runs: a rerun must look at them again
     )
 if st.session_state.get(DONE_NOTE):
     st.success(st.session_state[DONE_NOTE])

@@ -111,7 +111,7 @@ def build_source(model) -> None:
         return
     if not st.button("Build the profile", type="primary", disabled=config is None, icon=":material/build:"):
         return
-    stamp = resources.file_stamp(resources.data_dir() / "cifar10" / f"{split}.npz")
+    stamp = resources.cifar10_stamp(split)
     calibration = Calibration(
         size=int(n_images),
         attack=config,

@@ -92,6 +92,17 @@ def test_queue_limit_holds_a_second_job_until_the_first_ends() -> None:
     assert manager.cached("a") == (True, "first")
 
 
+def test_a_job_marked_uncacheable_delivers_but_is_not_remembered() -> None:
+    manager = jobs.JobManager(slots=1)
+    kept, fresh = _job(lambda progress: "kept", "a"), _job(lambda progress: "fresh", "b")
+    fresh.cache = False
+    for job in (kept, fresh):
+        manager.submit(job)
+        _wait(job)
+    assert (kept.result, fresh.result) == ("kept", "fresh")
+    assert manager.cached("a") == (True, "kept") and manager.cached("b") == (False, None)
+
+
 def test_cancel_stops_certify_within_one_batch_and_keeps_nothing() -> None:
     model = load_model(DEFAULT_MODEL)
     x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
