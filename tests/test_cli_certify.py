@@ -9,6 +9,7 @@ import torch
 
 from dsmooth_core import LowRankCovariance
 from dsmooth_core.cli import main
+from dsmooth_core.cli.certify_cmd import resumable_tsv
 from tests.fakedata import write_fake_cifar10
 
 
@@ -73,3 +74,17 @@ def test_dsmooth_needs_and_uses_a_profile(data_dir, tmp_path):
     out = tmp_path / "d.tsv"
     main([*ARGS, "--method", "dsmooth", "--profile", str(tmp_path / "cov.pt"), "--max", "1", "--out", str(out)])
     assert _rows(out)[0]["metric"] == "mahalanobis" and _rows(out)[0]["method"] == "DSmooth"
+
+
+def test_a_resumable_tsv_writes_its_header_with_the_first_row_and_leaves_nothing_on_failure(tmp_path):
+    path, columns = tmp_path / "rows.tsv", ("idx", "method", "value")
+    with pytest.raises(RuntimeError), resumable_tsv(path, columns, ("idx", "method"), "test") as (done, write):
+        assert done == set()
+        raise RuntimeError("refused before the first row")
+    assert not path.exists()  # no header-only file behind a refusal
+    with resumable_tsv(path, columns, ("idx", "method"), "test") as (done, write):
+        write((3, "RandSmooth", 0.5))
+    with pytest.raises(RuntimeError), resumable_tsv(path, columns, ("idx", "method"), "test") as (done, write):
+        assert done == {("3", "RandSmooth")}
+        raise RuntimeError("a later failure keeps the rows already written")
+    assert path.read_text() == "idx\tmethod\tvalue\n3\tRandSmooth\t0.5\n"

@@ -11,16 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dsmooth_core.appendfile import check_writable_file, locked_append
+from dsmooth_core.appendfile import check_writable_file
 from dsmooth_core.audit import AuditSettings, audit
 from dsmooth_core.certify import certify
 from dsmooth_core.cli.certify_cmd import (
     add_selection_options,
-    finished_keys,
     image_generator,
     profile_covariance,
+    resumable_tsv,
     selected_indices,
-    write_row,
 )
 from dsmooth_core.cli.threat_options import add_model_options, load_cifar_model
 from dsmooth_core.data import load_cifar10
@@ -85,11 +84,8 @@ def run(args: argparse.Namespace) -> int:
     methods = list(dict.fromkeys(args.methods))
     covariance = profile_covariance(args, model, indices) if "dsmooth" in methods else None
     noises = [make_noise(method, args.sigma, covariance) for method in methods]
-    with locked_append(args.out) as out:
-        done = finished_keys(args.out, COLUMNS, ("idx", "method"), "audit")
+    with resumable_tsv(args.out, COLUMNS, ("idx", "method"), "audit") as (done, write):
         todo = [(i, noise) for i in indices for noise in noises if (str(i), noise.name) not in done]
-        if todo and args.out.stat().st_size == 0:
-            write_row(out, COLUMNS)
         for count, (index, noise) in enumerate(todo, 1):
             x, label = data.tensor([index])[0], int(data.labels[index])
             generator = image_generator(args.seed, index, model_device(model))
@@ -116,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 calls,
                 f"{seconds:.4f}",
             )
-            write_row(out, row)
+            write(row)
             print(
                 f"[{count}/{len(todo)}] idx {index} {cert.method}: radius {cert.radius:.4f}, "
                 f"empirical bound {bound} ({cert.metric}): {verdict}"

@@ -11,10 +11,9 @@ import contextlib
 import csv
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 import torch
 
@@ -82,11 +81,6 @@ def selected_indices(total: int, start: int, skip: int, limit: int) -> list[int]
     return indices if limit < 0 else indices[:limit]
 
 
-def finished_indices(path: Path) -> set[int]:
-    """The indices a previous run wrote to ``path``; a file that is not a certify TSV is refused."""
-    return {int(key[0]) for key in finished_keys(path, COLUMNS, ("idx",), "certify")}
-
-
 def finished_keys(
     path: Path, columns: tuple[str, ...], key_columns: tuple[str, ...], kind: str
 ) -> set[tuple[str, ...]]:
@@ -107,9 +101,32 @@ def finished_keys(
     return done
 
 
-def write_row(out: TextIO, row: tuple[object, ...]) -> None:
-    """One tab-separated line, flushed so an interrupted run keeps every finished line."""
-    print("\t".join(map(str, row)), file=out, flush=True)
+@contextlib.contextmanager
+def resumable_tsv(
+    path: Path, columns: tuple[str, ...], key_columns: tuple[str, ...], kind: str
+) -> Iterator[tuple[set[tuple[str, ...]], Callable[[tuple[object, ...]], None]]]:
+    """The keys already in ``path`` and a row writer, under the file's lock (certify's and audit's TSVs).
+
+    The header goes out with the first row, and an empty file this run created is removed when the
+    run fails, so a refusal leaves nothing behind.
+    """
+    created = not path.exists()
+    try:
+        with locked_append(path) as out:
+            done = finished_keys(path, columns, key_columns, kind)
+            header_needed = [path.stat().st_size == 0]
+
+            def write(row: tuple[object, ...]) -> None:
+                if header_needed[0]:
+                    print("\t".join(columns), file=out, flush=True)
+                    header_needed[0] = False
+                print("\t".join(map(str, row)), file=out, flush=True)  # flushed: an interrupt keeps whole rows
+
+            yield done, write
+    except BaseException:
+        if created and path.is_file() and path.stat().st_size == 0:
+            path.unlink()
+        raise
 
 
 def image_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -142,13 +159,7 @@ def run(args: argparse.Namespace) -> int:
     with model_contract(model, tuple(model.info.input_shape)):  # refuse a bad model or noise before any file
         noise.check_shape(tuple(model.info.input_shape))
         noise.check_finite_draws(tuple(model.info.input_shape), model_device(model))
-    created = not args.out.exists()
-    try:
-        _certify_into(args, model, data, noise, selected, options)
-    except BaseException:
-        if created and args.out.is_file() and args.out.stat().st_size == 0:
-            args.out.unlink()  # leave no empty file behind a refusal
-        raise
+    _certify_into(args, model, data, noise, selected, options)
     return 0
 
 
@@ -162,16 +173,11 @@ def _certify_into(
 ) -> None:
     """Append one row per image not yet in ``--out``, holding the file's lock throughout."""
     draws = Draws(args.n0, args.n, args.alpha, args.batch, args.seed)
-    with locked_append(args.out) as out:
-        done = finished_indices(args.out)
-        todo = [i for i in selected if i not in done]
-        header_needed = args.out.stat().st_size == 0
+    with resumable_tsv(args.out, COLUMNS, ("idx",), "certify") as (done, write):
+        todo = [i for i in selected if (str(i),) not in done]
         started = time.perf_counter()
         for count, row in enumerate(_rows(model, data, todo, noise, draws, options), 1):
-            if header_needed:  # written with the first row, so a refusal leaves the file empty
-                write_row(out, COLUMNS)
-                header_needed = False
-            write_row(out, row)
+            write(row)
             per_image = (time.perf_counter() - started) / count
             print(
                 f"[{count}/{len(todo)}] idx {row[0]}: predict {row[2]} radius {float(row[3]):.4f} ({row[7]}); "
