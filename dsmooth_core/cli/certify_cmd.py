@@ -19,16 +19,17 @@ import torch
 
 from dsmooth_core.appendfile import check_writable_file, locked_append
 from dsmooth_core.certify import certify
-from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
+from dsmooth_core.cli.common import WEIGHTS_HELP
 from dsmooth_core.cli.engine_options import add_engine_arguments, ray_options
-from dsmooth_core.cli.model_file_options import add_model_file_options, load_model_file_arg, require_cifar10
+from dsmooth_core.cli.model_file_options import add_model_file_options
+from dsmooth_core.cli.threat_options import load_cifar_model
 from dsmooth_core.compiled import compiled_forward
 from dsmooth_core.contract import check_input_shape, model_contract
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.device import generator_for, model_device
 from dsmooth_core.errors import InputRefused
-from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
+from dsmooth_core.models import DEFAULT_MODEL, Normalized
 from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
 from dsmooth_core.profiles import ThreatProfile
 from dsmooth_core.scale import RayOptions, worker_device
@@ -139,11 +140,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputRefused("--compile compiles in this process; it cannot be sent to Ray workers (drop one)")
     options = ray_options(args)  # first, so a bad --address fails before any work
     check_writable_file(args.out)
-    device = resolve_device(args.device)
-    model = load_model_file_arg(args, device)
-    if model is None:
-        model = load_model(args.model, device=device, pretrained=not args.untrained, weights=args.weights)
-    require_cifar10(model, "certify reads CIFAR-10 and")
+    model = load_cifar_model(args, "certify reads CIFAR-10 and")
     if args.compile:
         model = compiled_forward(model, args.batch)
     data = load_cifar10(args.split, args.data_dir)

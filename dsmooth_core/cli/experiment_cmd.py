@@ -10,9 +10,10 @@ import functools
 from pathlib import Path
 
 from dsmooth_core.attacks import PRESETS
-from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device, terminal_progress
+from dsmooth_core.cli.common import WEIGHTS_HELP, terminal_progress
 from dsmooth_core.cli.engine_options import add_engine_arguments, images_progress, ray_options
-from dsmooth_core.cli.model_file_options import add_model_file_options, load_model_file_arg, require_cifar10
+from dsmooth_core.cli.model_file_options import add_model_file_options
+from dsmooth_core.cli.threat_options import load_cifar_model
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.experiments import (
     ExperimentSpec,
@@ -20,7 +21,6 @@ from dsmooth_core.experiments import (
     attack_config,
     evaluation_indices,
     experiment_calibration,
-    load_experiment_model,
     load_records,
     parse_shard,
     run_experiment,
@@ -86,12 +86,7 @@ def _register_analyse(actions: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     options = ray_options(args)  # first, so a bad --address fails before any work
     store = RecordStore(args.records)  # a file that is not a record file is refused before any work
-    model = load_model_file_arg(args, resolve_device(args.device))
-    if model is None:
-        model = load_experiment_model(
-            args.model, resolve_device(args.device), pretrained=not args.untrained, weights=args.weights
-        )
-    require_cifar10(model, "experiments run on CIFAR-10 and")
+    model = load_cifar_model(args, "experiments run on CIFAR-10 and")
     spec = ExperimentSpec(
         methods=tuple(dict.fromkeys(args.methods)),
         sigmas=tuple(args.sigmas),

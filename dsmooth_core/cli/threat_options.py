@@ -8,12 +8,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dsmooth_core.attacks import PRESETS, AttackConfig
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
 from dsmooth_core.cli.model_file_options import add_model_file_options, load_model_file_arg, require_cifar10
-from dsmooth_core.models import DEFAULT_MODEL, Normalized, load_model
+from dsmooth_core.experiments.setup import load_experiment_model
+from dsmooth_core.models import DEFAULT_MODEL, Normalized
 
 
 def number(text: str) -> float:
@@ -23,8 +22,6 @@ def number(text: str) -> float:
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
 
-
-UNTRAINED_SEED = 0
 
 # The override flag of every AttackConfig field (a test checks none is missing): flag, argparse options.
 _OVERRIDES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -77,18 +74,15 @@ def describe_attack(config: AttackConfig) -> str:
     )
 
 
-def load_cifar_model(args: argparse.Namespace) -> Normalized:
-    """The --model-file or registry model, refused unless it takes CIFAR-10 images (the only data set attacked here).
+def load_cifar_model(args: argparse.Namespace, what: str = "these commands attack CIFAR-10 and") -> Normalized:
+    """The --model-file or registry model, refused unless it takes CIFAR-10 images (the only data set here).
 
-    Untrained weights are drawn from a fixed seed, so repeated runs get the same weights hash and a
-    cached profile is found again.
+    Untrained weights come from a fixed seed (``load_experiment_model``), so repeated runs get the same
+    weights hash and a cached profile is found again.
     """
-    model = load_model_file_arg(args, resolve_device(args.device))
+    device = resolve_device(args.device)
+    model = load_model_file_arg(args, device)
     if model is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(UNTRAINED_SEED)
-            model = load_model(
-                args.model, device=resolve_device(args.device), pretrained=not args.untrained, weights=args.weights
-            )
-    require_cifar10(model, "these commands attack CIFAR-10 and")
+        model = load_experiment_model(args.model, device, pretrained=not args.untrained, weights=args.weights)
+    require_cifar10(model, what)
     return model
