@@ -13,11 +13,12 @@ import pickle
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from dsmooth_core.contract import PROBE_BATCHES, first_line
+from dsmooth_core.contract import ModelContractError, probe
 from dsmooth_core.layout import in_fastest_layout
 from dsmooth_core.models.architectures import (
     ARCHITECTURES,
@@ -103,7 +104,7 @@ def load_user_model(
     std_t = tuple(float(v) for v in std) if std is not None else (1.0,) * channels
     net.eval()
     check_finite(net.state_dict(), "The model")
-    num_classes = _probe(net, shape, mean_t, std_t)
+    num_classes = _probe(net, shape, mean_t, std_t, name)
     names, dataset = _class_names(class_names, arch, num_classes)
     info = ModelInfo(name, dataset, tuple(shape), names, UPLOAD_SOURCE, mean=mean_t, std=std_t)
     model = wrap(net, info)
@@ -173,11 +174,22 @@ def _load_export(payload: bytes | Path) -> tuple[nn.Module, tuple[int, int, int]
     return net, shape
 
 
-def _probe(net: nn.Module, shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...]) -> int:
-    """Run grey images through the model in batches of two sizes; return its number of classes.
+class _Standardized(nn.Module):
+    """The loaded net behind its stated input normalization, as the model the lab will call."""
 
-    Two sizes catch a torch.export program traced with a fixed batch size, which would otherwise load
-    and then fail inside certify.
+    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor, name: str) -> None:
+        super().__init__()
+        self.net, self.mean, self.std = net, mean, std
+        self.info = SimpleNamespace(name=name)  # how the contract's messages name the model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def _probe(net: nn.Module, shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...], name: str) -> int:
+    """The model contract's probe (two batch sizes, (batch, classes) finite logits) at load time; returns its
+    number of classes. Two sizes catch a torch.export program traced with a fixed batch size, which would
+    otherwise load and then fail inside certify.
     """
     finite = all(math.isfinite(v) for v in (*mean, *std))
     if len(shape) != 3 or len(mean) != shape[0] or len(std) != shape[0] or not finite or min(std) <= 0:
@@ -185,27 +197,12 @@ def _probe(net: nn.Module, shape: tuple[int, ...], mean: tuple[float, ...], std:
             f"input shape {shape} must be (C, H, W), with C finite mean and C finite positive std values; "
             f"got mean {mean}, std {std}"
         )
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    classes = None
-    for size in PROBE_BATCHES:
-        batch = (torch.full((size, *shape), 0.5) - m) / s
-        try:
-            with torch.no_grad():
-                out = net(batch)
-        except Exception as exc:  # user code may raise anything
-            raise ModelLoadError(
-                f"The model failed on a batch of shape {tuple(batch.shape)}: {first_line(exc)}. It must accept float "
-                "batches (B, C, H, W) of any size B (for torch.export, mark dimension 0 as dynamic)."
-            ) from None
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != size or out.shape[1] < 2:
-            found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ModelLoadError(f"The model must return logits of shape (B, num_classes); it returned {found}.")
-        if not bool(torch.isfinite(out).all()):
-            raise ModelLoadError("The model returns non-finite logits (NaN or inf) on a grey image; refused.")
-        classes = int(out.shape[1])
-    assert classes is not None
-    return classes
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    standardized = _Standardized(net, m, s, name)
+    try:
+        return probe(standardized, shape)
+    except ModelContractError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def _class_names(
