@@ -32,7 +32,7 @@ from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import DEFAULT_MODEL, Normalized
 from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
 from dsmooth_core.profiles import ThreatProfile
-from dsmooth_core.scale import RayOptions, worker_device
+from dsmooth_core.scale import RayOptions
 from dsmooth_core.scale.chunks import map_chunks
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "metric", "p_lower")
@@ -239,8 +239,7 @@ def certify_row(
 def certify_rows(
     chunk: list[tuple[int, torch.Tensor, int]], *, model: torch.nn.Module, noise: SmoothingNoise, draws: Draws
 ) -> list[tuple]:
-    """In a Ray worker: the rows of one chunk of images."""
-    model = model.to(worker_device())
+    """In a Ray worker (the model already on the worker's device): the rows of one chunk of images."""
     return [certify_row(model, index, x, label, noise, draws) for index, x, label in chunk]
 
 
@@ -261,7 +260,7 @@ def _rows(
         [(i, data.tensor([i])[0], int(data.labels[i])) for i in todo[start : start + options.chunk_size]]
         for start in range(0, len(todo), options.chunk_size)
     )
-    shared = {"model": model.to("cpu"), "noise": noise, "draws": draws}  # workers move it to their device
+    shared = {"model": model, "noise": noise, "draws": draws}
     with contextlib.closing(map_chunks(certify_rows, shared, chunks, options)) as results:
         for _, rows in results:
             yield from rows

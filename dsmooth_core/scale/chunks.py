@@ -7,12 +7,14 @@ them on its first chunk and keeps them for the next ones, so a model is loaded o
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 
-from dsmooth_core.scale.cluster import RayOptions, require_ray
+from dsmooth_core.device import model_device
+from dsmooth_core.scale.cluster import RayOptions, require_ray, worker_device
 
 WAIT_SECONDS = 1.0  # how often the driver looks up from waiting (progress, a request to stop)
 ChunkWork = Callable[..., list]
@@ -36,7 +38,8 @@ def map_chunks(
     closing the generator (or an exception in ``heartbeat``) cancels the tasks still in flight.
     """
     ray = require_ray()
-    refs = {name: [ray.put(value)] for name, value in shared.items()}  # in a list: workers fetch it themselves
+    # in a list: workers fetch it themselves; models travel on the CPU, whatever device the driver used
+    refs = {name: [ray.put(_on_cpu(value))] for name, value in shared.items()}
     # max_calls=0 keeps GPU workers (Ray recycles them after each task by default), and their loaded model
     task = ray.remote(max_calls=0)(_run_chunk).options(
         num_cpus=options.cpus_per_task,
@@ -76,6 +79,18 @@ def _slots(ray: Any, options: RayOptions) -> int:
     return max(1, int(slots))
 
 
+def _on_cpu(value: Any) -> Any:
+    """A model as workers receive it: on the CPU (a copy when the driver's is elsewhere); others as they are."""
+    if isinstance(value, torch.nn.Module) and model_device(value).type != "cpu":
+        return copy.deepcopy(value).to("cpu")
+    return value
+
+
+def _on_worker(value: Any) -> Any:
+    """A fetched model moved once to the worker's device (its GPU when Ray gave it one)."""
+    return value.to(worker_device()) if isinstance(value, torch.nn.Module) else value
+
+
 def _run_chunk(work: ChunkWork, refs: Mapping[str, list], chunk: list) -> list:
     """In a worker: fetch the shared inputs (once per worker and run), size torch's threads, run ``work``."""
     import ray
@@ -83,7 +98,7 @@ def _run_chunk(work: ChunkWork, refs: Mapping[str, list], chunk: list) -> list:
     keys = {name: ref[0].hex() for name, ref in refs.items()}
     if set(_worker_cache) != set(keys.values()):  # a new run: drop the previous run's model and profile
         _worker_cache.clear()
-        _worker_cache.update({key: ray.get(refs[name][0]) for name, key in keys.items()})
+        _worker_cache.update({key: _on_worker(ray.get(refs[name][0])) for name, key in keys.items()})
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     return work(chunk, **{name: _worker_cache[key] for name, key in keys.items()})

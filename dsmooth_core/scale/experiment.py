@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from dsmooth_core.data import ImageSet
-from dsmooth_core.device import model_device
 from dsmooth_core.experiments.plan import ExperimentSpec, Setting
 from dsmooth_core.experiments.records import Record, RecordStore
 from dsmooth_core.experiments.runner import RunSummary, image_records, plan_run
@@ -17,7 +15,7 @@ from dsmooth_core.noise import SmoothingNoise
 from dsmooth_core.profiles import ThreatProfile
 from dsmooth_core.progress import ProgressCallback, report
 from dsmooth_core.scale.chunks import map_chunks
-from dsmooth_core.scale.cluster import RayOptions, worker_device
+from dsmooth_core.scale.cluster import RayOptions
 
 # One image of a chunk: its index, pixels, label and the (setting, identity) pairs still to certify.
 ImageJob = tuple[int, torch.Tensor, int, list[tuple[Setting, dict]]]
@@ -50,7 +48,7 @@ def run_experiment_on_ray(
         if not todo:
             return RunSummary(images=len(plan.todo), images_skipped=plan.images_skipped, records_written=0)
         shared = {
-            "model": _on_cpu(model),
+            "model": model,
             "profile": profile,
             "noises": plan.noises,
             "spec": spec,
@@ -85,7 +83,6 @@ def certify_chunk(
     batch_size: int,
 ) -> list[Record]:
     """In a worker: every record of every image of the chunk (what the in-process engine would write)."""
-    model = model.to(worker_device())
     return [
         record
         for idx, x, label, jobs in chunk
@@ -99,8 +96,3 @@ def _chunks(images: ImageSet, todo: list[tuple[int, list]], size: int) -> Iterat
         part = todo[start : start + size]
         pixels = images.tensor([idx for idx, _ in part])
         yield [(idx, x, int(images.labels[idx]), jobs) for (idx, jobs), x in zip(part, pixels, strict=True)]
-
-
-def _on_cpu(model: torch.nn.Module) -> torch.nn.Module:
-    """The model as workers receive it: on the CPU, whatever device the driver loaded it on."""
-    return model if model_device(model).type == "cpu" else copy.deepcopy(model).to("cpu")
