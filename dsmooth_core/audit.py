@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from dsmooth_core.certify import ABSTAIN, Certificate, predict
-from dsmooth_core.contract import evaluating
+from dsmooth_core.contract import check_alpha, check_count, evaluating
 from dsmooth_core.device import model_device
 from dsmooth_core.noise import AnisotropicGaussian, SmoothingNoise
 from dsmooth_core.progress import ProgressCallback, report
@@ -57,11 +57,9 @@ class AuditSettings:
     batch_size: int = 400
 
     def __post_init__(self) -> None:
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must lie strictly between 0 and 1, got {self.alpha}")
+        check_alpha(self.alpha)
         for name in ("n", "draws", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            check_count(name, getattr(self, name))
         if self.growth_steps < 0 or self.bisection_steps < 0:
             raise ValueError("growth_steps and bisection_steps must be >= 0")
         if not 0 < self.tolerance < 1:

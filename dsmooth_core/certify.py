@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from dsmooth_core.contract import (
+    check_alpha,
     check_count,
     check_finite_logits,
     check_generator,
@@ -123,8 +124,7 @@ def _validate(
     """Refuse bad arguments up front with messages that name them, before any model call."""
     if not isinstance(noise, SmoothingNoise):
         raise TypeError(f"noise must be a SmoothingNoise (e.g. IsotropicGaussian(0.25)), got {type(noise).__name__}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
+    check_alpha(alpha)
     check_count("batch_size", batch_size)
     for name, value in sizes.items():
         check_count(name, value)
@@ -184,8 +184,7 @@ def at_level(certificate: Certificate, noise: SmoothingNoise, alpha: float) -> C
     """
     if noise.name != certificate.method:
         raise ValueError(f"a {certificate.method} certificate cannot be re-levelled with {noise.name} noise")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
+    check_alpha(alpha)
     return _conclude(
         noise, list(certificate.counts_selection), list(certificate.counts_estimation), alpha, certificate.seconds
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dsmooth_core.contract import check_count
 from dsmooth_core.models.info import ModelInfo
 
 
@@ -37,6 +38,4 @@ class CompiledForward(nn.Module):
 
 def compiled_forward(model: nn.Module, batch_size: int) -> CompiledForward:
     """Wrap ``model`` for certification at ``batch_size`` (compiled lazily, on the first full batch)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return CompiledForward(model, batch_size)
+    return CompiledForward(model, check_count("batch_size", batch_size))

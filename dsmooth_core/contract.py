@@ -41,6 +41,13 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
+def check_alpha(alpha: object) -> float:
+    """A failure probability: a number strictly between 0 and 1 (True is refused, not read as 1)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
+    return float(alpha)
+
+
 def check_count(name: str, value: object) -> int:
     """A sample count or batch size: a true integer of at least 1 (50.5 or True is refused, not rounded)."""
     if isinstance(value, bool):
