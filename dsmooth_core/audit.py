@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from dsmooth_core.certify import ABSTAIN, Certificate, predict
-from dsmooth_core.contract import check_alpha, check_count, evaluating
+from dsmooth_core.contract import check_alpha, check_count, model_contract
 from dsmooth_core.device import model_device
 from dsmooth_core.noise import AnisotropicGaussian, SmoothingNoise
 from dsmooth_core.progress import ProgressCallback, report
@@ -251,7 +251,8 @@ def audit(
         raise ValueError(f"a {certificate.method} certificate cannot be audited with {noise.name} noise")
     if not (math.isfinite(certificate.radius) and certificate.radius > 0):
         raise ValueError(f"the certified radius must be positive and finite to audit it, got {certificate.radius}")
-    with evaluating(model):  # the gradients and PREDICT judge one fixed classifier; the caller's modes return
+    # eval mode: the gradients and PREDICT judge one fixed classifier; the PREDICT calls skip the check
+    with model_contract(model, tuple(x.shape)):
         start = time.perf_counter()
         auditor = _Auditor(model, x, noise, certificate.prediction, settings, generator, progress)
         radius = certificate.radius

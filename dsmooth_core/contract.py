@@ -12,6 +12,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -166,9 +167,27 @@ def evaluating(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+# (id(model), image shape) -> class count, for the models an enclosing model_contract has checked
+_CHECKED: ContextVar[dict[tuple[int, tuple[int, ...]], int] | None] = ContextVar("dsmooth_checked", default=None)
+
+
 @contextmanager
 def model_contract(model: nn.Module, image_shape: tuple[int, ...]) -> Iterator[int]:
-    """Eval mode for the body, after checking the image shape and probing the model; yields its class count."""
+    """Eval mode for the body, after checking the image shape and probing the model; yields its class count.
+
+    Inside an enclosing contract for the same model and shape (a loop of certify calls, an audit's
+    PREDICT calls) the check is not repeated: the model cannot have changed in between.
+    """
+    key = (id(model), tuple(image_shape))
+    checked = _CHECKED.get() or {}
     with evaluating(model):
+        if key in checked:
+            yield checked[key]
+            return
         check_input_shape(model, image_shape)
-        yield probe(model, tuple(image_shape))
+        classes = probe(model, tuple(image_shape))
+        token = _CHECKED.set({**checked, key: classes})
+        try:
+            yield classes
+        finally:
+            _CHECKED.reset(token)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from dsmooth_core.certify import certify
+from dsmooth_core.contract import model_contract
 from dsmooth_core.covariance import NORMALIZATIONS, LowRankCovariance
 from dsmooth_core.device import generator_for
 from dsmooth_core.noise import AnisotropicGaussian
@@ -132,30 +133,31 @@ def tune_covariance(
     settings = list(product(grid.normalizations, ranks, grid.shrinkages))
     total, done = len(settings) * len(images), 0
     rows = []
-    for normalization, k, shrinkage in settings:
-        covariance = configure(fitted, normalization, k, shrinkage)
-        noise = AnisotropicGaussian(sigma, covariance)
-        certified = abstained = 0
-        for index, (x, label) in enumerate(zip(images, labels, strict=True)):
-            generator = generator_for(model, derive_seed(seed, index, "tuning"))
-            cert = certify(model, x, noise, n0=n0, n=n, alpha=alpha, batch_size=batch_size, generator=generator)
-            certified += cert.prediction == label
-            abstained += cert.abstained
-            done += 1
-            report(progress, done, total)
-        ratio = axis_ratio(covariance)
-        rows.append(
-            TuningRow(
-                normalization=normalization,
-                k=covariance.k,
-                shrinkage=shrinkage,
-                axis_ratio=ratio,
-                certified=certified,
-                abstained=abstained,
-                images=len(images),
-                eligible=ratio >= grid.min_axis_ratio,
+    with model_contract(model, tuple(images.shape[1:])):  # checked once, not once per certificate
+        for normalization, k, shrinkage in settings:
+            covariance = configure(fitted, normalization, k, shrinkage)
+            noise = AnisotropicGaussian(sigma, covariance)
+            certified = abstained = 0
+            for index, (x, label) in enumerate(zip(images, labels, strict=True)):
+                generator = generator_for(model, derive_seed(seed, index, "tuning"))
+                cert = certify(model, x, noise, n0=n0, n=n, alpha=alpha, batch_size=batch_size, generator=generator)
+                certified += cert.prediction == label
+                abstained += cert.abstained
+                done += 1
+                report(progress, done, total)
+            ratio = axis_ratio(covariance)
+            rows.append(
+                TuningRow(
+                    normalization=normalization,
+                    k=covariance.k,
+                    shrinkage=shrinkage,
+                    axis_ratio=ratio,
+                    certified=certified,
+                    abstained=abstained,
+                    images=len(images),
+                    eligible=ratio >= grid.min_axis_ratio,
+                )
             )
-        )
     eligible = [row for row in rows if row.eligible]
     if not eligible:
         raise ValueError(

@@ -22,7 +22,7 @@ from dsmooth_core import (
     predict,
     radius_ceiling,
 )
-from dsmooth_core.contract import ModelContractError
+from dsmooth_core.contract import ModelContractError, model_contract
 from dsmooth_core.stats import clopper_pearson_lower
 from tests.oracles import LinearClassifier, anisotropic_perturbations
 
@@ -241,3 +241,31 @@ def test_dsmooth_certifies_end_to_end(model, x):
     cov = LowRankCovariance.fit(anisotropic_perturbations(60, SHAPE, seed=1), k=4)
     cert = certify(model, x, AnisotropicGaussian(0.25, cov), 30, 500, 0.001, 100, torch.Generator().manual_seed(0))
     assert cert.metric == "mahalanobis" and cert.method == "DSmooth"
+
+
+class _BatchSizes(nn.Module):
+    """Records the size of every batch it sees, so a test can count the contract's probe batches."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.sizes: list[int] = []
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(batch.shape[0])
+        return self.inner(batch)
+
+
+def test_the_contract_is_checked_once_inside_an_enclosing_contract(model, x):
+    noise = IsotropicGaussian(0.25)
+    spy = _BatchSizes(model)
+    for _ in range(2):  # on its own, each call probes (batches of 2 and 3) before its batches of 50
+        certify(spy, x, noise, 50, 50, 0.01, 50, torch.Generator().manual_seed(0))
+    assert spy.sizes == [2, 3, 50, 50] * 2
+    spy.sizes.clear()
+    with model_contract(spy, tuple(x.shape)):
+        for _ in range(2):
+            certify(spy, x, noise, 50, 50, 0.01, 50, torch.Generator().manual_seed(0))
+    assert spy.sizes == [2, 3] + [50, 50] * 2  # probed once for the whole loop
+    with pytest.raises(ModelContractError, match=r"probe batch of shape \(2, 3, 2, 4\)"), model_contract(spy, x.shape):
+        certify(spy, x[:, :2], noise, 50, 50, 0.01, 50, torch.Generator().manual_seed(0))  # another shape: checked

@@ -153,10 +153,11 @@ def run(args: argparse.Namespace) -> int:
     selected = selected_indices(len(data.labels), args.start, args.skip, args.max)
     covariance = profile_covariance(args, model, selected) if args.method == "dsmooth" else None
     noise = make_noise(args.method, args.sigma, covariance)
-    with model_contract(model, tuple(model.info.input_shape)):  # refuse a bad model or noise before any file
+    # a bad model or noise is refused before any file; the per-image certify calls skip the repeat
+    with model_contract(model, tuple(model.info.input_shape)):
         noise.check_shape(tuple(model.info.input_shape))
         noise.check_finite_draws(tuple(model.info.input_shape), model_device(model))
-    _certify_into(args, model, data, noise, selected, options)
+        _certify_into(args, model, data, noise, selected, options)
     return 0
 
 
