@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 import torch
 
 from dsmooth_core import LowRankCovariance
-from dsmooth_core.cli import COMMANDS, main
+from dsmooth_core.cli import build_parser, main
 from tests.fakedata import write_fake_cifar10
 from tests.user_models import code_pickle_bytes, export_bytes, nan_bytes, state_dict_bytes, torchscript_bytes
 
@@ -119,10 +118,7 @@ def test_every_model_command_takes_a_model_file(data_dir, tmp_path):
     assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0
     record = torch.load(out, weights_only=True)
     assert record["metadata"]["model_name"] == "net.pt" and len(record["indices"]) == 2
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    for command in COMMANDS:
-        command.register(sub)
+    parser = build_parser()  # the real one: every command that takes a model takes --model-file
     for head in (["profile"], ["experiment", "run", "--records", "r.jsonl"], ["audit", "--out", "a.tsv"]):
         args = parser.parse_args([*head, "--model-file", str(model_file), "--trust-code"])
         assert args.model_file == model_file and args.trust_code
