@@ -117,7 +117,7 @@ st.write(
     "over noise draws), judges each candidate with PREDICT on fresh draws (family-wise level alpha), and "
     "bisects the budget down to the smallest distance at which the attack succeeded: the empirical bound."
 )
-st.latex(r"R_{	ext{certified}} \;\le\; R_{	ext{robust}}(x) \;\le\; R_{	ext{empirical}}")
+st.latex(r"R_{\text{certified}} \;\le\; R_{\text{robust}}(x) \;\le\; R_{\text{empirical}}")
 st.markdown(
     """
 - **Violation** (empirical bound < R): a perturbation inside the certified region changed the prediction.

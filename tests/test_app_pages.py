@@ -433,6 +433,7 @@ def test_about_page_states_the_theorems(app_env: Path) -> None:
     assert_clean(at)
     formulas = " ".join(latex.value for latex in at.latex)
     assert r"\Phi^{-1}" in formulas and r"\ln" in formulas and "S_t" in formulas and r"\rho^2" in formulas
+    assert r"\text{certified}" in formulas and not any(c in formulas for c in "\t\b\f\v")  # no eaten backslashes
     assert re.search("ABSTAIN", texts(at))
     assert "never proves" in texts(at) and "refutes" in texts(at)
 
