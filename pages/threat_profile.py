@@ -8,13 +8,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile
+from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile, Tuning
+from dsmooth_core.tuning import TuningGrid
 from dsmooth_lab_ui import choices, figures, jobs, nav, profile_shape, resources, state, tasks, widgets
 from dsmooth_lab_ui.images import eigen_images
 
 JOB = "profile"
 SOURCES = ("Bundled profile", "Load a profile file", "Build from calibration images")
 N_EIGEN_IMAGES = 8
+TUNING_RANKS = (100, 30, 10)  # the command line's default grid, below the rank asked for
 
 
 def _update_shape() -> None:
@@ -40,12 +42,26 @@ def bundled_source() -> None:
             icon=":material/info:",
         )
         return
-    st.caption(f"{resources.BUNDLED_PROFILE.name}: built for the bundled ResNet-20 on the CIFAR-10 train split.")
-    if st.button("Use the bundled profile", key="profile_use_bundled"):
-        try:
-            choices.use_profile(resources.load_profile_file(resources.BUNDLED_PROFILE), "bundled profile")
-        except (ValueError, OSError, KeyError) as exc:
-            state.put(state.PROFILE_ERROR, f"The bundled profile could not be read: {exc}")
+    st.caption(
+        "Two profiles ship with the bundled ResNet-20, both fitted to the reachable threat (2/255) on CIFAR-10 "
+        "training images. **Tuned** (the default): normalization, rank and shrinkage chosen on held-out "
+        "calibration images, as docs/REPRODUCTION.md reports. **Paper's setting**: det normalization, k = 100, "
+        "no shrinkage, as the DSmooth paper defines it."
+    )
+    c1, c2 = st.columns(2)
+    if c1.button("Use the tuned profile (default)", key="profile_use_bundled"):
+        _use_bundled(resources.BUNDLED_PROFILE, "bundled profile (tuned)")
+    if resources.bundled_paper_profile_available() and c2.button(
+        "Use the paper's setting (det, k = 100)", key="profile_use_paper"
+    ):
+        _use_bundled(resources.BUNDLED_PAPER_PROFILE, "bundled profile (paper's setting)")
+
+
+def _use_bundled(path: Path, source: str) -> None:
+    try:
+        choices.use_profile(resources.load_profile_file(path), source)
+    except (ValueError, OSError, KeyError) as exc:
+        state.put(state.PROFILE_ERROR, f"The bundled profile {path.name} could not be read: {exc}")
 
 
 def file_source() -> None:
@@ -102,6 +118,7 @@ def build_source(model) -> None:
     )
     seed = c6.number_input("Attack seed", min_value=0, value=0, key="prof_seed", persist_state="session")
     batch = c7.number_input("Batch size", min_value=1, value=64, key="prof_batch", persist_state="session")
+    tuning = tuning_settings(int(k), int(seed))
     images, error = resources.cifar10(split)
     if images is None:
         st.error(error, icon=":material/cloud_off:")
@@ -120,11 +137,13 @@ def build_source(model) -> None:
         subset_seed=int(subset_seed),
         keep=keep,
         seed=int(seed),
+        tuning=tuning,
     )
 
     def deliver(profile: ThreatProfile) -> None:
-        choices.use_profile(profile, f"built here ({split}, {profile.n_kept}/{profile.n_attacked} kept)")
-        if profile.covariance.k < int(k):
+        tuned = "" if profile.tuning is None else ", tuned"
+        choices.use_profile(profile, f"built here ({split}, {profile.n_kept}/{profile.n_attacked} kept{tuned})")
+        if profile.tuning is None and profile.covariance.k < int(k):  # a tuned k is the tuning's choice
             state.put(
                 state.PROFILE_NOTE,
                 f"Rank k = {int(k)} was asked for, but {profile.n_kept} perturbations allow at most rank "
@@ -141,6 +160,44 @@ def build_source(model) -> None:
         batch=int(batch),
         on_error=lambda message: state.put(state.PROFILE_ERROR, f"The profile could not be built: {message}"),
     )
+
+
+def tuning_settings(k: int, seed: int) -> Tuning | None:
+    """The tuning of DSmooth's knobs on held-out calibration images (docs/MATH.md section 3), if asked for."""
+    with st.expander("Tune DSmooth's knobs on held-out calibration images", expanded=False):
+        if not st.checkbox("Tune normalization, rank and shrinkage", key="prof_tune", persist_state="session"):
+            return None
+        c1, c2, c3 = st.columns(3)
+        sigma = c1.number_input(
+            "At sigma",
+            min_value=0.01,
+            max_value=2.0,
+            value=0.25,
+            step=0.05,
+            key="prof_tune_sigma",
+            persist_state="session",
+        )
+        share = c2.slider("Share held out", 0.1, 0.5, 0.2, 0.05, key="prof_tune_share", persist_state="session")
+        n = c3.number_input(
+            "Draws per certificate (n)",
+            min_value=10,
+            max_value=10_000,
+            value=100,
+            step=50,
+            key="prof_tune_n",
+            persist_state="session",
+        )
+        ranks = tuple(sorted({k, *(r for r in TUNING_RANKS if r < k)}, reverse=True))
+        grid = TuningGrid(ranks=ranks)
+        settings = len(grid.normalizations) * len(grid.ranks) * len(grid.shrinkages)
+        shrinkages = ", ".join(f"{g:g}" for g in grid.shrinkages)
+        st.caption(
+            f"The held-out images are certified (n0 = 100, n = {int(n)}) under {settings} settings: det and trace "
+            f"normalization, k in {', '.join(map(str, ranks))}, shrinkage {shrinkages}. "
+            f"The most correct certificates wins among settings whose St keeps an axis ratio of at least "
+            f"{grid.min_axis_ratio:g}; the rest of the images are attacked and fitted."
+        )
+        return Tuning(sigma=float(sigma), share=float(share), grid=grid, n=int(n), seed=seed)
 
 
 def checks(model, choice: state.ProfileChoice) -> None:
