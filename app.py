@@ -14,6 +14,7 @@ from dsmooth_lab_ui import boundary, choices, jobs, nav, sidebar, state
 st.set_page_config(page_title="DSmooth Lab", page_icon=":material/verified_user:", layout="wide")
 
 state.init()
+jobs.MANAGER.workers.warm()  # the first job's worker process starts now, not when the job does
 # a background job that finished since the last run hands over its result
 boundary.guarded(jobs.collect, "Storing the finished job's result")
 choices.ensure_defaults()

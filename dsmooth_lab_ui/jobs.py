@@ -1,9 +1,11 @@
-"""Background jobs: long computations run in a worker thread beside the page, not inside it.
+"""Background jobs: long computations run beside the page, not inside it.
 
 Why: a computation in the script thread dies with the run, so any click or page switch threw it
 away. Here a page hands a job its *work* (a function of a progress callback that calls only the
 library, never streamlit) and a *deliver* function (run later in the script thread, to store the
-result in session state). The worker thread only writes to the :class:`Job` object; every run of
+result in session state). Each job has a thread that only writes to the :class:`Job` object; the
+work itself runs in a worker process when it can be pickled (:mod:`dsmooth_lab_ui.worker`: pages
+pass ``functools.partial`` of :mod:`dsmooth_lab_ui.tasks`), else in that thread. Every run of
 the app calls :func:`collect`, which delivers a finished job's result in the session that owns it,
 and :func:`panel` shows the job on every page, polling with ``st.fragment(run_every=...)``.
 
@@ -34,7 +36,7 @@ import streamlit as st
 import torch
 
 from dsmooth_core import Cancelled
-from dsmooth_lab_ui import threads
+from dsmooth_lab_ui import threads, worker
 
 SESSION_JOB = "dsl_job"  # the session's current or last Job
 POLL_SECONDS = 1.0  # each poll reruns the panel and redraws it in the browser: CPU the job could use
@@ -111,6 +113,7 @@ class JobManager:
         self._running = 0
         self._results: OrderedDict[Hashable, Any] = OrderedDict()
         self._numbers = itertools.count(1)
+        self.workers = worker.WorkerPool()
 
     # ------------------------------------------------ results
     def cached(self, key: Hashable) -> tuple[bool, Any]:
@@ -139,6 +142,7 @@ class JobManager:
     def clear(self) -> None:
         with self._cond:
             self._results.clear()
+        self.workers.clear()
 
     # ------------------------------------------------ queue
     def submit(self, job: Job) -> None:
@@ -180,12 +184,10 @@ class JobManager:
         if not self._wait_for_slot(job):
             _finish(job, CANCELLED)
             return
-        previous = torch.get_num_threads()
         try:
             with job.lock:
                 job.state, job.started = RUNNING, time.monotonic()
-            torch.set_num_threads(job.threads)  # per job: the library takes no thread decisions
-            result = job.work(Progress(job))
+            result = self._execute(job)
         except Cancelled:
             _finish(job, CANCELLED)
         except Exception as exc:  # shown on the page; nothing is delivered
@@ -195,8 +197,19 @@ class JobManager:
                 self.remember(job.key, result)
             _finish(job, DONE, result=result)
         finally:
-            torch.set_num_threads(previous)
             self._release()
+
+    def _execute(self, job: Job) -> Any:
+        """The work in a worker process when it can be pickled, else in this thread."""
+        data = worker.payload(job.work)
+        if data is not None:
+            return self.workers.run(data, job.threads, Progress(job), job.cancel)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(job.threads)  # per job: the library takes no thread decisions
+        try:
+            return job.work(Progress(job))
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _finish(job: Job, state: str, result: Any = None, error: str | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import streamlit as st
 
 from dsmooth_lab_ui import figures, jobs, nav, resources, state, tasks, widgets
@@ -37,7 +39,7 @@ def run_attack(model, image: state.ImageChoice, config, seed: int) -> None:
         JOB,
         "The attack",
         (key, image.image_id, label, items, seed),
-        lambda progress: tasks.attack(model, x, label, config, seed, progress),
+        functools.partial(tasks.attack, model, x, label, config, seed),
         deliver,
         batch=1,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import streamlit as st
 import torch
@@ -134,9 +136,7 @@ def run(model, image, x, noises: list[SmoothingNoise], values: dict, profile) ->
         JOB,
         "Certification",
         tuple(cache_key for _, cache_key in runs),
-        lambda progress: tasks.certificates(
-            model, x, runs, v["n0"], v["n"], v["alpha"], v["batch"], v["seed"], progress
-        ),
+        functools.partial(tasks.certificates, model, x, runs, v["n0"], v["n"], v["alpha"], v["batch"], v["seed"]),
         deliver,
         batch=min(v["batch"], v["n"]),
         kept=jobs.METHODS_KEPT,

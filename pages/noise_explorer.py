@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import streamlit as st
 
 from dsmooth_core.noise import METHOD_CLASSES, make_noise, method_class
@@ -87,7 +89,7 @@ def votes_section(model, x, image, methods, sigmas, profile) -> None:
             JOB,
             "Counting votes",
             tuple(cache_key for _, cache_key in runs),
-            lambda progress: tasks.votes(model, x, runs, int(count), int(batch), int(seed), progress),
+            functools.partial(tasks.votes, model, x, runs, int(count), int(batch), int(seed)),
             lambda results: state.put(state.NOISE_VOTES, {**record, "results": results}),
             batch=min(int(batch), int(count)),
             kept=jobs.METHODS_KEPT,

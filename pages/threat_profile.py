@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 from pathlib import Path
 
@@ -155,7 +156,7 @@ def build_source(model) -> None:
         JOB,
         "Building the profile",
         (resources.model_key(model), stamp, calibration, int(batch)),
-        lambda progress: tasks.profile(model, images, calibration, int(batch), progress),
+        functools.partial(tasks.profile, model, images, calibration, int(batch)),
         deliver,
         batch=int(batch),
         on_error=lambda message: state.put(state.PROFILE_ERROR, f"The profile could not be built: {message}"),
