@@ -97,7 +97,7 @@ def ensure_defaults() -> None:
             except (ValueError, OSError, KeyError) as exc:
                 state.put(state.PROFILE_ERROR, f"The bundled profile could not be read: {exc}")
             else:
-                use_profile(profile, "bundled profile")
+                use_profile(profile, "bundled profile (tuned)")
 
 
 def use_profile(profile: ThreatProfile, source: str) -> None:

@@ -34,7 +34,8 @@ from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, ModelUnavailable
 from dsmooth_core.profiles import ThreatProfile
 from dsmooth_lab_ui import compute, state
 
-BUNDLED_PROFILE = BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile.pt"
+BUNDLED_PROFILE = BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile.pt"  # tuned: the app's default
+BUNDLED_PAPER_PROFILE = BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile_paper.pt"  # det, k = 100, no shrinkage
 GALLERY_SEED = 0
 
 
@@ -199,6 +200,10 @@ def profile_bytes(content_hash: str, n_indices: int, _profile: ThreatProfile) ->
 
 def bundled_profile_available() -> bool:
     return BUNDLED_PROFILE.is_file()
+
+
+def bundled_paper_profile_available() -> bool:
+    return BUNDLED_PAPER_PROFILE.is_file()
 
 
 # ---------------------------------------------------------------- cached results

@@ -461,3 +461,50 @@ def test_profile_page_shows_a_tuned_profile_with_its_table_and_choice(
     assert "**Tuned** at sigma 0.25 on 3 held-out calibration images" in texts(at)
     table = at.dataframe[0].value
     assert len(table) == 8 and int(table["chosen"].sum()) == 1
+
+
+def test_bundled_profiles_default_tuned_and_paper_setting_one_click_away(app_env: Path) -> None:
+    at = new_app().run()
+    assert_clean(at)
+    default = at.session_state[state.PROFILE]
+    assert default.source == "bundled profile (tuned)" and default.profile.tuning is not None
+    choice = default.profile.tuning["choice"]
+    assert (default.normalization, default.k, default.shrinkage) == (
+        choice["normalization"],
+        choice["k"],
+        choice["shrinkage"],
+    )
+    at.switch_page(nav.PROFILE).run()
+    button(at, "Use the paper's setting (det, k = 100)").click().run()
+    assert_clean(at)
+    paper = at.session_state[state.PROFILE]
+    assert paper.source == "bundled profile (paper's setting)"
+    assert (paper.normalization, paper.covariance.k, paper.shrinkage) == ("det", 100, 0.0)
+    button(at, "Use the tuned profile (default)").click().run()
+    assert at.session_state[state.PROFILE].source == "bundled profile (tuned)"
+
+
+def test_profile_page_builds_a_tuned_profile_on_held_out_images(app_env: Path) -> None:
+    at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    at.switch_page(nav.PROFILE).run()
+    at.radio(key="profile_source").set_value("Build from calibration images").run()
+    at.number_input(key="prof_n").set_value(12)
+    at.number_input(key="prof_n_queries").set_value(10)
+    at.number_input(key="prof_k").set_value(4)
+    at.selectbox(key="prof_keep").set_value("nonzero")
+    at.checkbox(key="prof_tune").check().run()
+    at.slider(key="prof_tune_share").set_value(0.25)
+    at.number_input(key="prof_tune_n").set_value(20).run()
+    assert "under 6 settings" in texts(at)  # det/trace x k 4 x three shrinkages
+    button(at, "Build the profile").click()
+    finish_job(at)
+    assert_clean(at)
+    choice = at.session_state[state.PROFILE]
+    tuning = choice.profile.tuning
+    assert choice.source.endswith("kept, tuned)") and tuning is not None
+    assert not set(tuning["tuning_indices"]) & set(tuning["fitting_indices"])
+    assert len(tuning["tuning_indices"]) == 3 and len(tuning["table"]) == 6
+    knobs = (tuning["choice"]["normalization"], tuning["choice"]["k"], tuning["choice"]["shrinkage"])
+    assert (choice.normalization, choice.k, choice.shrinkage) == knobs
+    assert "**Tuned** at sigma 0.25 on 3 held-out calibration images" in texts(at)
+    assert not any("was asked for" in w.value for w in at.warning)

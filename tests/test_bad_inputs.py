@@ -307,7 +307,7 @@ def _cli_cases(tmp: Path, data: Path) -> dict[str, tuple[list[str], str]]:
         "sigma 3.5e38": ([*untrained, "--sigma", "3.5e38"], "overflows float32"),
         "profile for untrained weights": (
             [*untrained, "--method", "dsmooth", "--profile", str(BUNDLED_PROFILE)],
-            "built on model 'bundled-resnet20'",
+            "this threat profile was built on model '[^']+' \\(weights [0-9a-f]+\\), not on",
         ),
         "image in the calibration set": (
             [*bundled, "--split", "train", "--start", "50", "--method", "dsmooth", "--profile", str(BUNDLED_PROFILE)],
