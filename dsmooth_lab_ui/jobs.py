@@ -39,7 +39,7 @@ from dsmooth_core import Cancelled
 from dsmooth_lab_ui import threads, worker
 
 SESSION_JOB = "dsl_job"  # the session's current or last Job
-POLL_SECONDS = 1.0  # each poll reruns the panel and redraws it in the browser: CPU the job could use
+POLL_SECONDS = 0.5  # each poll reruns the panel: server CPU, no longer the job's (it runs in a worker process)
 QUEUED_POLL_SECONDS = 3.0  # a queued job changes rarely; polling less leaves the cores to the running one
 RESULTS_KEPT = 256
 SLOTS_ENV = "DSMOOTH_JOB_SLOTS"

@@ -57,7 +57,7 @@ def payload(work: Callable[..., Any]) -> bytes | None:
         return None
     try:
         return pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError, RuntimeError):
+    except Exception:  # closures, TorchScript and other programs: whatever pickle refuses runs in a thread
         return None
 
 

@@ -43,6 +43,8 @@ def test_picklable_work_runs_in_another_process_and_reports_progress(manager: jo
 
 def test_work_that_cannot_be_pickled_runs_in_the_jobs_thread(manager: jobs.JobManager) -> None:
     assert worker.payload(lambda progress: 1) is None
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)))
+    assert worker.payload(functools.partial(tasks.attack, scripted)) is None  # an uploaded program
     job = _run(manager, lambda progress: os.getpid(), "closure")
     assert job.state == jobs.DONE and job.result == os.getpid()
 
