@@ -236,7 +236,6 @@ def tuning_view(record: dict) -> None:
 def profile_view(model, choice: state.ProfileChoice) -> None:
     p = choice.profile
     fitted = p.covariance
-    st.markdown(f"**In use:** {choice.describe()}")
     checks(model, choice)
     c = st.columns(4)
     c[0].metric("Perturbations kept", f"{p.n_kept} / {p.n_attacked}", help=f"keep = {p.keep}")
@@ -271,6 +270,7 @@ def shape_view() -> None:
     choice: state.ProfileChoice = state.get(state.PROFILE)
     fitted = choice.profile.covariance
     st.subheader("Rank, shrinkage and normalization (no refit)")
+    st.markdown(f"**In use:** {choice.describe()}")  # inside the fragment, so a change here redraws it
     st.session_state.setdefault("profile_k", choice.k)
     st.session_state.setdefault("profile_shrinkage", choice.shrinkage)
     st.session_state.setdefault("profile_normalization", choice.normalization)

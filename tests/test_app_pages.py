@@ -275,6 +275,7 @@ def test_profile_page_builds_with_progress_and_rank_shrinkage_controls(app_env: 
     at.slider(key="profile_shrinkage").set_value(1.0).run()
     assert_clean(at)
     assert at.session_state[state.PROFILE].shrinkage == 1.0
+    assert "**In use:**" in texts(at) and "shrinkage = 1" in texts(at)  # the line the sliders change, redrawn
     assert float(next(m.value for m in at.metric if m.label.startswith("Axis ratio"))) == pytest.approx(1.0)
     assert mu_before != next(m.value for m in at.metric if m.label.startswith("mu_min"))
     at.slider(key="profile_shrinkage").set_value(0.0)
