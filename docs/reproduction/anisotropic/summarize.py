@@ -34,11 +34,16 @@ def describe(paths: list[Path], out: Path) -> None:
         profile = ThreatProfile.load(path)
         cov = profile.covariance
         threat = path.stem.partition("_")[0]
-        rows[cov.content_hash()] = {
-            "file": path.name,
+        key = cov.content_hash()
+        if key in rows:  # tunings at two sigmas that chose the same knobs on the same fit: one St
+            rows[key]["files"].append(path.name)
+            rows[key]["tuned_at_sigma"].append(profile.tuning["sigma"])
+            continue
+        rows[key] = {
+            "files": [path.name],
             "threat": threat,
             "setting": "tuned" if profile.tuning else "paper",
-            "tuned_at_sigma": profile.tuning["sigma"] if profile.tuning else None,
+            "tuned_at_sigma": [profile.tuning["sigma"]] if profile.tuning else [],
             "normalization": cov.normalization,
             "k": cov.k,
             "shrinkage": cov.shrinkage,
