@@ -74,9 +74,9 @@ def table(paths: list[Path], profiles: dict) -> str:
         lines += [f"### Threat `{threat}`", ""]
         lines.append(
             "| sigma | smoothing | images | certified at r = 0 | abstains | median R of correct (metric) "
-            "| median inscribed l2 | certified against the attack | s / image |"
+            "| median inscribed l2 | median attack perturbation (metric) | certified against the attack | s / image |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         groups = group_records(rows)
         summaries = sorted(
             zip(groups, summary_table(groups), strict=True),
@@ -86,7 +86,8 @@ def table(paths: list[Path], profiles: dict) -> str:
             lines.append(
                 f"| {s['sigma']:g} | {_name(group.config, profiles)} | {s['images']} | {s['accuracy']:.1%} "
                 f"| {s['abstain_rate']:.1%} | {s['median_certified_radius']:.3g} ({s['metric']}) "
-                f"| {s['median_l2_inscribed']:.3g} | {s['certified_against_attack']:.1%} | {s['mean_seconds']:.2f} |"
+                f"| {s['median_l2_inscribed']:.3g} | {s['median_perturbation']:.3g} "
+                f"| {s['certified_against_attack']:.1%} | {s['mean_seconds']:.2f} |"
             )
         lines += ["", *_paired(rows, profiles), ""]
     return "\n".join(lines)
