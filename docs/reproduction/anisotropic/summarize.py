@@ -26,6 +26,7 @@ from dsmooth_core.profiles import ThreatProfile
 from dsmooth_core.tuning import axis_ratio
 
 HERE = Path(__file__).resolve().parent
+THREAT_ORDER = ("reachable", "conventional", "paper")  # the one certificates can reach first
 
 
 def describe(paths: list[Path], out: Path) -> None:
@@ -70,7 +71,7 @@ def table(paths: list[Path], profiles: dict) -> str:
     for record in records:
         by_threat[record["attack"]].append(record)
     lines = []
-    for threat, rows in by_threat.items():
+    for threat, rows in sorted(by_threat.items(), key=lambda item: THREAT_ORDER.index(item[0])):
         lines += [f"### Threat `{threat}`", ""]
         lines.append(
             "| sigma | smoothing | images | certified at r = 0 | abstains | median R of correct (metric) "
