@@ -224,6 +224,13 @@ class WorkerPool:
             for worker in self._idle:
                 worker.clear()
 
+    def close(self) -> None:
+        """Stop the idle workers (tests, shutdown); a worker busy with a job is left to finish it."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.stop()
+
     def _take(self) -> Worker:
         with self._lock:
             while self._idle:

@@ -20,7 +20,7 @@ from tests import worker_work
 def manager():
     manager = jobs.JobManager(slots=1)
     yield manager
-    manager.workers.clear()
+    manager.workers.close()
 
 
 def _run(manager: jobs.JobManager, work, key: str = "k", timeout: float = 120) -> jobs.Job:
@@ -107,3 +107,11 @@ def test_a_worker_that_dies_fails_its_job_and_the_next_job_gets_a_new_one(manage
     assert job.state == jobs.FAILED and "stopped unexpectedly (exit code 3)" in job.error
     after = _run(manager, functools.partial(worker_work.report_and_return_pid), "next")
     assert after.state == jobs.DONE and after.result not in (pid, os.getpid())
+
+
+def test_closing_the_pool_ends_its_idle_workers() -> None:
+    pool = worker.WorkerPool()
+    pool.warm()
+    [started] = pool._idle
+    pool.close()
+    assert started.process.poll() is not None and not pool._idle
