@@ -194,8 +194,9 @@ def show(model, image, x, record: state.CertifyRecord) -> None:
     st.caption(
         "l2 radius in every direction: R for RandSmooth, R / sqrt(d) for LSmooth (||d||_1 <= sqrt(d) "
         "||d||_2), R sqrt(mu_min) for DSmooth. l1 radius: exact for all three (DSmooth: R / sqrt(max_i "
-        "(St^-1)_ii)). The equal-volume l2 radius compares region sizes only (DSmooth's equals R because det "
-        "St = 1); it is not a guarantee in any direction."
+        "(St^-1)_ii)). The equal-volume l2 radius compares region sizes only (DSmooth's equals R when St is "
+        "det-normalized, det St = 1, and is R det(St)^(1/(2d)) < R when it is trace-normalized); it is not a "
+        "guarantee in any direction."
     )
     left, right = st.columns(2)
     with left:
