@@ -175,15 +175,16 @@ _CHECKED: ContextVar[dict[tuple[int, tuple[int, ...]], int] | None] = ContextVar
 def model_contract(model: nn.Module, image_shape: tuple[int, ...]) -> Iterator[int]:
     """Eval mode for the body, after checking the image shape and probing the model; yields its class count.
 
-    Inside an enclosing contract for the same model and shape (a loop of certify calls, an audit's
-    PREDICT calls) the check is not repeated: the model cannot have changed in between.
+    Inside an enclosing contract for the same model and shape (a loop of certify calls, tuning's
+    certificates, the certify command's images) the check is not repeated, and neither is the switch
+    to eval mode: the enclosing contract holds it, and the model cannot have changed in between.
     """
     key = (id(model), tuple(image_shape))
     checked = _CHECKED.get() or {}
+    if key in checked:
+        yield checked[key]
+        return
     with evaluating(model):
-        if key in checked:
-            yield checked[key]
-            return
         check_input_shape(model, image_shape)
         classes = probe(model, tuple(image_shape))
         token = _CHECKED.set({**checked, key: classes})

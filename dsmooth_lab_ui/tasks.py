@@ -1,9 +1,11 @@
-"""The work of the app's background jobs: library calls only, no streamlit (they run in a worker thread).
+"""The work of the app's background jobs: library calls only, no streamlit.
 
-Each function takes the job's :class:`~dsmooth_lab_ui.jobs.Progress` and returns the library's
-objects (tensors on the CPU); the page's ``deliver`` turns them into session records. Sub-results
-that another job may need again (one method's certificate, one method's votes) are kept in the
-job manager's result cache under keys of small values, as ``st.cache_data`` kept them before.
+Pages hand these to a job as ``functools.partial`` with every argument but the progress callback,
+so the job runs in the worker process (:mod:`dsmooth_lab_ui.worker`). Each function takes the job's
+progress callback last and returns the library's objects (tensors on the CPU); the page's
+``deliver`` turns them into session records. Sub-results that another job may need again (one
+method's certificate, one method's votes) are kept in the result cache of the process the work runs
+in (the worker's, which lives between jobs) under keys of small values.
 """
 
 from __future__ import annotations

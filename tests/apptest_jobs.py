@@ -27,3 +27,11 @@ def finish_job(at: AppTest, timeout: float = 240) -> jobs.Job | None:
     """Run after a click (which starts the job), then wait for it as :func:`wait_for_job` does."""
     at.run()
     return wait_for_job(at, timeout)
+
+
+def click_and_finish(at: AppTest, button_key: str, timeout: float = 240) -> jobs.Job:
+    """Press the button that starts a job, wait for the job to end, and run again (delivers or reports it)."""
+    at.button(key=button_key).click()
+    job = finish_job(at, timeout)
+    assert job is not None, f"pressing {button_key!r} started no job"
+    return job

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from dsmooth_core.cli import build_parser
 from dsmooth_core.experiments import read_records
 from dsmooth_lab_ui import jobs, state
+from tests import apptest_jobs
 from tests.fakedata import write_fake_cifar10
 
 PAGE = Path(__file__).resolve().parents[1] / "pages" / "experiments.py"
@@ -30,15 +30,7 @@ def page(tmp_path, monkeypatch) -> AppTest:
 
 
 def _run_and_wait(at: AppTest) -> jobs.Job:
-    """Press Run, then rerun until the background job has ended and its result is delivered."""
-    at.button(key="exp_run").click().run()
-    job = at.session_state[jobs.SESSION_JOB]
-    deadline = time.monotonic() + 120
-    while job.active:
-        assert time.monotonic() < deadline, "the experiment job did not finish"
-        time.sleep(0.05)
-    at.run()
-    return job
+    return apptest_jobs.click_and_finish(at, "exp_run", timeout=120)
 
 
 def _set(at: AppTest, folder: Path) -> None:

@@ -34,7 +34,9 @@ def test_trace_normalized_st_has_trace_d_and_matches_dense(fit):
     s_k = _dense_s_k(fit)
     assert fit.normalizer == pytest.approx(np.trace(s_k) / D, rel=1e-12)  # the library's scale, against numpy
     st = s_k / fit.normalizer
-    assert np.trace(st) == pytest.approx(D, rel=1e-12)
+    # trace(St) = d from the library's own spectrum (eigenvalues, residual, normalizer), not from st
+    spectrum_sum = float(fit.eigenvalues.sum()) + (D - fit.k) * fit.residual_variance
+    assert spectrum_sum / fit.normalizer == pytest.approx(D, rel=1e-12)
     deltas = torch.randn(5, *SHAPE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     flat = deltas.reshape(5, -1).numpy()
     expected = np.sqrt(np.einsum("bi,ij,bj->b", flat, np.linalg.inv(st), flat))
@@ -54,6 +56,10 @@ def test_the_two_normalizations_differ_by_one_scale(fit):
     torch.testing.assert_close(fit.mahalanobis(delta), det.mahalanobis(delta) / math.sqrt(scale), rtol=1e-9, atol=0)
     assert fit.mu_min == pytest.approx(det.mu_min * scale, rel=1e-9)
     assert det.normalizer == pytest.approx(math.exp(np.linalg.slogdet(_dense_s_k(det))[1] / D), rel=1e-9)
+    # log det St of each normalization, the library's against numpy's dense determinant
+    for cov in (det, fit):
+        dense_logdet = np.linalg.slogdet(_dense_s_k(cov) / cov.normalizer)[1]
+        assert cov.logdet_normalized() == pytest.approx(dense_logdet, abs=1e-6)
     assert det.logdet_normalized() == pytest.approx(0.0, abs=1e-9) and fit.logdet_normalized() < 0
 
 

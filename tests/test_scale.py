@@ -26,6 +26,7 @@ from dsmooth_core.models import ModelInfo, Normalized, wrap
 from dsmooth_core.profiles import Calibration, build_profile
 from dsmooth_core.scale import ClusterUnavailableError, RayOptions, connect, run_experiment_on_ray
 from dsmooth_lab_ui import jobs
+from tests import apptest_jobs
 from tests.fakedata import write_fake_cifar10
 
 SHAPE = (3, 32, 32)
@@ -192,16 +193,8 @@ def test_the_cli_engines_write_the_same_rows_and_records(cluster, tmp_path, monk
     assert stopped.value.code == 2 and "--address needs --engine ray" in capsys.readouterr().err
 
 
-def _run_and_wait(page: AppTest, timeout: float = 120) -> jobs.Job:
-    """Press Run, wait for the page's background job to end, and run again (delivers or reports it)."""
-    page.button(key="exp_run").click().run()
-    job = page.session_state[jobs.SESSION_JOB]
-    deadline = time.monotonic() + timeout
-    while job.active:
-        assert time.monotonic() < deadline, "the experiment job did not finish"
-        time.sleep(0.05)
-    page.run()
-    return job
+def _run_and_wait(at: AppTest) -> jobs.Job:
+    return apptest_jobs.click_and_finish(at, "exp_run", timeout=120)
 
 
 def test_the_experiments_page_hands_its_run_to_a_ray_cluster(cluster, tmp_path, monkeypatch):

@@ -138,7 +138,7 @@ def image_generator(seed: int, index: int, device: torch.device | str = "cpu") -
 def run(args: argparse.Namespace) -> int:
     if args.compile and args.engine == "ray":  # before joining Ray: nothing is started for a refused command
         raise InputRefused("--compile compiles in this process; it cannot be sent to Ray workers (drop one)")
-    options = ray_options(args)  # first, so a bad --address fails before any work
+    options = ray_options(args)  # before any model or data is loaded, so a bad --address fails early
     check_writable_file(args.out)
     model = load_cifar_model(args, "certify reads CIFAR-10 and")
     if args.compile:
