@@ -8,11 +8,15 @@ Run with ``streamlit run app.py``.
 """
 
 import streamlit as st
+import torch
 
-from dsmooth_lab_ui import boundary, choices, jobs, nav, sidebar, state
+from dsmooth_lab_ui import boundary, choices, jobs, nav, sidebar, state, threads
 
 st.set_page_config(page_title="DSmooth Lab", page_icon=":material/verified_user:", layout="wide")
 
+# the page's own torch work (one image's prediction, a region slice) is small: its threads by the
+# job rule, set in every run because each run has a new script thread (OpenMP's count is per thread)
+boundary.guarded(lambda: torch.set_num_threads(threads.for_pages()), "The torch thread setting")
 state.init()
 jobs.MANAGER.workers.warm()  # the first job's worker process starts now, not when the job does
 # a background job that finished since the last run hands over its result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 
@@ -29,3 +30,7 @@ def fail(message: str, progress) -> None:
 
 def die(code: int, progress) -> None:
     os._exit(code)
+
+
+def frozen_objects(progress) -> int:
+    return gc.get_freeze_count()
