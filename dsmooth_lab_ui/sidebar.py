@@ -8,6 +8,20 @@ import torch
 from dsmooth_lab_ui import resources, state
 from dsmooth_lab_ui.images import drawable, to_uint8
 
+PROFILE_FRAGMENT = "dsl_sidebar_profile"  # rerun by the Threat profile page's rank and shrinkage controls
+
+
+def _profile_line() -> None:
+    """A fragment of its own, so a control that changes the profile in use can redraw just this line."""
+    profile = state.get(state.PROFILE)
+    if profile is None:
+        st.markdown("**Threat profile** none (DSmooth needs one)")
+    else:
+        st.markdown(
+            f"**Threat profile** {profile.source}  \nk = {profile.k}, shrinkage = {profile.shrinkage:g}, "
+            f"`{profile.content_hash[:10]}`"
+        )
+
 
 def render(container) -> None:
     """Fill ``container`` (a block in st.sidebar) with the session's current choices."""
@@ -36,14 +50,7 @@ def render(container) -> None:
             st.markdown(f"**Image** {image.caption}")
             st.image(drawable(to_uint8(image.pixels)), width=96)
 
-        profile = state.get(state.PROFILE)
-        if profile is None:
-            st.markdown("**Threat profile** none (DSmooth needs one)")
-        else:
-            st.markdown(
-                f"**Threat profile** {profile.source}  \nk = {profile.k}, shrinkage = {profile.shrinkage:g}, "
-                f"`{profile.content_hash[:10]}`"
-            )
+        st.fragment(key=PROFILE_FRAGMENT)(_profile_line)()
 
         attack = state.get(state.ATTACK)
         if attack is not None:

@@ -11,13 +11,15 @@ import streamlit as st
 
 from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile, Tuning
 from dsmooth_core.tuning import TuningGrid
-from dsmooth_lab_ui import choices, figures, jobs, nav, profile_shape, resources, state, tasks, widgets
+from dsmooth_lab_ui import choices, figures, jobs, nav, profile_shape, resources, sidebar, state, tasks, widgets
 from dsmooth_lab_ui.images import eigen_images
 
 JOB = "profile"
 SOURCES = ("Bundled profile", "Load a profile file", "Build from calibration images")
 N_EIGEN_IMAGES = 8
 TUNING_RANKS = (100, 30, 10)  # the command line's default grid, below the rank asked for
+
+SHAPE_FRAGMENT = "dsl_profile_shape"
 
 
 def _update_shape() -> None:
@@ -33,6 +35,7 @@ def _update_shape() -> None:
             normalization=str(st.session_state["profile_normalization"]),
         ),
     )
+    st.rerun([SHAPE_FRAGMENT, sidebar.PROFILE_FRAGMENT])  # the controls' own view and the sidebar's line
 
 
 def bundled_source() -> None:
@@ -264,7 +267,7 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
     )
 
 
-@st.fragment
+@st.fragment(key=SHAPE_FRAGMENT)
 def shape_view() -> None:
     """Rank, shrinkage and normalization with the numbers and charts they change: a change redraws only this."""
     choice: state.ProfileChoice = state.get(state.PROFILE)

@@ -276,6 +276,8 @@ def test_profile_page_builds_with_progress_and_rank_shrinkage_controls(app_env: 
     assert_clean(at)
     assert at.session_state[state.PROFILE].shrinkage == 1.0
     assert "**In use:**" in texts(at) and "shrinkage = 1" in texts(at)  # the line the sliders change, redrawn
+    sidebar_profile = next(m.value for m in at.sidebar.markdown if m.value.startswith("**Threat profile**"))
+    assert "shrinkage = 1," in sidebar_profile  # in a browser only its fragment reruns: test_browser checks that
     assert float(next(m.value for m in at.metric if m.label.startswith("Axis ratio"))) == pytest.approx(1.0)
     assert mu_before != next(m.value for m in at.metric if m.label.startswith("mu_min"))
     at.slider(key="profile_shrinkage").set_value(0.0)
@@ -293,7 +295,9 @@ def test_profile_page_builds_with_progress_and_rank_shrinkage_controls(app_env: 
     )
     assert in_use.mu_min < det_mu  # by AM-GM the trace scale is the larger one
     assert "Noise energy" in texts(at) and "trace-normalized" in at.session_state[state.PROFILE].describe()
+    at.run()  # the controls rerun only their fragments; a full run draws the rest of the page
     assert at.get("download_button")
+    assert "k = 2, shrinkage = 0," in next(m.value for m in at.sidebar.markdown if m.value.startswith("**Threat"))
 
 
 def test_profile_file_that_is_not_a_profile_is_refused(app_env: Path) -> None:

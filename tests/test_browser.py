@@ -194,5 +194,14 @@ def test_pick_attack_certify_and_cancel_in_a_real_browser(app_server: str) -> No
             expect(page.get_by_role("button", name="Download the results (CSV)")).to_be_visible()
             page.get_by_text("Comparing the methods honestly").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "browser_certify.png"), full_page=True)
+
+            # the profile's shrinkage slider redraws its own view and the sidebar's profile line, not the page
+            go(page, "Threat profile")
+            shrinkage = page.get_by_role("slider", name=re.compile("^Shrinkage toward isotropy"))
+            shrinkage.focus()
+            shrinkage.press("End")
+            page.get_by_text(re.compile(r"^In use:.*shrinkage = 1\b")).wait_for(timeout=60_000)
+            wait_idle(page)
+            assert re.search(r"k = \d+, shrinkage = 1,", sidebar_text(page)), sidebar_text(page)
         finally:
             browser.close()
