@@ -225,8 +225,9 @@ def test_cancel_in_the_app_stores_nothing_and_says_so(app_env: Path) -> None:
     at = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
     job = _start_long_certify(at, seed=11)
     at.button(key="dsl_job_cancel").click().run()
+    # the click's own run shows the outcome: Cancel waits for the job to stop at its next batch
+    assert job.state == jobs.CANCELLED and any(w.value.startswith("Cancelled:") for w in at.warning)
     finish_job(at)
-    assert job.state == jobs.CANCELLED
     assert at.session_state[state.CERTIFY] is None
     assert any(
         w.value.startswith("Cancelled: Certification stopped") and jobs.METHODS_KEPT in w.value for w in at.warning
