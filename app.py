@@ -16,7 +16,7 @@ st.set_page_config(page_title="DSmooth Lab", page_icon=":material/verified_user:
 
 # the page's own torch work (one image's prediction, a region slice) is small: its threads by the
 # job rule, set in every run because each run has a new script thread (OpenMP's count is per thread)
-boundary.guarded(lambda: torch.set_num_threads(threads.for_pages()), "The torch thread setting")
+boundary.guarded(lambda: torch.set_num_threads(threads.for_batch(1)), "The torch thread setting")
 state.init()
 jobs.MANAGER.workers.warm()  # the first job's worker process starts now, not when the job does
 # a background job that finished since the last run hands over its result

@@ -6,7 +6,7 @@ query) ran about 3x slower than a 1-thread one with the other core busy. Small b
 from more threads anyway. Large batches may use more threads, always leaving one core free.
 
 The choice is the app's: the job runner sets torch's threads around one job, and every run of the
-app sets them for the page's own small work (:func:`for_pages`); the library takes none. On 2 cores
+app sets them for the page's own small work (``for_batch(1)``); the library takes none. On 2 cores
 the Certify page's redraw after a job took 0.61 s with torch's default 2 threads in the server
 and 0.09 s with 1 (the region slice's small tensor ops waiting on a busy second core).
 ``DSMOOTH_TORCH_THREADS`` overrides the rule: a number, or ``auto`` (the default).
@@ -56,6 +56,6 @@ def budget(batch: int, cores: int, fixed: int | None = None) -> int:
     return max(1, min(cores - 1, MAX_THREADS))
 
 
-def for_pages() -> int:
-    """Threads for the page's own torch work in the server: one image at a time, so the batch-1 rule."""
-    return budget(1, usable_cores(), setting())
+def for_batch(batch: int) -> int:
+    """:func:`budget` on this machine with the configured setting: what a job (or a page, batch 1) gets."""
+    return budget(batch, usable_cores(), setting())

@@ -35,3 +35,8 @@ def click_and_finish(at: AppTest, button_key: str, timeout: float = 240) -> jobs
     job = finish_job(at, timeout)
     assert job is not None, f"pressing {button_key!r} started no job"
     return job
+
+
+def run_experiment(at: AppTest) -> jobs.Job:
+    """Press the Experiments page's Run and wait for its job (as :func:`click_and_finish`)."""
+    return click_and_finish(at, "exp_run", timeout=120)

@@ -29,10 +29,6 @@ def page(tmp_path, monkeypatch) -> AppTest:
     torch.set_num_threads(before)
 
 
-def _run_and_wait(at: AppTest) -> jobs.Job:
-    return apptest_jobs.click_and_finish(at, "exp_run", timeout=120)
-
-
 def _set(at: AppTest, folder: Path) -> None:
     values = {"exp_sigmas": "0.25", "exp_ks": "3", "exp_ns": "20", "exp_alphas": "0.001", "exp_folder": str(folder)}
     for key, value in values.items():
@@ -48,7 +44,7 @@ def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
     assert not page.exception, [e.value for e in page.exception]
     assert any("No records" in info.value for info in page.info)
     _set(page, tmp_path / "runs")
-    _run_and_wait(page)
+    apptest_jobs.run_experiment(page)
     assert not page.exception, [e.value for e in page.exception]
     assert not page.error, [e.value for e in page.error]
     assert any("12 new records for 4 images" in s.value for s in page.success)
@@ -64,7 +60,7 @@ def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
     assert (args.eval_size, args.calibration_size, args.attack_queries) == (4, 10, 10)
     assert args.records == tmp_path / "runs" / "records.jsonl"
 
-    _run_and_wait(page)  # everything is done: nothing new is certified
+    apptest_jobs.run_experiment(page)  # everything is done: nothing new is certified
     assert any("0 new records for 4 images (4 were already done)" in s.value for s in page.success)
 
 
@@ -81,7 +77,7 @@ def test_cancel_stops_the_run_and_keeps_the_finished_records(page, tmp_path, mon
     monkeypatch.setattr(jobs.Progress, "__call__", cancel_after_the_first_image)
     page.run()
     _set(page, tmp_path / "runs")
-    job = _run_and_wait(page)
+    job = apptest_jobs.run_experiment(page)
     assert not page.exception, [e.value for e in page.exception]
     assert job.state == jobs.CANCELLED
     said = jobs.describe(job)  # the job panel's line
@@ -92,5 +88,5 @@ def test_cancel_stops_the_run_and_keeps_the_finished_records(page, tmp_path, mon
     kept = read_records(tmp_path / "runs" / "records.jsonl")
     assert 0 < len(kept) < 12  # finished records stay; a rerun continues from them
     monkeypatch.setattr(jobs.Progress, "__call__", original)
-    _run_and_wait(page)
+    apptest_jobs.run_experiment(page)
     assert any(f"{12 - len(kept)} new records for 4 images" in s.value for s in page.success)

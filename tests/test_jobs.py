@@ -57,9 +57,9 @@ def test_thread_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
 
 def test_the_pages_own_work_gets_the_batch_one_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(threads.ENV, "auto")
-    assert threads.for_pages() == 1
+    assert threads.for_batch(1) == 1
     monkeypatch.setenv(threads.ENV, "64")
-    assert threads.for_pages() == threads.usable_cores()  # a fixed setting wins, capped at the cores
+    assert threads.for_batch(1) == threads.usable_cores()  # a fixed setting wins, capped at the cores
 
 
 def test_streamlit_skips_its_full_collection_after_every_run(monkeypatch: pytest.MonkeyPatch) -> None:

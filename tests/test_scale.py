@@ -193,10 +193,6 @@ def test_the_cli_engines_write_the_same_rows_and_records(cluster, tmp_path, monk
     assert stopped.value.code == 2 and "--address needs --engine ray" in capsys.readouterr().err
 
 
-def _run_and_wait(at: AppTest) -> jobs.Job:
-    return apptest_jobs.click_and_finish(at, "exp_run", timeout=120)
-
-
 def test_the_experiments_page_hands_its_run_to_a_ray_cluster(cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
     page = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "experiments.py"), default_timeout=120)
@@ -211,12 +207,12 @@ def test_the_experiments_page_hands_its_run_to_a_ray_cluster(cluster, tmp_path, 
         page.number_input(key=key).set_value(value)
 
     page.text_input(key="exp_ray_address").set_value("127.0.0.1:1")
-    assert _run_and_wait(page).state == jobs.FAILED
+    assert apptest_jobs.run_experiment(page).state == jobs.FAILED
     assert any("no Ray cluster answers at 127.0.0.1:1" in e.value for e in page.error), [e.value for e in page.error]
     assert not (tmp_path / "records.jsonl").exists()
 
     page.text_input(key="exp_ray_address").set_value(ray.get_runtime_context().gcs_address)  # the shared instance
-    assert _run_and_wait(page).state == jobs.DONE
+    assert apptest_jobs.run_experiment(page).state == jobs.DONE
     assert not page.exception and not page.error, [e.value for e in [*page.exception, *page.error]]
     assert any("6 new records for 2 images" in s.value for s in page.success)
     assert len(read_records(tmp_path / "records.jsonl")) == 6
