@@ -313,6 +313,16 @@ def test_read_with_weights_only_so_pickled_objects_are_refused(resnet20_file, tm
     assert all(weights_only is True for weights_only in calls)
 
 
+def test_other_training_checkpoints_with_arch_stay_plain_state_dicts(resnet20_file):
+    """pytorch/examples' ImageNet script also saves arch and state_dict, of a bare (DataParallel) net."""
+    bare = resnet20_file[1][1]
+    state = {f"module.{k}": v for k, v in bare.state_dict().items()}
+    data = _saved({"epoch": 1, "arch": "resnet20", "state_dict": state, "best_acc1": torch.tensor(0.5)})
+    assert cohen_statement(data) is None
+    loaded = load_user_model(data, architecture="resnet20", mean=CIFAR_MEAN, std=CIFAR_STD)
+    assert loaded.info.source == "upload" and loaded.info.weights_hash == state_dict_hash(bare)
+
+
 def test_cohen_statement_tells_cohen_files_from_others(resnet20_file):
     assert cohen_statement(resnet20_file[0].read_bytes()).arch == "cifar_resnet20"
     buffer = io.BytesIO()

@@ -34,6 +34,7 @@ COHEN_IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # Their ImageNet test images: shorter side resized to 256, then a 224 centre crop.
 COHEN_IMAGENET_RESIZE = 256
 _NET_PREFIX = "1."  # the net's index after the NormalizeLayer in their nn.Sequential
+_SEQUENTIAL_PREFIXES = ("0.", _NET_PREFIX)
 _PARALLEL_PREFIX = "module."
 _BN_COUNTER = "num_batches_tracked"
 
@@ -78,8 +79,19 @@ _SUPPORTED = ", ".join(COHEN_ARCHITECTURES)
 
 
 def is_cohen_checkpoint(obj: object) -> bool:
-    """Whether a loaded file is a dict with an ``arch`` name and a ``state_dict``, as their script saves."""
-    return isinstance(obj, Mapping) and isinstance(obj.get("arch"), str) and isinstance(obj.get("state_dict"), Mapping)
+    """Whether a loaded file is a dict with an ``arch`` name and the ``state_dict`` of a two-layer Sequential.
+
+    The key layout matters: other training scripts (pytorch/examples' ImageNet one) save ``arch`` and
+    ``state_dict`` too, for a bare net, whose keys do not start with ``0.``/``1.``; those stay plain
+    state dicts, loaded with a stated architecture and normalization.
+    """
+    if not isinstance(obj, Mapping):
+        return False
+    state = obj.get("state_dict")
+    if not isinstance(state, Mapping) or not isinstance(obj.get("arch"), str):
+        return False
+    keys = [str(k) for k in state]
+    return any(k.startswith(_NET_PREFIX) for k in keys) and all(k.startswith(_SEQUENTIAL_PREFIXES) for k in keys)
 
 
 def cohen_architecture(checkpoint: Mapping[str, object]) -> CohenArchitecture:
