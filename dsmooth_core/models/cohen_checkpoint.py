@@ -104,9 +104,8 @@ def cohen_architecture(checkpoint: Mapping[str, object]) -> CohenArchitecture:
     return COHEN_ARCHITECTURES[str(arch)]
 
 
-def cohen_net(checkpoint: Mapping[str, object]) -> tuple[nn.Module, CohenArchitecture]:
-    """The bare net (normalization not included) with the checkpoint's weights, loaded strictly."""
-    arch = cohen_architecture(checkpoint)
+def cohen_net(checkpoint: Mapping[str, object], arch: CohenArchitecture) -> nn.Module:
+    """The bare net of ``arch`` (normalization not included) with the checkpoint's weights, loaded strictly."""
     net = arch.build()
     state = _net_state(checkpoint["state_dict"], arch.arch, net)  # type: ignore[arg-type]
     check_finite(state, "The checkpoint")
@@ -114,7 +113,7 @@ def cohen_net(checkpoint: Mapping[str, object]) -> tuple[nn.Module, CohenArchite
         load_strict(net, state, arch.arch)
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc} (Cohen-format checkpoints may be {_SUPPORTED})") from None
-    return net, arch
+    return net
 
 
 def _net_state(state: Mapping[str, object], arch: str, net: nn.Module) -> dict[str, torch.Tensor]:

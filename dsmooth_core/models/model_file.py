@@ -147,7 +147,7 @@ def load_model_file(
         trust_code=options.trust_code,
     )
     source = f"file:{name} sha256:{file_sha256(data)}"
-    if model.info.source.startswith(COHEN_SOURCE):
+    if model.info.source.startswith(f"{COHEN_SOURCE}:"):
         source = f"{model.info.source} {source}"
     dataset = "cifar10" if _is_cifar10(model) else model.info.dataset
     model.info = dataclasses.replace(model.info, source=source, dataset=dataset)

@@ -14,7 +14,7 @@ import io
 import math
 import pickle
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -180,7 +180,7 @@ def _state_dict_net(obj: object, arch: Architecture | None) -> nn.Module:
 
 
 def _cohen_model(
-    checkpoint: dict,
+    checkpoint: Mapping[str, object],
     architecture: str | None,
     input_shape: tuple[int, int, int] | None,
     class_names: Sequence[str] | None,
@@ -189,9 +189,9 @@ def _cohen_model(
     name: str,
 ) -> Normalized:
     """A Cohen-format checkpoint's model, with the normalization and classes their code fixes."""
-    found = cohen_architecture(checkpoint)
-    _check_statements(found, architecture, input_shape, class_names, mean, std)
-    net, arch = cohen_net(checkpoint)
+    arch = cohen_architecture(checkpoint)
+    _check_statements(arch, architecture, input_shape, class_names, mean, std)
+    net = cohen_net(checkpoint, arch)
     net.eval()
     _probe(net, arch.input_shape, arch.mean, arch.std, name)
     info = ModelInfo(
