@@ -207,7 +207,7 @@ def upload_section() -> None:
         st.file_uploader("Model file", type=list(FILE_TYPES), key="mu_file", on_change=_prefill_from_checkpoint)
         cohen = st.session_state.get("mu_cohen")
         if cohen is not None and st.session_state.get("mu_file") is not None:
-            st.info(_checkpoint_note(cohen), icon=":material/verified:")
+            st.info(_checkpoint_note(cohen), icon=":material/info:")
         c1, c2 = st.columns(2)
         c1.selectbox(
             "Architecture (state dicts only)",
