@@ -2,7 +2,8 @@
 
 The uploaded model is kept in the session by file checksum and stated options, so switching back
 to it costs nothing, and it is selected like a registry model (``ModelChoice.upload``): every page
-uses it through ``resources.current_model``. On any failure the previous model stays selected.
+uses it through ``resources.current_model``. On any failure the previous model stays selected. A
+Cohen-format checkpoint fills the fields in itself when it is chosen.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import streamlit as st
 import torch
 
 from dsmooth_core.models import ARCHITECTURE_NAMES, CIFAR10_CLASSES, Normalized
+from dsmooth_core.models.cohen_checkpoint import COHEN_ARCHITECTURES, COHEN_SOURCE
 from dsmooth_core.models.model_file import (
     NORMALIZATION_PRESETS,
     SELF_NORMALIZING,
     TRUST_REASON,
     ModelFileOptions,
+    cohen_statement,
     file_sha256,
     load_model_file,
     probe,
@@ -29,7 +32,9 @@ from dsmooth_lab_ui import resources, state
 # Streamlit refuses larger files itself (server.maxUploadSize in .streamlit/config.toml).
 MAX_MODEL_MB = 200
 PROBE_IMAGES = 8
-NO_ARCHITECTURE = "none: a TorchScript or torch.export file"
+NO_ARCHITECTURE = "none: TorchScript, torch.export or Cohen-format file"
+# Cohen et al.'s checkpoints are named checkpoint.pth.tar
+FILE_TYPES = ("pt", "pth", "pt2", "ts", "bin", "tar")
 CUSTOM = "custom"
 CLASS_CHOICES = ("cifar10", "imagenet", CUSTOM)
 NORMALIZATION_CHOICES = (SELF_NORMALIZING, *NORMALIZATION_PRESETS, CUSTOM)
@@ -50,7 +55,16 @@ class ModelCard:
     probe_note: str
 
 
+def _cohen_arch(model: Normalized) -> str | None:
+    """The ``arch`` of a model read from a Cohen-format checkpoint (its source starts ``cohen:<arch>``)."""
+    head = model.info.source.split(" ", 1)[0]
+    return head.split(":", 1)[1] if head.startswith(f"{COHEN_SOURCE}:") else None
+
+
 def file_format(model: Normalized) -> str:
+    arch = _cohen_arch(model)
+    if arch is not None:
+        return f"Cohen-format checkpoint ({arch})"
     if isinstance(model.net, torch.jit.ScriptModule):
         return "TorchScript"
     if isinstance(model.net, ExportedNet):
@@ -100,12 +114,40 @@ def load_upload(file_name: str, data: bytes, options: ModelFileOptions) -> str:
         parameters=sum(p.numel() for p in model.net.parameters()),
         input_shape=tuple(model.info.input_shape),
         class_names=tuple(names),
-        normalization=options.normalization,
+        normalization=_normalization(model, options),
         probe_predictions=tuple(names[i] for i in predicted),
         probe_note=note,
     )
     models[key] = (model, card)
     return key
+
+
+def _normalization(model: Normalized, options: ModelFileOptions) -> str:
+    if _cohen_arch(model) is None:
+        return options.normalization
+    return f"the checkpoint's ({model.info.dataset}: mean {model.info.mean}, std {model.info.std})"
+
+
+def _prefill_from_checkpoint() -> None:
+    """``on_change`` of the uploader: a Cohen-format checkpoint states its own input, classes and normalization."""
+    upload = st.session_state.get("mu_file")
+    arch = cohen_statement(upload.getvalue()) if upload is not None else None
+    st.session_state["mu_cohen"] = None if arch is None else arch.arch
+    if arch is None:
+        return
+    st.session_state["mu_arch"] = NO_ARCHITECTURE
+    st.session_state["mu_size"] = ",".join(map(str, arch.input_shape))
+    st.session_state["mu_classes"] = arch.dataset
+    st.session_state["mu_norm"] = SELF_NORMALIZING
+
+
+def _checkpoint_note(arch_name: str) -> str:
+    arch = COHEN_ARCHITECTURES[arch_name]
+    return (
+        f"Cohen-format checkpoint of {arch.arch} for {arch.dataset}: the fields below are filled in from it. "
+        f"Its normalization (mean {arch.mean}, std {arch.std}) is applied inside the model, so noise stays in "
+        "[0, 1] pixel units."
+    )
 
 
 def _options() -> ModelFileOptions:
@@ -157,11 +199,15 @@ def upload_section() -> None:
     choice: state.ModelChoice = state.get(state.MODEL)
     with st.expander("Use your own model", expanded=choice is not None and choice.upload is not None):
         st.caption(
-            f"A state dict of one of the architectures above (read as weights only), or a TorchScript or "
-            f"torch.export (.pt2) file, at most {MAX_MODEL_MB} MB. The model takes a batch (B, C, H, W) and "
-            "returns logits (B, classes)."
+            f"A state dict of one of the architectures above (read as weights only), a checkpoint in Cohen et "
+            f"al.'s format ({', '.join(COHEN_ARCHITECTURES)}; architecture, classes and normalization come "
+            f"from the file), or a TorchScript or torch.export (.pt2) file, at most {MAX_MODEL_MB} MB. The "
+            "model takes a batch (B, C, H, W) and returns logits (B, classes)."
         )
-        st.file_uploader("Model file", type=["pt", "pth", "pt2", "ts", "bin"], key="mu_file")
+        st.file_uploader("Model file", type=list(FILE_TYPES), key="mu_file", on_change=_prefill_from_checkpoint)
+        cohen = st.session_state.get("mu_cohen")
+        if cohen is not None and st.session_state.get("mu_file") is not None:
+            st.info(_checkpoint_note(cohen), icon=":material/info:")
         c1, c2 = st.columns(2)
         c1.selectbox(
             "Architecture (state dicts only)",

@@ -7,13 +7,16 @@ from pathlib import Path
 
 import torch
 
-from dsmooth_core.models import ARCHITECTURE_NAMES, Normalized
+from dsmooth_core.models import ARCHITECTURE_NAMES, COHEN_ARCHITECTURES, Normalized
 from dsmooth_core.models.model_file import CLASS_PRESETS, NORMALIZATION_PRESETS, ModelFileOptions, load_model_file
 
 
 def add_model_file_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "your own model", "--model-file replaces --model: a state dict, TorchScript or torch.export (.pt2) file"
+        "your own model",
+        "--model-file replaces --model: a state dict, a checkpoint in Cohen et al.'s format "
+        f"({', '.join(COHEN_ARCHITECTURES)}; it states its architecture, classes and normalization, so the "
+        "options below may be left out), or a TorchScript or torch.export (.pt2) file",
     )
     group.add_argument("--model-file", type=Path, default=None, help="the model file (replaces --model)")
     group.add_argument(

@@ -1,7 +1,10 @@
 """The CIFAR ResNet of He et al. (2016, section 4.2), laid out like chenyaofo/pytorch-cifar-models.
 
 Parameter names follow that repository (``conv1``, ``layer2.0.downsample.0``, ``fc`` ...) so its
-published CIFAR-10 weights load with a strict ``load_state_dict``.
+published CIFAR-10 weights load with a strict ``load_state_dict``. The same names, blocks and
+projection shortcuts make up the bearpaw/pytorch-classification ResNet that Cohen et al. (2019)
+trained, so their ``cifar_resnet20``/``cifar_resnet110`` weights load here too (their final
+``AvgPool2d(8)`` is this adaptive pool on 32x32 inputs).
 """
 
 from __future__ import annotations
@@ -73,3 +76,10 @@ def cifar_resnet(name: str, num_classes: int = 10) -> CifarResNet:
     if name not in CIFAR_RESNET_BLOCKS:
         raise ValueError(f"unknown CIFAR ResNet {name!r}; choose one of {sorted(CIFAR_RESNET_BLOCKS)}")
     return CifarResNet(CIFAR_RESNET_BLOCKS[name], num_classes)
+
+
+def cifar_resnet_of_depth(depth: int, num_classes: int = 10) -> CifarResNet:
+    """The ``depth = 6n + 2`` layer network with freshly initialised weights, e.g. 110 for Cohen et al.'s."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"a CIFAR ResNet has 6n + 2 layers (20, 32, 44, 56, 110, ...), not {depth}")
+    return CifarResNet((depth - 2) // 6, num_classes)

@@ -2,7 +2,8 @@
 
 The file alone does not say which pixels the model expects or what its classes are, so the user
 states them: input size, class names (or a preset) and the input normalization (a preset, explicit
-mean/std, or "self" when the model normalizes its own input). Loading itself is
+mean/std, or "self" when the model normalizes its own input). A Cohen-format checkpoint states all
+of that itself (:func:`cohen_statement` reads it, so the app can fill its fields in). Loading itself is
 :func:`~dsmooth_core.models.user.load_user_model`; this module turns the statements into its
 arguments, fingerprints the file and checks the loaded model on real images.
 """
@@ -11,16 +12,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from dsmooth_core.models.architectures import ARCHITECTURES, TORCHVISION_IMAGENET, default_class_names
+from dsmooth_core.models.cohen_checkpoint import (
+    COHEN_SOURCE,
+    CohenArchitecture,
+    cohen_architecture,
+    is_cohen_checkpoint,
+)
 from dsmooth_core.models.constants import CIFAR10_CLASSES, CIFAR10_INPUT_SHAPE, CIFAR10_MEAN, CIFAR10_STD
 from dsmooth_core.models.errors import ModelLoadError
 from dsmooth_core.models.normalized import Normalized
-from dsmooth_core.models.user import load_user_model
+from dsmooth_core.models.state_dicts import program_kind
+from dsmooth_core.models.user import load_user_model, read_weights
 
 # torchvision's ImageNet statistics, which its published weights expect.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -138,9 +147,25 @@ def load_model_file(
         trust_code=options.trust_code,
     )
     source = f"file:{name} sha256:{file_sha256(data)}"
+    if model.info.source.startswith(f"{COHEN_SOURCE}:"):
+        source = f"{model.info.source} {source}"
     dataset = "cifar10" if _is_cifar10(model) else model.info.dataset
     model.info = dataclasses.replace(model.info, source=source, dataset=dataset)
     return model.to(device)
+
+
+def cohen_statement(data: bytes | Path) -> CohenArchitecture | None:
+    """The architecture a Cohen-format checkpoint names; None for any other file, or one not readable as weights.
+
+    Read with ``weights_only=True`` like every state dict; loading the file still checks it in full.
+    """
+    try:
+        if program_kind(data) is not None:
+            return None
+        weights = read_weights(data)
+        return cohen_architecture(weights) if is_cohen_checkpoint(weights) else None
+    except (ModelLoadError, OSError, zipfile.BadZipFile):
+        return None
 
 
 def _is_cifar10(model: Normalized) -> bool:

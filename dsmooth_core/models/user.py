@@ -1,5 +1,8 @@
 """Loading a model a user brings: a state dict for a known architecture, TorchScript or torch.export.
 
+A Cohen-format checkpoint (:mod:`~dsmooth_core.models.cohen_checkpoint`) names its architecture and
+data set itself, so it loads with no statements at all.
+
 State dicts are read with ``weights_only=True``, so a file that would run code when unpickled is
 refused. TorchScript and torch.export files are programs (PyTorch's security policy says to treat
 them as code), so they are loaded only when the caller vouches for them with ``trust_code=True``.
@@ -11,14 +14,14 @@ import io
 import math
 import pickle
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from dsmooth_core.contract import ModelContractError, probe
+from dsmooth_core.contract import ModelContractError, first_line, probe
 from dsmooth_core.layout import in_fastest_layout
 from dsmooth_core.models.architectures import (
     ARCHITECTURES,
@@ -26,6 +29,14 @@ from dsmooth_core.models.architectures import (
     build_architecture,
     default_class_names,
     get_architecture,
+)
+from dsmooth_core.models.cohen_checkpoint import (
+    COHEN_ARCHITECTURES,
+    COHEN_SOURCE,
+    CohenArchitecture,
+    cohen_architecture,
+    cohen_net,
+    is_cohen_checkpoint,
 )
 from dsmooth_core.models.errors import ModelLoadError
 from dsmooth_core.models.info import ModelInfo
@@ -76,12 +87,17 @@ def load_user_model(
     ``ARCHITECTURE_NAMES``). ``input_shape`` defaults to the architecture's, then to a torch.export
     program's example input, then to (3, 32, 32); ``class_names`` default to the architecture's data
     set when the output count matches, else "class 0", "class 1", ...
+
+    A Cohen-format checkpoint brings its architecture, input size, classes and normalization; the
+    arguments may repeat them but not contradict them.
     """
     payload = data if isinstance(data, bytes) else Path(data)
     if isinstance(payload, Path) and not payload.is_file():
         raise ModelLoadError(f"model file {payload} does not exist")
     try:
-        arch = get_architecture(architecture) if architecture else None
+        # a Cohen-format name is checked against the file instead (resnet50 is both)
+        cohen_name = architecture in COHEN_ARCHITECTURES and architecture not in ARCHITECTURES
+        arch = get_architecture(architecture) if architecture and not cohen_name else None
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
     kind = _file_kind(payload)
@@ -97,7 +113,10 @@ def load_user_model(
     elif kind == "export":
         net, example_shape = _load_export(payload)
     else:
-        net = _load_state_dict_net(payload, arch)
+        weights = read_weights(payload)
+        if is_cohen_checkpoint(weights):
+            return _cohen_model(weights, architecture, input_shape, class_names, mean, std, name)
+        net = _state_dict_net(weights, arch)
     shape = input_shape or (arch.input_shape if arch else None) or example_shape or DEFAULT_INPUT_SHAPE
     channels = shape[0]
     mean_t = tuple(float(v) for v in mean) if mean is not None else (0.0,) * channels
@@ -131,18 +150,23 @@ def _file_kind(payload: bytes | Path) -> str:
     raise ModelLoadError(f"The file is a zip archive but {_NOT_A_MODEL}.")
 
 
-def _load_state_dict_net(payload: bytes | Path, arch: Architecture | None) -> nn.Module:
+def read_weights(payload: bytes | Path) -> object:
+    """``torch.load`` with ``weights_only=True``: tensors, numbers, strings and containers, never code."""
     try:
-        obj = torch.load(_open(payload), map_location="cpu", weights_only=True)
+        return torch.load(_open(payload), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         unsafe = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
         detail = f" ({unsafe[0]})" if unsafe else ""
         raise ModelLoadError(
             f"Refused: the file is {_NOT_A_MODEL}. Pickled Python objects are never loaded, since "
-            f"they could run code{detail}."
+            f"they could run code{detail}. A training checkpoint that keeps such objects beside its "
+            "weights (e.g. its args) loads once re-saved with only its 'arch' and 'state_dict' entries."
         ) from None
     except Exception as exc:  # torch's weights-only reader fails on foreign bytes with many error types
-        raise ModelLoadError(f"The file is {_NOT_A_MODEL} ({type(exc).__name__}: {exc}).") from None
+        raise ModelLoadError(f"The file is damaged or truncated, or {_NOT_A_MODEL} ({first_line(exc)}).") from None
+
+
+def _state_dict_net(obj: object, arch: Architecture | None) -> nn.Module:
     state = unwrap_state_dict(obj)
     check_finite(state, "The weights file")
     if arch is None:
@@ -153,6 +177,66 @@ def _load_state_dict_net(payload: bytes | Path, arch: Architecture | None) -> nn
     net = build_architecture(arch.name)
     load_strict(net, state, arch.name)
     return net
+
+
+def _cohen_model(
+    checkpoint: Mapping[str, object],
+    architecture: str | None,
+    input_shape: tuple[int, int, int] | None,
+    class_names: Sequence[str] | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    name: str,
+) -> Normalized:
+    """A Cohen-format checkpoint's model, with the normalization and classes their code fixes."""
+    arch = cohen_architecture(checkpoint)
+    _check_statements(arch, architecture, input_shape, class_names, mean, std)
+    net = cohen_net(checkpoint, arch)
+    net.eval()
+    _probe(net, arch.input_shape, arch.mean, arch.std, name)
+    info = ModelInfo(
+        name,
+        arch.dataset,
+        arch.input_shape,
+        arch.class_names(),
+        f"{COHEN_SOURCE}:{arch.arch}",
+        mean=arch.mean,
+        std=arch.std,
+        resize_size=arch.resize_size,
+    )
+    return in_fastest_layout(wrap(net, info))
+
+
+def _check_statements(
+    arch: CohenArchitecture,
+    architecture: str | None,
+    input_shape: tuple[int, int, int] | None,
+    class_names: Sequence[str] | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> None:
+    """Refuse statements that contradict the checkpoint: the file is right about its own model."""
+    wrong = []
+    if architecture is not None and architecture != arch.arch:
+        wrong.append(f"architecture {architecture}")
+    if input_shape is not None and tuple(input_shape) != arch.input_shape:
+        wrong.append(f"input size {tuple(input_shape)}")
+    if class_names is not None and tuple(class_names) != arch.class_names():
+        wrong.append(f"{len(class_names)} other class names")
+    if (mean, std) != (None, None) and not (_close(mean, arch.mean) and _close(std, arch.std)):
+        wrong.append(f"normalization mean {mean}, std {std}")
+    if wrong:
+        raise ModelLoadError(
+            f"This Cohen-format checkpoint holds a {arch.arch} for {arch.dataset} (input {arch.input_shape}, "
+            f"normalization mean {arch.mean}, std {arch.std}), which it states itself; leave out what "
+            f"contradicts it: {'; '.join(wrong)}"
+        )
+
+
+def _close(given: Sequence[float] | None, own: Sequence[float]) -> bool:
+    if given is None or len(given) != len(own):
+        return False
+    return all(abs(a - b) <= 1e-6 for a, b in zip(given, own, strict=True))
 
 
 def _load_torchscript(payload: bytes | Path) -> nn.Module:
