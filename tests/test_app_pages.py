@@ -107,10 +107,16 @@ def app_with_profile(app_env: Path, app_profile: state.ProfileChoice) -> AppTest
 
 
 # ---------------------------------------------------------------- navigation, sidebar, defaults
-def test_app_declares_every_page_and_each_loads(app_env: Path) -> None:
-    source = APP.read_text()
-    for path, title, _ in nav.PAGES:
-        assert f'title="{title}"' in source, f"app.py should declare {path} as {title!r}"
+def test_every_page_file_is_declared_once_and_every_declared_page_exists() -> None:
+    root = APP.parent
+    declared = [page.path for page in nav.PAGES]
+    on_disk = sorted(path.relative_to(root).as_posix() for path in (root / "pages").glob("*.py"))
+    assert sorted(declared) == on_disk  # no page file left out, none declared twice, none missing
+    titles = [page.title for page in nav.PAGES]
+    assert len(set(titles)) == len(titles), titles
+
+
+def test_each_declared_page_loads(app_env: Path) -> None:
     at = new_app().run()
     assert_clean(at)
     assert at.title[0].value == "Model & image"
