@@ -2,9 +2,46 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from dsmooth_lab_ui import nav
+from dsmooth_core import IsotropicGaussian, radius_ceiling
+from dsmooth_core.profiles import ThreatProfile
+from dsmooth_lab_ui import bundled_profiles, nav, resources
+
+CEILING_ALPHA = 1e-3
+CEILING_DRAWS = (10**3, 10**5)
+
+
+def read_bundled(path: Path) -> ThreatProfile | None:
+    """The bundled profile at ``path``, or None after saying why it is not there."""
+    if not path.is_file():
+        st.info(f"The bundled profile {path.name} does not ship with this copy.", icon=":material/info:")
+        return None
+    try:
+        return resources.load_profile_file(path)
+    except (ValueError, OSError, KeyError) as exc:
+        st.warning(f"The bundled profile {path.name} could not be read: {exc}", icon=":material/warning:")
+        return None
+
+
+def bundled_profiles_section() -> None:
+    """The two bundled profiles, every number read from their files (they change when a profile is rebuilt)."""
+    tuned = read_bundled(resources.BUNDLED_PROFILE)
+    paper = read_bundled(resources.BUNDLED_PAPER_PROFILE)
+    lines = []
+    if tuned is not None:
+        lines.append(f"- **Tuned (the default)**: {bundled_profiles.tuned_text(resources.BUNDLED_PROFILE.name, tuned)}")
+    if paper is not None:
+        text = bundled_profiles.paper_text(resources.BUNDLED_PAPER_PROFILE.name, paper, tuned)
+        lines.append(f"- **The paper's setting**: {text} One click away on the Threat profile page, for comparison.")
+    st.markdown("\n".join(lines))
+    st.markdown(
+        "Why the tuned one is the default, and what it does and does not buy against isotropic RandSmooth: "
+        'docs/REPRODUCTION.md, "What anisotropic smoothing needs".'
+    )
+
 
 nav.ensure_app()
 st.title("About DSmooth Lab")
@@ -80,21 +117,7 @@ st.write(
 )
 
 st.subheader("Which DSmooth the lab starts with")
-st.markdown(
-    """
-- **Tuned (the default)**: the bundled profile `resnet20_cifar10_profile.pt`, fitted to the *reachable*
-  threat (Square at eps_inf = 2/255, then FGSM projected back into that ball) on 400 training images, its
-  knobs chosen on 100 more at sigma = 0.25: **trace** normalization, **k = 10**, **shrinkage 0.9** (axis ratio
-  2.5). It certified 82 of those 100 held-out images.
-- **The paper's setting**: `resnet20_cifar10_profile_paper.pt`, det normalization, k = 100, no shrinkage
-  (axis ratio 14.5), fitted on all 500 images. Its noise is sqrt(mu_max) = 13 times stronger than isotropic
-  noise along the top threat direction, and the model mostly abstains: the same setting, fitted on the 400
-  images, certified 9 of the 100 held-out ones. One click away on the Threat profile page, for comparison.
-
-Why the tuned one is the default, and what it does and does not buy against isotropic RandSmooth:
-docs/REPRODUCTION.md, "What anisotropic smoothing needs".
-"""
-)
+bundled_profiles_section()
 
 st.subheader("The Monte Carlo certificate (DCERT, Cohen's CERTIFY)")
 st.latex(
@@ -102,10 +125,11 @@ st.latex(
     r"\mathrm{Beta}^{-1}(\alpha;\; n_A,\; n - n_A + 1)"
 )
 st.write("The largest radius n draws can certify (all n votes for the top class) is reached at")
+low, high = (radius_ceiling(IsotropicGaussian(1.0), n, CEILING_ALPHA) for n in CEILING_DRAWS)
 st.latex(
     r"\underline{p_A}^{\max} = \alpha^{1/n}, \qquad R^{\max} = \sigma\,\Phi^{-1}(\alpha^{1/n})\ \ "
-    r"(\text{Gaussian: } 2.46\,\sigma \text{ for } n = 10^3,\ 3.81\,\sigma \text{ for } n = 10^5,\ \alpha = "
-    r"10^{-3})"
+    rf"(\text{{Gaussian: }} {low:.2f}\,\sigma \text{{ for }} n = 10^3,\ {high:.2f}\,\sigma \text{{ for }} n = 10^5,"
+    r"\ \alpha = 10^{-3})"
 )
 
 st.subheader("What the numbers mean")
