@@ -53,6 +53,34 @@ def knobs_text(cov: LowRankCovariance) -> str:
     return f"{cov.normalization} normalization, k = {cov.k}, {shrinkage}"
 
 
+def short_knobs_text(cov: LowRankCovariance) -> str:
+    """'det, k = 100': a button-sized name of the setting."""
+    return f"{cov.normalization}, k = {cov.k}"
+
+
+def bundled_caption(tuned: ThreatProfile | None, paper: ThreatProfile | None) -> str:
+    """The Threat profile page's note on the bundled profiles that could be read."""
+    parts = []
+    if tuned is not None:
+        record = tuned.tuning
+        fitted = len(tuned.indices) if record is None else len(record["fitting_indices"])
+        chosen = "" if record is None else f", chosen on {len(record['tuning_indices'])} held-out ones"
+        parts.append(
+            f"**Tuned** (the default): fitted to {threat_text(tuned.attack)} on {images_text(tuned, fitted)} of "
+            f"{tuned.dataset}, its normalization, rank and shrinkage ({knobs_text(tuned.covariance)}){chosen}, as "
+            "docs/REPRODUCTION.md reports."
+        )
+    if paper is not None:
+        parts.append(
+            f"**Paper's setting**: {knobs_text(paper.covariance)}, as the DSmooth paper defines it, fitted to "
+            f"{threat_text(paper.attack)} on {images_text(paper, len(paper.indices))}."
+        )
+    if not parts:
+        return "The bundled profiles could not be read."
+    model = (tuned or paper).model_name
+    return f"Threat profiles that ship with the bundled model ({model}). " + " ".join(parts)
+
+
 def images_text(profile: ThreatProfile, count: int) -> str:
     return f"{count} {SPLIT_WORDS.get(profile.split, profile.split)} images"
 

@@ -52,6 +52,7 @@ def test_shape_summary_of_an_isotropic_profile_is_a_ball() -> None:
     assert shape["inscribed_log_volume_ratio"] == pytest.approx(0.0, abs=1e-12)
     aniso = profile_shape.shape_summary(diagonal_covariance(top=4.0, residual=1.0))
     assert aniso["axis_ratio"] == pytest.approx(2.0)
+    assert aniso["longest_axis_factor"] == pytest.approx(aniso["axis_ratio"] * aniso["inscribed_radius_factor"])
     assert aniso["inscribed_log_volume_ratio"] == pytest.approx(4 / 2 * math.log(aniso["mu_min"]))
     assert profile_shape.cumulative_explained(diagonal_covariance(top=4.0, residual=1.0)) == pytest.approx([4 / 7])
 
@@ -88,6 +89,10 @@ def test_bundled_profile_texts_read_every_number_from_the_profile() -> None:
     alone = bundled_profiles.paper_text("paper.pt", _profile(cov, paper_attack), None)
     assert "fitted on 30 training images" in alone and alone.endswith("at the same sigma.")
     assert f"sqrt(mu_max) = {math.sqrt(cov.mu_max):.3g} times" in alone
+    assert bundled_profiles.short_knobs_text(cov.with_normalization("trace")) == "trace, k = 1"
+    caption = bundled_profiles.bundled_caption(None, _profile(cov, paper_attack))
+    assert "(toy)" in caption and "**Tuned**" not in caption and "det normalization, k = 1, shrinkage 0.25" in caption
+    assert bundled_profiles.bundled_caption(None, None) == "The bundled profiles could not be read."
 
 
 # ---------------------------------------------------------------- tables and the slice figure
