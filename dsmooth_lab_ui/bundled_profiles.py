@@ -1,4 +1,4 @@
-"""The bundled threat profiles described from their own records, for the About and Threat profile pages.
+"""The bundled threat profiles read and described from their own records, for the About and Threat profile pages.
 
 Why: the numbers that say what a bundled profile is (its threat, how many images fitted and tuned
 it, its knobs, what it certified on held-out images) live in the profile file's metadata. A page
@@ -9,14 +9,26 @@ read them from the ``ThreatProfile`` instead.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from dsmooth_core import LowRankCovariance
 from dsmooth_core.attacks import PRESETS, AttackConfig
 from dsmooth_core.profiles import ThreatProfile
 from dsmooth_core.tuning import axis_ratio
+from dsmooth_lab_ui import resources
 
 SPLIT_WORDS = {"train": "training", "test": "test"}
+
+
+def read(path: Path) -> tuple[ThreatProfile | None, str | None]:
+    """A bundled profile, or None with the reason (not shipped with this copy, or unreadable)."""
+    if not path.is_file():
+        return None, f"The bundled profile {path.name} does not ship with this copy."
+    try:
+        return resources.load_profile_file(path), None
+    except (ValueError, OSError, KeyError) as exc:
+        return None, f"The bundled profile {path.name} could not be read: {exc}"
 
 
 def preset_name(attack: Mapping[str, Any]) -> str | None:

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from dsmooth_core import IsotropicGaussian, radius_ceiling
-from dsmooth_core.profiles import ThreatProfile
 from dsmooth_lab_ui import bundled_profiles, nav, resources
 
 CEILING_ALPHA = 1e-3
 CEILING_DRAWS = (10**3, 10**5)
 
 
-def read_bundled(path: Path) -> ThreatProfile | None:
-    """The bundled profile at ``path``, or None after saying why it is not there."""
-    if not path.is_file():
-        st.info(f"The bundled profile {path.name} does not ship with this copy.", icon=":material/info:")
-        return None
-    try:
-        return resources.load_profile_file(path)
-    except (ValueError, OSError, KeyError) as exc:
-        st.warning(f"The bundled profile {path.name} could not be read: {exc}", icon=":material/warning:")
-        return None
-
-
 def bundled_profiles_section() -> None:
     """The two bundled profiles, every number read from their files (they change when a profile is rebuilt)."""
-    tuned = read_bundled(resources.BUNDLED_PROFILE)
-    paper = read_bundled(resources.BUNDLED_PAPER_PROFILE)
+    tuned, tuned_problem = bundled_profiles.read(resources.BUNDLED_PROFILE)
+    paper, paper_problem = bundled_profiles.read(resources.BUNDLED_PAPER_PROFILE)
+    for problem in (tuned_problem, paper_problem):
+        if problem:
+            st.info(problem, icon=":material/info:")
     lines = []
     if tuned is not None:
         lines.append(f"- **Tuned (the default)**: {bundled_profiles.tuned_text(resources.BUNDLED_PROFILE.name, tuned)}")

@@ -25,8 +25,8 @@ def bundled_source() -> None:
             icon=":material/info:",
         )
         return
-    tuned = _peek(resources.BUNDLED_PROFILE)
-    paper = _peek(resources.BUNDLED_PAPER_PROFILE)
+    tuned, _ = bundled_profiles.read(resources.BUNDLED_PROFILE)  # a failure to read one is reported when it is chosen
+    paper, _ = bundled_profiles.read(resources.BUNDLED_PAPER_PROFILE)
     st.caption(bundled_profiles.bundled_caption(tuned, paper))
     c1, c2 = st.columns(2)
     if c1.button("Use the tuned profile (default)", key="profile_use_bundled"):
@@ -36,16 +36,6 @@ def bundled_source() -> None:
         f"Use the paper's setting{paper_knobs}", key="profile_use_paper"
     ):
         _use_bundled(resources.BUNDLED_PAPER_PROFILE, "bundled profile (paper's setting)")
-
-
-def _peek(path: Path) -> ThreatProfile | None:
-    """A bundled profile for describing it, or None (a failure to read it is reported when it is chosen)."""
-    if not path.is_file():
-        return None
-    try:
-        return resources.load_profile_file(path)
-    except (ValueError, OSError, KeyError):
-        return None
 
 
 def _use_bundled(path: Path, source: str) -> None:

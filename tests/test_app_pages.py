@@ -508,6 +508,17 @@ def test_about_page_follows_a_rebuilt_profile_file(
     assert "on 400 training images" not in text and "certified 82" not in text
 
 
+def test_about_page_says_when_a_bundled_profile_cannot_be_read(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    junk = tmp_path / "paper_profile.pt"
+    junk.write_bytes(b"not a profile")
+    monkeypatch.setattr(resources, "BUNDLED_PAPER_PROFILE", junk)
+    text = _about_text(new_app().run())
+    assert "The bundled profile paper_profile.pt could not be read" in text
+    assert "**Tuned (the default)**" in text and "**The paper's setting**" not in text
+
+
 def test_profile_page_shows_a_tuned_profile_with_its_table_and_choice(
     app_env: Path, app_data_dir: Path, tmp_path: Path
 ) -> None:
