@@ -5,10 +5,18 @@ from __future__ import annotations
 import streamlit as st
 
 from dsmooth_core import IsotropicGaussian, radius_ceiling
+from dsmooth_core.tuning import TuningGrid
 from dsmooth_lab_ui import bundled_profiles, nav, resources
 
-CEILING_ALPHA = 1e-3
-CEILING_DRAWS = (10**3, 10**5)
+# The ceiling example: alpha = 10^-3 and n = 10^3, 10^5 draws (powers of ten, written as such in the formula).
+CEILING_ALPHA_POWER = -3
+CEILING_DRAW_POWERS = (3, 5)
+
+
+def ceiling_text(power: int) -> str:
+    """The Gaussian radius ceiling per sigma at n = 10^power draws, computed by the library, as LaTeX."""
+    ceiling = radius_ceiling(IsotropicGaussian(1.0), 10**power, 10.0**CEILING_ALPHA_POWER)
+    return rf"{ceiling:.2f}\,\sigma \text{{ for }} n = 10^{power}"
 
 
 def bundled_profiles_section() -> None:
@@ -101,7 +109,8 @@ st.write(
     "ellipsoid is smaller than the l2 ball of the same R. Either is a valid certificate in its own St's "
     "metric. Which normalization, rank and shrinkage suit a model is tuned on calibration images held out "
     "from the fit (never on test images), and only settings with an axis ratio sqrt(mu_max / mu_min) of at "
-    "least 2 may win, so tuning cannot turn DSmooth into RandSmooth by the back door."
+    f"least {TuningGrid().min_axis_ratio:g} may win, so tuning cannot turn DSmooth into RandSmooth by the back "
+    "door."
 )
 
 st.subheader("Which DSmooth the lab starts with")
@@ -113,11 +122,10 @@ st.latex(
     r"\mathrm{Beta}^{-1}(\alpha;\; n_A,\; n - n_A + 1)"
 )
 st.write("The largest radius n draws can certify (all n votes for the top class) is reached at")
-low, high = (radius_ceiling(IsotropicGaussian(1.0), n, CEILING_ALPHA) for n in CEILING_DRAWS)
+ceilings = ",\\ ".join(ceiling_text(power) for power in CEILING_DRAW_POWERS)
 st.latex(
     r"\underline{p_A}^{\max} = \alpha^{1/n}, \qquad R^{\max} = \sigma\,\Phi^{-1}(\alpha^{1/n})\ \ "
-    rf"(\text{{Gaussian: }} {low:.2f}\,\sigma \text{{ for }} n = 10^3,\ {high:.2f}\,\sigma \text{{ for }} n = 10^5,"
-    r"\ \alpha = 10^{-3})"
+    rf"(\text{{Gaussian: }} {ceilings},\ \alpha = 10^{{{CEILING_ALPHA_POWER}}})"
 )
 
 st.subheader("What the numbers mean")

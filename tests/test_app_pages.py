@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from dsmooth_core import IsotropicGaussian, radius_ceiling
 from dsmooth_core.attacks import AttackConfig
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.models import DEFAULT_MODEL, load_model
@@ -450,6 +451,8 @@ def test_about_page_states_the_theorems(app_env: Path) -> None:
     assert r"\text{certified}" in formulas and not any(c in formulas for c in "\t\b\f\v")  # no eaten backslashes
     assert re.search("ABSTAIN", texts(at))
     assert "never proves" in texts(at) and "refutes" in texts(at)
+    for n in (10**3, 10**5):  # the ceilings come from the library's own function
+        assert f"{radius_ceiling(IsotropicGaussian(1.0), n, 1e-3):.2f}" + r"\,\sigma" in formulas
 
 
 def _about_text(at: AppTest) -> str:
