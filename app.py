@@ -1,9 +1,9 @@
 """DSmooth Lab: the Streamlit entry point.
 
-Declares every page explicitly for ``st.navigation`` (the pages/ folder is not scanned), sets the
-session's defaults (bundled model, a CIFAR-10 test image when the data is present, the bundled
-threat profile when it exists), draws the sidebar shared by all pages and shows the session's
-background job (``dsmooth_lab_ui.jobs``) above every page.
+Builds ``st.navigation`` from the one page list, ``dsmooth_lab_ui.nav.PAGES`` (the pages/ folder is
+not scanned), sets the session's defaults (bundled model, a CIFAR-10 test image when the data is
+present, the bundled threat profile when it exists), draws the sidebar shared by all pages and shows
+the session's background job (``dsmooth_lab_ui.jobs``) above every page.
 Run with ``streamlit run app.py``.
 """
 
@@ -23,17 +23,7 @@ jobs.MANAGER.workers.warm()  # the first job's worker process starts now, not wh
 boundary.guarded(jobs.collect, "Storing the finished job's result")
 choices.ensure_defaults()
 
-page = st.navigation(
-    [
-        st.Page(nav.MODEL_IMAGE, title="Model & image", icon=":material/image_search:", default=True),
-        st.Page(nav.ATTACK, title="Attack", icon=":material/bolt:"),
-        st.Page(nav.PROFILE, title="Threat profile", icon=":material/scatter_plot:"),
-        st.Page(nav.NOISE, title="Noise explorer", icon=":material/grain:"),
-        st.Page(nav.CERTIFY, title="Certify", icon=":material/verified_user:"),
-        st.Page(nav.EXPERIMENTS, title="Experiments", icon=":material/science:"),
-        st.Page(nav.ABOUT, title="About", icon=":material/menu_book:"),
-    ]
-)
+page = st.navigation(nav.navigation_pages())
 side = st.sidebar.empty()
 # drawn first, so a page that calls st.stop still has its sidebar; each part in an error boundary
 boundary.guarded(lambda: sidebar.render(side.container()), "The sidebar")

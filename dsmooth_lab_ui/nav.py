@@ -1,8 +1,11 @@
-"""Paths, titles and icons of the app's pages (app.py declares them; pages link to each other)."""
+"""The app's pages, declared once: their paths, titles and icons (app.py builds the navigation from them).
+
+Pages link to each other through the same constants, so a renamed page cannot leave a dead link.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
@@ -17,18 +20,30 @@ CERTIFY = "pages/certify.py"
 EXPERIMENTS = "pages/experiments.py"
 ABOUT = "pages/about.py"
 
-# Must match the st.Page entries of app.py (a test checks it).
-PAGES: tuple[tuple[str, str, str], ...] = (
-    (MODEL_IMAGE, "Model & image", ":material/image_search:"),
-    (ATTACK, "Attack", ":material/bolt:"),
-    (PROFILE, "Threat profile", ":material/scatter_plot:"),
-    (NOISE, "Noise explorer", ":material/grain:"),
-    (CERTIFY, "Certify", ":material/verified_user:"),
-    (EXPERIMENTS, "Experiments", ":material/science:"),
-    (ABOUT, "About", ":material/menu_book:"),
+
+class NavPage(NamedTuple):
+    path: str
+    title: str
+    icon: str
+
+
+# The navigation's order; the first page is the one the app opens.
+PAGES: tuple[NavPage, ...] = (
+    NavPage(MODEL_IMAGE, "Model & image", ":material/image_search:"),
+    NavPage(ATTACK, "Attack", ":material/bolt:"),
+    NavPage(PROFILE, "Threat profile", ":material/scatter_plot:"),
+    NavPage(NOISE, "Noise explorer", ":material/grain:"),
+    NavPage(CERTIFY, "Certify", ":material/verified_user:"),
+    NavPage(EXPERIMENTS, "Experiments", ":material/science:"),
+    NavPage(ABOUT, "About", ":material/menu_book:"),
 )
 TITLES = {path: title for path, title, _ in PAGES}
 ICONS = {path: icon for path, _, icon in PAGES}
+
+
+def navigation_pages() -> list[st.Page]:
+    """The ``st.Page`` entries for ``st.navigation``, in PAGES order (the pages/ folder is not scanned)."""
+    return [st.Page(page.path, title=page.title, icon=page.icon, default=i == 0) for i, page in enumerate(PAGES)]
 
 
 def link(page: str, label: str | None = None) -> None:

@@ -25,6 +25,7 @@ def shape_summary(cov: LowRankCovariance) -> dict[str, float]:
         "logdet_St": logdet_st,
         "equal_volume_factor": math.exp(logdet_st / (2 * cov.dim)),
         "inscribed_radius_factor": math.sqrt(cov.mu_min),
+        "longest_axis_factor": math.sqrt(cov.mu_max),
         "logdet_S": cov.logdet(),
         "geometric_mean": cov.geometric_mean,
         "explained_variance": cov.explained_variance,

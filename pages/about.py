@@ -4,7 +4,40 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dsmooth_lab_ui import nav
+from dsmooth_core import IsotropicGaussian, radius_ceiling
+from dsmooth_core.tuning import TuningGrid
+from dsmooth_lab_ui import bundled_profiles, nav, resources
+
+# The ceiling example: alpha = 10^-3 and n = 10^3, 10^5 draws (powers of ten, written as such in the formula).
+CEILING_ALPHA_POWER = -3
+CEILING_DRAW_POWERS = (3, 5)
+
+
+def ceiling_text(power: int) -> str:
+    """The Gaussian radius ceiling per sigma at n = 10^power draws, computed by the library, as LaTeX."""
+    ceiling = radius_ceiling(IsotropicGaussian(1.0), 10**power, 10.0**CEILING_ALPHA_POWER)
+    return rf"{ceiling:.2f}\,\sigma \text{{ for }} n = 10^{power}"
+
+
+def bundled_profiles_section() -> None:
+    """The two bundled profiles, every number read from their files (they change when a profile is rebuilt)."""
+    tuned, tuned_problem = bundled_profiles.read(resources.BUNDLED_PROFILE)
+    paper, paper_problem = bundled_profiles.read(resources.BUNDLED_PAPER_PROFILE)
+    for problem in (tuned_problem, paper_problem):
+        if problem:
+            st.info(problem, icon=":material/info:")
+    lines = []
+    if tuned is not None:
+        lines.append(f"- **Tuned (the default)**: {bundled_profiles.tuned_text(resources.BUNDLED_PROFILE.name, tuned)}")
+    if paper is not None:
+        text = bundled_profiles.paper_text(resources.BUNDLED_PAPER_PROFILE.name, paper, tuned)
+        lines.append(f"- **The paper's setting**: {text} One click away on the Threat profile page, for comparison.")
+    st.markdown("\n".join(lines))
+    st.markdown(
+        "Why the tuned one is the default, and what it does and does not buy against isotropic RandSmooth: "
+        'docs/REPRODUCTION.md, "What anisotropic smoothing needs".'
+    )
+
 
 nav.ensure_app()
 st.title("About DSmooth Lab")
@@ -76,25 +109,12 @@ st.write(
     "ellipsoid is smaller than the l2 ball of the same R. Either is a valid certificate in its own St's "
     "metric. Which normalization, rank and shrinkage suit a model is tuned on calibration images held out "
     "from the fit (never on test images), and only settings with an axis ratio sqrt(mu_max / mu_min) of at "
-    "least 2 may win, so tuning cannot turn DSmooth into RandSmooth by the back door."
+    f"least {TuningGrid().min_axis_ratio:g} may win, so tuning cannot turn DSmooth into RandSmooth by the back "
+    "door."
 )
 
 st.subheader("Which DSmooth the lab starts with")
-st.markdown(
-    """
-- **Tuned (the default)**: the bundled profile `resnet20_cifar10_profile.pt`, fitted to the *reachable*
-  threat (Square at eps_inf = 2/255, then FGSM projected back into that ball) on 400 training images, its
-  knobs chosen on 100 more at sigma = 0.25: **trace** normalization, **k = 10**, **shrinkage 0.9** (axis ratio
-  2.5). It certified 82 of those 100 held-out images.
-- **The paper's setting**: `resnet20_cifar10_profile_paper.pt`, det normalization, k = 100, no shrinkage
-  (axis ratio 14.5), fitted on all 500 images. Its noise is sqrt(mu_max) = 13 times stronger than isotropic
-  noise along the top threat direction, and the model mostly abstains: the same setting, fitted on the 400
-  images, certified 9 of the 100 held-out ones. One click away on the Threat profile page, for comparison.
-
-Why the tuned one is the default, and what it does and does not buy against isotropic RandSmooth:
-docs/REPRODUCTION.md, "What anisotropic smoothing needs".
-"""
-)
+bundled_profiles_section()
 
 st.subheader("The Monte Carlo certificate (DCERT, Cohen's CERTIFY)")
 st.latex(
@@ -102,10 +122,10 @@ st.latex(
     r"\mathrm{Beta}^{-1}(\alpha;\; n_A,\; n - n_A + 1)"
 )
 st.write("The largest radius n draws can certify (all n votes for the top class) is reached at")
+ceilings = ",\\ ".join(ceiling_text(power) for power in CEILING_DRAW_POWERS)
 st.latex(
     r"\underline{p_A}^{\max} = \alpha^{1/n}, \qquad R^{\max} = \sigma\,\Phi^{-1}(\alpha^{1/n})\ \ "
-    r"(\text{Gaussian: } 2.46\,\sigma \text{ for } n = 10^3,\ 3.81\,\sigma \text{ for } n = 10^5,\ \alpha = "
-    r"10^{-3})"
+    rf"(\text{{Gaussian: }} {ceilings},\ \alpha = 10^{{{CEILING_ALPHA_POWER}}})"
 )
 
 st.subheader("What the numbers mean")

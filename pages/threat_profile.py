@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import tempfile
 from pathlib import Path
@@ -11,31 +10,11 @@ import streamlit as st
 
 from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile, Tuning
 from dsmooth_core.tuning import TuningGrid
-from dsmooth_lab_ui import choices, figures, jobs, nav, profile_shape, resources, sidebar, state, tasks, widgets
-from dsmooth_lab_ui.images import eigen_images
+from dsmooth_lab_ui import bundled_profiles, choices, jobs, nav, profile_view, resources, state, tasks, widgets
 
 JOB = "profile"
 SOURCES = ("Bundled profile", "Load a profile file", "Build from calibration images")
-N_EIGEN_IMAGES = 8
 TUNING_RANKS = (100, 30, 10)  # the command line's default grid, below the rank asked for
-
-SHAPE_FRAGMENT = "dsl_profile_shape"
-
-
-def _update_shape() -> None:
-    choice: state.ProfileChoice | None = state.get(state.PROFILE)
-    if choice is None:
-        return
-    state.put(
-        state.PROFILE,
-        dataclasses.replace(
-            choice,
-            k=int(st.session_state["profile_k"]),
-            shrinkage=float(st.session_state["profile_shrinkage"]),
-            normalization=str(st.session_state["profile_normalization"]),
-        ),
-    )
-    st.rerun([SHAPE_FRAGMENT, sidebar.PROFILE_FRAGMENT])  # the controls' own view and the sidebar's line
 
 
 def bundled_source() -> None:
@@ -46,17 +25,15 @@ def bundled_source() -> None:
             icon=":material/info:",
         )
         return
-    st.caption(
-        "Two profiles ship with the bundled ResNet-20, both fitted to the reachable threat (2/255) on CIFAR-10 "
-        "training images. **Tuned** (the default): normalization, rank and shrinkage chosen on held-out "
-        "calibration images, as docs/REPRODUCTION.md reports. **Paper's setting**: det normalization, k = 100, "
-        "no shrinkage, as the DSmooth paper defines it."
-    )
+    tuned, _ = bundled_profiles.read(resources.BUNDLED_PROFILE)  # a failure to read one is reported when it is chosen
+    paper, _ = bundled_profiles.read(resources.BUNDLED_PAPER_PROFILE)
+    st.caption(bundled_profiles.bundled_caption(tuned, paper))
     c1, c2 = st.columns(2)
     if c1.button("Use the tuned profile (default)", key="profile_use_bundled"):
         _use_bundled(resources.BUNDLED_PROFILE, "bundled profile (tuned)")
+    paper_knobs = "" if paper is None else f" ({bundled_profiles.short_knobs_text(paper.covariance)})"
     if resources.bundled_paper_profile_available() and c2.button(
-        "Use the paper's setting (det, k = 100)", key="profile_use_paper"
+        f"Use the paper's setting{paper_knobs}", key="profile_use_paper"
     ):
         _use_bundled(resources.BUNDLED_PAPER_PROFILE, "bundled profile (paper's setting)")
 
@@ -192,16 +169,17 @@ def tuning_settings(k: int, seed: int) -> Tuning | None:
             persist_state="session",
         )
         ranks = tuple(sorted({k, *(r for r in TUNING_RANKS if r < k)}, reverse=True))
-        grid = TuningGrid(ranks=ranks)
+        tuning = Tuning(sigma=float(sigma), share=float(share), grid=TuningGrid(ranks=ranks), n=int(n), seed=seed)
+        grid = tuning.grid
         settings = len(grid.normalizations) * len(grid.ranks) * len(grid.shrinkages)
         shrinkages = ", ".join(f"{g:g}" for g in grid.shrinkages)
         st.caption(
-            f"The held-out images are certified (n0 = 100, n = {int(n)}) under {settings} settings: det and trace "
-            f"normalization, k in {', '.join(map(str, ranks))}, shrinkage {shrinkages}. "
-            f"The most correct certificates wins among settings whose St keeps an axis ratio of at least "
-            f"{grid.min_axis_ratio:g}; the rest of the images are attacked and fitted."
+            f"The held-out images are certified (n0 = {tuning.n0}, n = {tuning.n}) under {settings} settings: "
+            f"{' and '.join(grid.normalizations)} normalization, k in {', '.join(map(str, grid.ranks))}, shrinkage "
+            f"{shrinkages}. The most correct certificates wins among settings whose St keeps an axis ratio of at "
+            f"least {grid.min_axis_ratio:g}; the rest of the images are attacked and fitted."
         )
-        return Tuning(sigma=float(sigma), share=float(share), grid=grid, n=int(n), seed=seed)
+        return tuning
 
 
 def checks(model, choice: state.ProfileChoice) -> None:
@@ -221,159 +199,6 @@ def checks(model, choice: state.ProfileChoice) -> None:
                 f"calibration images ({choice.profile.dataset} {choice.profile.split}).",
                 icon=":material/check_circle:",
             )
-
-
-def tuning_view(record: dict) -> None:
-    """The table a tuned profile carries: every setting tried on held-out calibration images, the choice marked."""
-    choice = record["choice"]
-    st.markdown(
-        f"**Tuned** at sigma {record['sigma']:g} on {len(record['tuning_indices'])} held-out calibration images "
-        f"(fitted on the other {len(record['fitting_indices'])}): {choice['normalization']} normalization, "
-        f"k = {choice['k']}, shrinkage {choice['shrinkage']:g}, certified {choice['certified']}/{choice['images']} "
-        "at r = 0. Settings with an axis ratio below the minimum were not eligible (they would be RandSmooth)."
-    )
-    rows = [{"chosen": row == choice, **row} for row in record["table"]]
-    st.dataframe(rows, hide_index=True)
-
-
-def profile_view(model, choice: state.ProfileChoice) -> None:
-    p = choice.profile
-    fitted = p.covariance
-    checks(model, choice)
-    c = st.columns(4)
-    c[0].metric("Perturbations kept", f"{p.n_kept} / {p.n_attacked}", help=f"keep = {p.keep}")
-    c[1].metric("Fitted rank k", fitted.k, help=f"data rank {fitted.rank}; k is at most the data rank")
-    c[2].metric("Dimension d", f"{fitted.dim:,}")
-    c[3].metric(
-        "Calibration split",
-        f"{p.dataset} {p.split}",
-        help=f"built for {p.model_name}, weights {p.model_hash[:16]}",
-    )
-    if fitted.residual_floored:
-        st.warning("The residual variance was floored (k reached the data rank) to keep S positive definite.")
-    if p.tuning is not None:
-        tuning_view(p.tuning)
-
-    shape_view()
-    st.caption("Download any chart as PNG with the camera icon in its toolbar.")
-    fitted_hash = fitted.content_hash()
-    st.download_button(
-        "Download this profile (.pt, as fitted; rank and shrinkage are chosen when used)",
-        resources.profile_bytes(fitted_hash, len(p.indices), p),
-        file_name=f"threat_profile_{p.model_name}_{p.split}_{fitted_hash[:8]}.pt",
-        mime="application/octet-stream",
-        on_click="ignore",
-        icon=":material/download:",
-    )
-
-
-@st.fragment(key=SHAPE_FRAGMENT)
-def shape_view() -> None:
-    """Rank, shrinkage and normalization with the numbers and charts they change: a change redraws only this."""
-    choice: state.ProfileChoice = state.get(state.PROFILE)
-    fitted = choice.profile.covariance
-    st.subheader("Rank, shrinkage and normalization (no refit)")
-    st.markdown(f"**In use:** {choice.describe()}")  # inside the fragment, so a change here redraws it
-    st.session_state.setdefault("profile_k", choice.k)
-    st.session_state.setdefault("profile_shrinkage", choice.shrinkage)
-    st.session_state.setdefault("profile_normalization", choice.normalization)
-    st.radio(
-        "Normalization of St",
-        ("det", "trace"),
-        key="profile_normalization",
-        on_change=_update_shape,
-        horizontal=True,
-        format_func=lambda name: {
-            "det": "det(St) = 1: the volume of N(0, I) (the paper's)",
-            "trace": "trace(St) = d: the noise energy of N(0, I)",
-        }[name],
-    )
-    s1, s2 = st.columns(2)
-    s1.slider(
-        "Rank k in use",
-        min_value=1,
-        max_value=max(fitted.k, 2),
-        key="profile_k",
-        on_change=_update_shape,
-        disabled=fitted.k < 2,
-        help="Keep the top k directions; the dropped variance joins the isotropic residual.",
-    )
-    s2.slider(
-        "Shrinkage toward isotropy (0 = fitted, 1 = exactly RandSmooth)",
-        min_value=0.0,
-        max_value=1.0,
-        step=0.05,
-        key="profile_shrinkage",
-        on_change=_update_shape,
-    )
-    cov = choice.covariance
-    shape = profile_shape.shape_summary(cov)
-    m = st.columns(4)
-    m[0].metric("mu_min (smallest eigenvalue of St)", f"{shape['mu_min']:.4g}")
-    m[1].metric("mu_max (largest eigenvalue of St)", f"{shape['mu_max']:.4g}")
-    m[2].metric("Axis ratio sqrt(mu_max / mu_min)", f"{shape['axis_ratio']:.3g}")
-    m[3].metric(
-        "log vol(inscribed ball) / vol(ellipsoid)",
-        f"{shape['inscribed_log_volume_ratio']:.4g}",
-        help="(d/2) log mu_min - (1/2) log det St, natural log (log det St = 0 for det normalization): the l2 "
-        "ball of radius R sqrt(mu_min) that fits inside the ellipsoid has this much less log-volume.",
-    )
-    if cov.normalization == "det":
-        volume = (
-            "**Volume.** St = S / det(S)^(1/d) has determinant 1, so DSmooth's certified ellipsoid of radius R "
-            "has exactly the volume of the l2 ball of radius R: the shape moves volume around, it does not add "
-            "any."
-        )
-    else:
-        volume = (
-            "**Noise energy.** St = S d / trace(S) has trace d, so DSmooth's noise has the expected squared "
-            "norm of N(0, sigma^2 I). Its ellipsoid of radius R is smaller than the l2 ball of radius R "
-            f"(log det St = {shape['logdet_St']:.4g}: "
-            "as much volume as the l2 ball of radius "
-            f"{shape['equal_volume_factor']:.3g} R)."
-        )
-    st.markdown(
-        f"{volume} In every direction it still contains the l2 ball of radius R sqrt(mu_min) = "
-        f"{shape['inscribed_radius_factor']:.3g} R and it reaches R sqrt(mu_max) = "
-        f"{shape['axis_ratio'] * shape['inscribed_radius_factor']:.3g} R along its longest axis. A DSmooth "
-        "radius is a Mahalanobis radius, not an l2 guarantee."
-    )
-    st.caption(
-        f"log det S_k = {shape['logdet_S']:.5g}, det(S_k)^(1/d) = {shape['geometric_mean']:.4g}, residual "
-        f"variance rho^2 = {shape['residual_variance']:.4g}, explained variance of the fitted top "
-        f"{fitted.k}: {shape['explained_variance']:.1%}."
-    )
-
-    left, right = st.columns(2)
-    with left:
-        st.plotly_chart(
-            figures.spectrum_figure(
-                fitted.base_eigenvalues.tolist(),
-                cov.eigenvalues.tolist(),
-                residual_fitted=fitted.base_residual,
-                residual_effective=cov.residual_variance,
-                k_used=cov.k,
-            ),
-            key="profile_spectrum",
-            width="stretch",
-        )
-    with right:
-        st.plotly_chart(
-            figures.explained_variance_figure(profile_shape.cumulative_explained(fitted), cov.k),
-            key="profile_explained",
-            width="stretch",
-        )
-    pictures = eigen_images(cov.eigenvectors, tuple(cov.shape), N_EIGEN_IMAGES)
-    st.plotly_chart(
-        figures.image_grid(
-            [pictures],
-            col_titles=[f"u{i + 1}<br>lambda {v:.2g}" for i, v in enumerate(cov.eigenvalues.tolist()[: len(pictures)])],
-            title="Top eigen-perturbations (the attack's main directions; sign arbitrary, around grey)",
-            cell_px=130,
-        ),
-        key="profile_eigen",
-        width="stretch",
-    )
 
 
 nav.ensure_app()
@@ -409,5 +234,6 @@ else:
     if current is None:
         st.info("No threat profile yet: DSmooth cannot run without one. Get one above.", icon=":material/info:")
     else:
-        profile_view(current_model, current)
+        checks(current_model, current)
+        profile_view.show(current)
         nav.link(nav.NOISE, "Next: look at the noise it shapes")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 
 from dsmooth_core import ABSTAIN, AnisotropicGaussian, IsotropicGaussian, Laplace, LowRankCovariance
-from dsmooth_lab_ui import figures, profile_shape, reports, slices
+from dsmooth_core.attacks import PRESETS
+from dsmooth_core.profiles import ThreatProfile
+from dsmooth_lab_ui import bundled_profiles, figures, profile_shape, reports, slices
 from dsmooth_lab_ui.images import eigen_images, signed_to_uint8, to_uint8, upscale
 from tests.fakecerts import certificate
 from tests.oracles import dense_normalized, diagonal_covariance
@@ -49,6 +52,7 @@ def test_shape_summary_of_an_isotropic_profile_is_a_ball() -> None:
     assert shape["inscribed_log_volume_ratio"] == pytest.approx(0.0, abs=1e-12)
     aniso = profile_shape.shape_summary(diagonal_covariance(top=4.0, residual=1.0))
     assert aniso["axis_ratio"] == pytest.approx(2.0)
+    assert aniso["longest_axis_factor"] == pytest.approx(aniso["axis_ratio"] * aniso["inscribed_radius_factor"])
     assert aniso["inscribed_log_volume_ratio"] == pytest.approx(4 / 2 * math.log(aniso["mu_min"]))
     assert profile_shape.cumulative_explained(diagonal_covariance(top=4.0, residual=1.0)) == pytest.approx([4 / 7])
 
@@ -62,6 +66,33 @@ def test_shape_summary_of_a_trace_normalized_profile_counts_its_smaller_volume()
     mu_min = float(np.linalg.eigvalsh(dense_normalized(cov)).min())
     assert shape["inscribed_log_volume_ratio"] == pytest.approx(4 / 2 * math.log(mu_min) - logdet / 2)
     assert profile_shape.shape_summary(cov.with_normalization("det"))["logdet_St"] == pytest.approx(0, abs=1e-12)
+
+
+# ---------------------------------------------------------------- the bundled profiles' descriptions
+def _profile(cov: LowRankCovariance, attack: dict) -> ThreatProfile:
+    return ThreatProfile(cov, "toy", "0" * 64, "cifar10", "train", tuple(range(30)), attack, "nonzero", 30, 30, 0)
+
+
+def test_bundled_profile_texts_read_every_number_from_the_profile() -> None:
+    paper_attack = asdict(PRESETS["paper"])
+    assert bundled_profiles.threat_text(paper_attack) == (
+        "the *paper* threat (Square at eps_inf = 0.5, then an l2 FGSM step of 0.5)"
+    )
+    other = {**asdict(PRESETS["reachable"]), "eps_inf": 3 / 255}
+    assert bundled_profiles.threat_text(other) == (
+        "the threat (Square at eps_inf = 3/255, then FGSM projected back into that ball)"
+    )
+    cov = diagonal_covariance(top=4.0, residual=1.0).with_shrinkage(0.25)
+    assert bundled_profiles.knobs_text(cov) == "det normalization, k = 1, shrinkage 0.25"
+    untuned = bundled_profiles.tuned_text("toy.pt", _profile(cov, other))
+    assert "on 30 training images" in untuned and "no tuning record" in untuned
+    alone = bundled_profiles.paper_text("paper.pt", _profile(cov, paper_attack), None)
+    assert "fitted on 30 training images" in alone and alone.endswith("at the same sigma.")
+    assert f"sqrt(mu_max) = {math.sqrt(cov.mu_max):.3g} times" in alone
+    assert bundled_profiles.short_knobs_text(cov.with_normalization("trace")) == "trace, k = 1"
+    caption = bundled_profiles.bundled_caption(None, _profile(cov, paper_attack))
+    assert "(toy)" in caption and "**Tuned**" not in caption and "det normalization, k = 1, shrinkage 0.25" in caption
+    assert bundled_profiles.bundled_caption(None, None) == "The bundled profiles could not be read."
 
 
 # ---------------------------------------------------------------- tables and the slice figure

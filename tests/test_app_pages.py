@@ -6,8 +6,11 @@ or on a tiny fake copy when the data is absent (see conftest.py).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import json
+import math
 import re
 from pathlib import Path
 
@@ -15,11 +18,12 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from dsmooth_core import IsotropicGaussian, radius_ceiling
 from dsmooth_core.attacks import AttackConfig
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.models import DEFAULT_MODEL, load_model
 from dsmooth_core.models.errors import ModelUnavailableError
-from dsmooth_core.profiles import Calibration, Tuning, calibrate
+from dsmooth_core.profiles import Calibration, ThreatProfile, Tuning, calibrate
 from dsmooth_core.tuning import TuningGrid
 from dsmooth_lab_ui import jobs, nav, resources, state
 from tests import apptest_jobs
@@ -107,10 +111,16 @@ def app_with_profile(app_env: Path, app_profile: state.ProfileChoice) -> AppTest
 
 
 # ---------------------------------------------------------------- navigation, sidebar, defaults
-def test_app_declares_every_page_and_each_loads(app_env: Path) -> None:
-    source = APP.read_text()
-    for path, title, _ in nav.PAGES:
-        assert f'title="{title}"' in source, f"app.py should declare {path} as {title!r}"
+def test_every_page_file_is_declared_once_and_every_declared_page_exists() -> None:
+    root = APP.parent
+    declared = [page.path for page in nav.PAGES]
+    on_disk = sorted(path.relative_to(root).as_posix() for path in (root / "pages").glob("*.py"))
+    assert sorted(declared) == on_disk  # no page file left out, none declared twice, none missing
+    titles = [page.title for page in nav.PAGES]
+    assert len(set(titles)) == len(titles), titles
+
+
+def test_each_declared_page_loads(app_env: Path) -> None:
     at = new_app().run()
     assert_clean(at)
     assert at.title[0].value == "Model & image"
@@ -441,6 +451,75 @@ def test_about_page_states_the_theorems(app_env: Path) -> None:
     assert r"\text{certified}" in formulas and not any(c in formulas for c in "\t\b\f\v")  # no eaten backslashes
     assert re.search("ABSTAIN", texts(at))
     assert "never proves" in texts(at) and "refutes" in texts(at)
+    for n in (10**3, 10**5):  # the ceilings come from the library's own function
+        assert f"{radius_ceiling(IsotropicGaussian(1.0), n, 1e-3):.2f}" + r"\,\sigma" in formulas
+
+
+def _about_text(at: AppTest) -> str:
+    at.switch_page(nav.ABOUT).run()
+    assert_clean(at)
+    return texts(at)
+
+
+def test_about_page_shows_the_bundled_profiles_numbers_read_from_their_files(app_env: Path) -> None:
+    tuned = ThreatProfile.load(resources.BUNDLED_PROFILE)
+    paper = ThreatProfile.load(resources.BUNDLED_PAPER_PROFILE)
+    record, cov = tuned.tuning, tuned.covariance
+    choice = record["choice"]
+    paper_row = next(
+        row
+        for row in record["table"]
+        if (row["normalization"], row["k"], row["shrinkage"])
+        == (paper.covariance.normalization, paper.covariance.k, paper.covariance.shrinkage)
+    )
+    text = _about_text(new_app().run())
+    for expected in (
+        f"eps_inf = {round(tuned.attack['eps_inf'] * 255)}/255",
+        f"on {len(record['fitting_indices'])} training images",
+        f"chosen on {len(record['tuning_indices'])} more at sigma = {record['sigma']:g}",
+        f"**{cov.normalization}** normalization, **k = {cov.k}**, **shrinkage {cov.shrinkage:g}**",
+        f"(axis ratio {choice['axis_ratio']:.3g})",
+        f"It certified {choice['certified']} of those {choice['images']} held-out images",
+        f"{paper.covariance.normalization} normalization, k = {paper.covariance.k}, no shrinkage",
+        f"fitted on all {len(paper.indices)} of those images",
+        f"sqrt(mu_max) = {math.sqrt(paper.covariance.mu_max):.3g} times",
+        f"certified {paper_row['certified']} and abstained on {paper_row['abstained']} of the 100 held-out",
+    ):
+        assert expected in text, expected
+
+
+def test_about_page_follows_a_rebuilt_profile_file(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another record in the file, other numbers on the page: nothing on it is typed by hand."""
+    tuned = ThreatProfile.load(resources.BUNDLED_PROFILE)
+    record = copy.deepcopy(tuned.tuning)
+    record["sigma"] = 0.5
+    record["fitting_indices"] = record["fitting_indices"][:321]
+    record["choice"]["certified"] = 57
+    for row in record["table"]:
+        if (row["normalization"], row["k"], row["shrinkage"]) == ("det", 100, 0.0):
+            row["certified"], row["abstained"] = 3, 96
+    rebuilt = tmp_path / "rebuilt_profile.pt"
+    dataclasses.replace(tuned, tuning=record).save(rebuilt)
+    monkeypatch.setattr(resources, "BUNDLED_PROFILE", rebuilt)
+    text = _about_text(new_app().run())
+    assert "`rebuilt_profile.pt`" in text and "on 321 training images" in text and "at sigma = 0.5" in text
+    assert "It certified 57 of those 100 held-out images" in text
+    assert "certified 3 and abstained on 96 of the 100 held-out ones" in text
+    assert "fitted on the 321 images" in text
+    assert "on 400 training images" not in text and "certified 82" not in text
+
+
+def test_about_page_says_when_a_bundled_profile_cannot_be_read(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    junk = tmp_path / "paper_profile.pt"
+    junk.write_bytes(b"not a profile")
+    monkeypatch.setattr(resources, "BUNDLED_PAPER_PROFILE", junk)
+    text = _about_text(new_app().run())
+    assert "The bundled profile paper_profile.pt could not be read" in text
+    assert "**Tuned (the default)**" in text and "**The paper's setting**" not in text
 
 
 def test_profile_page_shows_a_tuned_profile_with_its_table_and_choice(
