@@ -29,8 +29,8 @@ from dsmooth_core.models.model_file import (
 from dsmooth_core.models.user import ExportedNet
 from dsmooth_lab_ui import resources, state
 
-# Streamlit refuses larger files itself (server.maxUploadSize in .streamlit/config.toml).
-MAX_MODEL_MB = 200
+# Streamlit refuses larger files itself (server.maxUploadSize in .streamlit/config.toml): 300 MB, because
+# Cohen et al.'s ImageNet checkpoints with their optimizer state are about 205 MB.
 PROBE_IMAGES = 8
 NO_ARCHITECTURE = "none: TorchScript, torch.export or Cohen-format file"
 # Cohen et al.'s checkpoints are named checkpoint.pth.tar
@@ -197,11 +197,12 @@ def show_card(card: ModelCard) -> None:
 def upload_section() -> None:
     """The expander on the Model & image page."""
     choice: state.ModelChoice = state.get(state.MODEL)
+    limit_mb = st.get_option("server.maxUploadSize")
     with st.expander("Use your own model", expanded=choice is not None and choice.upload is not None):
         st.caption(
             f"A state dict of one of the architectures above (read as weights only), a checkpoint in Cohen et "
             f"al.'s format ({', '.join(COHEN_ARCHITECTURES)}; architecture, classes and normalization come "
-            f"from the file), or a TorchScript or torch.export (.pt2) file, at most {MAX_MODEL_MB} MB. The "
+            f"from the file), or a TorchScript or torch.export (.pt2) file, at most {limit_mb} MB. The "
             "model takes a batch (B, C, H, W) and returns logits (B, classes)."
         )
         st.file_uploader("Model file", type=list(FILE_TYPES), key="mu_file", on_change=_prefill_from_checkpoint)
