@@ -22,7 +22,7 @@ from dsmooth_core.cli.certify_cmd import (
     profile_covariance,
     selected_indices,
 )
-from dsmooth_core.cli.result_files import model_settings, resumable_tsv
+from dsmooth_core.cli.result_files import model_settings, resumable_tsv, run_facts
 from dsmooth_core.cli.threat_options import add_model_options, load_cifar_model
 from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.device import model_device
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         "--profile": None if covariance is None else covariance.content_hash(),
         "model": model_settings(model.info),
     }
-    about = {"model_name": model.info.name, "command": getattr(args, "argv", None)}
+    about = run_facts(model, args)
     with contextlib.ExitStack() as checks:
         for _, noise in noises:  # each model and noise checked once, not once per image
             checks.enter_context(certification_checks(model, noise, shape))

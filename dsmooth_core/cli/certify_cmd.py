@@ -20,7 +20,7 @@ from dsmooth_core.certify import certification_checks, certify
 from dsmooth_core.cli.common import WEIGHTS_HELP
 from dsmooth_core.cli.engine_options import add_engine_arguments, ray_options
 from dsmooth_core.cli.model_file_options import add_model_file_options
-from dsmooth_core.cli.result_files import model_settings, resumable_tsv
+from dsmooth_core.cli.result_files import model_settings, resumable_tsv, run_facts
 from dsmooth_core.cli.threat_options import load_cifar_model
 from dsmooth_core.compiled import compiled_forward
 from dsmooth_core.contract import check_input_shape
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     # the model and the noise are checked once here, before any file; the per-image certify calls skip the repeat
     with certification_checks(model, noise, shape):
         tsv = file_settings(settings, model, covariance, args.split)
-        about = {"model_name": model.info.name, "command": getattr(args, "argv", None)}
+        about = run_facts(model, args)
         with resumable_tsv(args.out, COLUMNS, ("idx",), "certify", tsv, about) as (done, write):
             todo = [i for i in selected if (str(i),) not in done]
             started = time.perf_counter()

@@ -8,6 +8,7 @@ another sigma, sample size or model must never be mixed into one file.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import json
@@ -16,7 +17,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dsmooth_core.appendfile import locked_append
+from dsmooth_core.device import model_device
 from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import ModelInfo
 
@@ -55,6 +59,16 @@ def model_settings(info: ModelInfo) -> dict[str, Any]:
         "resize_size": info.resize_size,
     }
     return {"identity": info.identity, "name": info.name, "parts": parts}
+
+
+def run_facts(model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+    """What a reader of the side file wants to know but a resume may change (the device draws the noise
+    from its own generator, so rows of another device are valid certificates from other draws)."""
+    return {
+        "model_name": model.info.name,
+        "device": model_device(model).type,
+        "command": getattr(args, "argv", None),
+    }
 
 
 def _show(value: object) -> str:
