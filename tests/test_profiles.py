@@ -21,6 +21,7 @@ from dsmooth_core.profiles import (
     Tuning,
     build_profile,
     calibrate,
+    check_usable,
 )
 from dsmooth_core.tuning import TuningGrid
 from tests.toy import CLASSES, SHAPE, prototype_mlp
@@ -115,6 +116,23 @@ def test_check_matches_refuses_another_input_shape(trained, profile):
         profile.check_matches(same_weights)
 
 
+def test_check_usable_is_the_one_decision(trained, profile):
+    model = trained[0]
+    check_usable(profile, model, SHAPE, "synthetic", "test", list(INDICES))  # another split: usable
+    assert profile.model_identity == model.info.identity
+    renormalized = wrap(model.net, dataclasses.replace(_info(), mean=(0.5,) * SHAPE[0]))
+    assert renormalized.info.weights_hash == profile.model_hash  # the same weights, another model
+    with pytest.raises(ProfileMismatchError, match=r"identity .*normalization.*build a profile for this model"):
+        check_usable(profile, renormalized, SHAPE)
+    with pytest.raises(ProfileMismatchError, match=r"the profile is for inputs \(3, 8, 8\), the images are"):
+        check_usable(profile, model, (3, 9, 9))
+    with pytest.raises(ProfileMismatchError, match=r"1 image\(s\) to certify were used to calibrate"):
+        check_usable(profile, model, SHAPE, "synthetic", "train", [5, INDICES[0]])
+    legacy = dataclasses.replace(profile, model_identity="")  # written before identities: weights decide
+    check_usable(legacy, renormalized, SHAPE)
+    assert "model_identity" not in legacy.metadata()
+
+
 def test_check_disjoint(profile):
     with pytest.raises(ProfileMismatchError, match=r"2 image\(s\) to certify were used to calibrate.*101, 139"):
         profile.check_disjoint("synthetic", "train", [5, 101, 139, 500])
@@ -131,7 +149,7 @@ def test_calibrate_picks_the_subset_and_attacks_once(trained, tmp_path, monkeypa
     calibration = _calibration(size=size, subset_seed=5, keep="nonzero")
     first = calibrate(model, data, calibration, cache_dir=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [
-        calibration.cache_path(tmp_path, model.info.weights_hash, data.labels).name
+        calibration.cache_path(tmp_path, model.info.identity, data.labels).name
     ]
     assert list(first.indices) == calibration.indices(data.labels) and len(first.indices) == size
     assert sorted(data.labels[list(first.indices)].tolist()) == sorted(set(y.tolist()))  # class-balanced
