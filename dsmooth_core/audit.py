@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dsmooth_core.certify import ABSTAIN, Certificate, predict
+from dsmooth_core.certify import ABSTAIN, Certificate, check_same_noise, predict
 from dsmooth_core.contract import check_alpha, check_count, model_contract
 from dsmooth_core.device import model_device
 from dsmooth_core.noise import AnisotropicGaussian, SmoothingNoise
@@ -247,8 +247,7 @@ def audit(
     """
     if certificate.abstained:
         raise ValueError("an abstention certifies nothing, so there is nothing to audit")
-    if noise.name != certificate.method or noise.metric != certificate.metric:
-        raise ValueError(f"a {certificate.method} certificate cannot be audited with {noise.name} noise")
+    check_same_noise(certificate, noise, "audited")
     if not (math.isfinite(certificate.radius) and certificate.radius > 0):
         raise ValueError(f"the certified radius must be positive and finite to audit it, got {certificate.radius}")
     # eval mode for the PGD gradients, so they and PREDICT judge one fixed classifier (each PREDICT runs on a
@@ -283,7 +282,7 @@ def audit(
         bound = distance(found[0]) if found is not None else math.inf
         return AuditResult(
             verdict=VIOLATION if bound < radius else CONSISTENT,
-            method=certificate.method,
+            method=certificate.method_name,
             metric=certificate.metric,
             certified_class=certificate.prediction,
             certified_radius=radius,

@@ -8,6 +8,9 @@ RandSmooth, LSmooth and DSmooth.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +25,7 @@ from dsmooth_core.contract import (
 )
 from dsmooth_core.device import is_out_of_memory, model_device
 from dsmooth_core.layout import in_layout, input_format
-from dsmooth_core.noise import SmoothingNoise
+from dsmooth_core.noise import SmoothingNoise, method_class
 from dsmooth_core.progress import ProgressCallback, report
 from dsmooth_core.stats import clopper_pearson_lower, top_two_significant
 
@@ -36,7 +39,7 @@ class Certificate:
     prediction: int  # ABSTAIN when no class is certified
     radius: float  # in ``metric``; 0 when abstaining
     metric: str
-    method: str
+    method: str  # the method's key ("dsmooth", "randsmooth", "lsmooth"); method_name is its display name
     p_lower: float
     counts_selection: tuple[int, ...]
     counts_estimation: tuple[int, ...]
@@ -45,6 +48,12 @@ class Certificate:
     alpha: float
     radius_ceiling: float  # the largest radius n samples can certify at this alpha
     seconds: float
+    noise_identity: tuple[str, float, str] | tuple[()] = ()  # the noise's identity(): (key, sigma, covariance)
+
+    @property
+    def method_name(self) -> str:
+        """The method's display name (DSmooth, RandSmooth, LSmooth)."""
+        return method_class(self.method).name
 
     @property
     def abstained(self) -> bool:
@@ -130,7 +139,33 @@ def _validate(
         check_count(name, value)
     check_generator(generator)
     check_pixels(x)
-    noise.check_shape(tuple(x.shape))
+
+
+# (id(noise), image shape) of the noises an enclosing certification_checks has checked
+_NOISE_CHECKED: ContextVar[frozenset[tuple[int, tuple[int, ...]]]] = ContextVar("dsmooth_noise", default=frozenset())
+
+
+@contextmanager
+def certification_checks(model: torch.nn.Module, noise: SmoothingNoise, image_shape: tuple[int, ...]) -> Iterator[None]:
+    """The model contract and the noise's checks (shape, finite draws), once for every certify call inside.
+
+    A loop of certificates (a command's images, tuning's grid, an experiment's settings) opens this once;
+    the calls inside skip the repeat, as :func:`~dsmooth_core.contract.model_contract` does for the model.
+    """
+    shape = tuple(image_shape)
+    key = (id(noise), shape)
+    with model_contract(model, shape):
+        checked = _NOISE_CHECKED.get()
+        if key in checked:
+            yield
+            return
+        noise.check_shape(shape)
+        noise.check_finite_draws(shape, model_device(model))
+        token = _NOISE_CHECKED.set(checked | {key})
+        try:
+            yield
+        finally:
+            _NOISE_CHECKED.reset(token)
 
 
 def predict(
@@ -145,8 +180,7 @@ def predict(
 ) -> int:
     """The smoothed prediction, or ABSTAIN when the top two classes are not separated at level alpha."""
     _validate(x, noise, alpha, batch_size, generator, n=n)
-    with model_contract(model, tuple(x.shape)):
-        noise.check_finite_draws(tuple(x.shape), model_device(model))
+    with certification_checks(model, noise, tuple(x.shape)):
         counts = _VoteCounter(model, x, noise, batch_size, generator, progress, n).count(n)
     top2 = counts.topk(min(2, counts.numel()))
     count_a = int(top2.values[0])
@@ -168,8 +202,7 @@ def certify(
     """Select the top class on n0 draws, then bound its probability on n fresh draws."""
     _validate(x, noise, alpha, batch_size, generator, n0=n0, n=n)
     start = time.perf_counter()
-    with model_contract(model, tuple(x.shape)):
-        noise.check_finite_draws(tuple(x.shape), model_device(model))
+    with certification_checks(model, noise, tuple(x.shape)):
         counter = _VoteCounter(model, x, noise, batch_size, generator, progress, n0 + n)
         selection = counter.count(n0)
         estimation = counter.count(n)
@@ -180,14 +213,26 @@ def at_level(certificate: Certificate, noise: SmoothingNoise, alpha: float) -> C
     """The certificate the same votes give at another failure rate.
 
     The votes do not depend on alpha, so this is exactly what ``certify`` returns at ``alpha`` with
-    the same generator: an alpha ablation draws the noise once.
+    the same generator: an alpha ablation draws the noise once. The noise must be the certificate's
+    own (same method, sigma and covariance): another sigma would rescale the radius of these votes.
     """
-    if noise.name != certificate.method:
-        raise ValueError(f"a {certificate.method} certificate cannot be re-levelled with {noise.name} noise")
+    check_same_noise(certificate, noise, "re-levelled")
     check_alpha(alpha)
     return _conclude(
         noise, list(certificate.counts_selection), list(certificate.counts_estimation), alpha, certificate.seconds
     )
+
+
+def check_same_noise(certificate: Certificate, noise: SmoothingNoise, use: str) -> None:
+    """Refuse a noise other than the one whose votes the certificate counts (method, sigma, covariance)."""
+    if not isinstance(noise, SmoothingNoise):
+        raise TypeError(f"noise must be a SmoothingNoise, got {type(noise).__name__}")
+    if noise.key != certificate.method:
+        raise ValueError(f"a {certificate.method_name} certificate cannot be {use} with {noise.name} noise")
+    if certificate.noise_identity and noise.identity() != certificate.noise_identity:
+        mine, theirs = certificate.noise_identity, noise.identity()
+        what = f"sigma {mine[1]:g}, not {theirs[1]:g}" if mine[1] != theirs[1] else "another covariance"
+        raise ValueError(f"this {certificate.method_name} certificate was made with {what}; it cannot be {use} with it")
 
 
 def _conclude(
@@ -202,7 +247,7 @@ def _conclude(
         prediction=top_class if certified else ABSTAIN,
         radius=noise.radius(p_lower) if certified else 0.0,
         metric=noise.metric,
-        method=noise.name,
+        method=noise.key,
         p_lower=p_lower,
         counts_selection=tuple(selection),
         counts_estimation=tuple(estimation),
@@ -211,6 +256,7 @@ def _conclude(
         alpha=alpha,
         radius_ceiling=radius_ceiling(noise, n, alpha),
         seconds=seconds,
+        noise_identity=noise.identity(),
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dsmooth_core.certify import Certificate
+from dsmooth_core.certify import Certificate, check_same_noise
 from dsmooth_core.noise import SmoothingNoise
 
 
@@ -44,8 +44,7 @@ def compare(
     The region is the open ball ``{d : noise.distance(d) < R}``; an abstention certifies nothing.
     ``dim`` (the number of pixels) is needed only without ``delta``.
     """
-    if noise.name != certificate.method:
-        raise ValueError(f"a {certificate.method} certificate cannot be compared with {noise.name} noise")
+    check_same_noise(certificate, noise, "compared")
     if delta is not None:
         dim = math.prod(delta.shape)
     if dim is None:

@@ -62,10 +62,15 @@ class SmoothingNoise(ABC):
     needs_profile: bool = False  # shaped by a threat profile (a fitted covariance), with a rank k
     input_shape: tuple[int, ...] | None = None  # None: any image shape
 
-    @property
-    @abstractmethod
-    def identity(self) -> str:
-        """Everything that determines this noise's draws, as a short string (a cache key)."""
+    sigma: float  # the per-pixel standard deviation the method is set by
+
+    def identity(self) -> tuple[str, float, str]:
+        """What determines this noise's draws and radii: (method key, sigma, covariance content hash or "").
+
+        A certificate stores it, so it is re-levelled, compared or audited only with the same noise.
+        """
+        covariance = getattr(self, "covariance", None)
+        return (self.key, float(self.sigma), "" if covariance is None else covariance.content_hash())
 
     @abstractmethod
     def sample(
@@ -162,10 +167,6 @@ class IsotropicGaussian(SmoothingNoise):
     def __init__(self, sigma: float) -> None:
         self.sigma = _positive("sigma", sigma)
 
-    @property
-    def identity(self) -> str:
-        return f"{self.key} sigma={self.sigma!r}"
-
     def sample(self, count, shape, generator, device="cpu", dtype=torch.float32):
         z = torch.randn((count, *shape), generator=generator, device=generator.device, dtype=dtype)
         return z.mul_(self.sigma).to(device)
@@ -208,10 +209,6 @@ class Laplace(SmoothingNoise):
 
     def __init__(self, scale: float) -> None:
         self.scale = _positive("scale", scale)
-
-    @property
-    def identity(self) -> str:
-        return f"{self.key} scale={self.scale!r}"
 
     @classmethod
     def from_sigma(cls, sigma: float) -> Laplace:
@@ -281,10 +278,6 @@ class AnisotropicGaussian(SmoothingNoise):
         self.sigma = _positive("sigma", sigma)
         self.covariance = covariance
         self.input_shape = tuple(covariance.shape)
-
-    @property
-    def identity(self) -> str:
-        return f"{self.key} sigma={self.sigma!r} covariance={self.covariance.content_hash()}"
 
     def sample(self, count, shape, generator, device="cpu", dtype=torch.float32):
         self.check_shape(shape)

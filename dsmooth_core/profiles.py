@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -47,13 +48,18 @@ class ThreatProfile:
     # When DSmooth's knobs were tuned: the fitting and tuning indices (both inside ``indices``), the
     # tuning table and the choice; see :class:`Tuning`.
     tuning: dict[str, Any] | None = None
+    # ModelInfo.identity of the model attacked (weights, code, normalization, input size, classes);
+    # "" in profiles written before it was recorded, which are matched by ``model_hash`` (weights) alone
+    model_identity: str = ""
 
     def metadata(self) -> dict[str, Any]:
         tuned = {} if self.tuning is None else {"tuning": dict(self.tuning)}
+        identity = {"model_identity": self.model_identity} if self.model_identity else {}
         return {
             "kind": "threat-profile",
             "model_name": self.model_name,
             "model_hash": self.model_hash,
+            **identity,
             "dataset": self.dataset,
             "split": self.split,
             "indices": list(self.indices),
@@ -75,7 +81,12 @@ class ThreatProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> ThreatProfile:
-        covariance = LowRankCovariance.load(path)
+        """Read and hash-check a profile file (once: the covariance is the profile's)."""
+        return cls.from_covariance(LowRankCovariance.load(path), path)
+
+    @classmethod
+    def from_covariance(cls, covariance: LowRankCovariance, path: str | Path) -> ThreatProfile:
+        """The profile a loaded covariance file holds; refused when the file has no profile metadata."""
         meta = covariance.metadata
         if meta.get("kind") != "threat-profile":
             raise ValueError(f"{path} holds a covariance but no threat-profile metadata")
@@ -93,24 +104,35 @@ class ThreatProfile:
                 n_kept=_typed(meta, "n_kept", int),
                 seed=_typed(meta, "seed", int),
                 tuning=_typed(meta, "tuning", dict) if "tuning" in meta else None,
+                model_identity=_typed(meta, "model_identity", str) if "model_identity" in meta else "",
             )
         except (KeyError, TypeError) as exc:
             what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ValueError(f"{path} has malformed threat-profile metadata: {what}") from None
 
     def check_matches(self, model: nn.Module) -> None:
-        """Refuse to use this profile with a model it was not made for."""
+        """Refuse to use this profile with a model it was not made for.
+
+        A profile that records the model's identity needs the same identity (weights, program code,
+        normalization, input size, class list, architecture); an older one the same weights.
+        """
         info = model.info
+        if tuple(info.input_shape) != tuple(self.covariance.shape):
+            raise ProfileMismatchError(
+                f"this threat profile is for inputs of shape {self.covariance.shape}, "
+                f"the model takes {info.input_shape}"
+            )
+        if self.model_identity and info.identity != self.model_identity:
+            raise ProfileMismatchError(
+                f"this threat profile was built on model '{self.model_name}' (identity {self.model_identity[:12]}), "
+                f"not on '{info.name}' (identity {info.identity[:12]}): the weights, normalization, input size, "
+                "classes or program differ; build a profile for this model"
+            )
         if info.weights_hash != self.model_hash:
             raise ProfileMismatchError(
                 f"this threat profile was built on model '{self.model_name}' "
                 f"(weights {self.model_hash[:12]}), not on '{info.name}' (weights {info.weights_hash[:12]}); "
                 "build a profile for this model"
-            )
-        if tuple(info.input_shape) != tuple(self.covariance.shape):
-            raise ProfileMismatchError(
-                f"this threat profile is for inputs of shape {self.covariance.shape}, "
-                f"the model takes {info.input_shape}"
             )
 
     def check_disjoint(self, dataset: str, split: str, indices: list[int] | tuple[int, ...]) -> None:
@@ -124,6 +146,28 @@ class ThreatProfile:
                 f"{len(overlap)} image(s) to certify were used to calibrate this profile "
                 f"({dataset} {split}: {shown}); use images outside the calibration split"
             )
+
+
+def check_usable(
+    profile: ThreatProfile,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    dataset: str | None = None,
+    split: str | None = None,
+    indices: Sequence[int] = (),
+) -> None:
+    """The one decision whether ``profile`` may shape DSmooth's noise for ``model`` on these images.
+
+    Refused (:class:`ProfileMismatchError`, with the reason) when it was built on another model, is for
+    another input shape, or calibrated on any of ``indices`` of ``dataset``'s ``split``.
+    """
+    profile.check_matches(model)
+    if tuple(profile.covariance.shape) != tuple(input_shape):
+        raise ProfileMismatchError(
+            f"the profile is for inputs {tuple(profile.covariance.shape)}, the images are {tuple(input_shape)}"
+        )
+    if dataset is not None and split is not None and len(indices):
+        profile.check_disjoint(dataset, split, [int(i) for i in indices])
 
 
 @dataclass(frozen=True)
@@ -169,17 +213,17 @@ class Calibration:
         """The class-balanced subset of a split with these ``labels``."""
         return [int(i) for i in balanced_subset(labels, self.size, self.subset_seed)]
 
-    def identity(self, model_hash: str, indices: list[int] | tuple[int, ...]) -> str:
-        """A short hash of everything that determines the profile: its cache key on disk."""
-        key = [model_hash, self.dataset, self.split, [int(i) for i in indices], asdict(self.attack)]
+    def identity(self, model_identity: str, indices: list[int] | tuple[int, ...]) -> str:
+        """A short hash of everything that determines the profile (``model_identity``: ModelInfo.identity)."""
+        key = [model_identity, self.dataset, self.split, [int(i) for i in indices], asdict(self.attack)]
         key += [self.k, self.keep, self.seed]
         if self.tuning is not None:  # untuned calibrations keep the identity they always had
             key.append(asdict(self.tuning))
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
-    def cache_path(self, cache_dir: str | Path, model_hash: str, labels: np.ndarray) -> Path:
-        """Where :func:`calibrate` keeps this calibration's profile for a model in ``cache_dir``."""
-        return Path(cache_dir) / f"profile-{self.identity(model_hash, self.indices(labels))}.pt"
+    def cache_path(self, cache_dir: str | Path, model_identity: str, labels: np.ndarray) -> Path:
+        """Where :func:`calibrate` keeps this calibration's profile for a model (its ``ModelInfo.identity``)."""
+        return Path(cache_dir) / f"profile-{self.identity(model_identity, self.indices(labels))}.pt"
 
 
 def _typed(meta: dict[str, Any], name: str, kind: type) -> Any:
@@ -222,6 +266,7 @@ def build_profile(
         covariance=LowRankCovariance.fit(kept.cpu(), calibration.k),
         model_name=model.info.name,
         model_hash=model.info.weights_hash,
+        model_identity=model.info.identity,
         dataset=calibration.dataset,
         split=calibration.split,
         indices=tuple(int(i) for i in indices),
@@ -246,7 +291,7 @@ def calibrate(
 
     With ``cache_dir`` the profile is built once per identity and loaded from its file afterwards.
     """
-    path = calibration.cache_path(cache_dir, model.info.weights_hash, data.labels) if cache_dir else None
+    path = calibration.cache_path(cache_dir, model.info.identity, data.labels) if cache_dir else None
     if path is not None and path.exists():
         profile = ThreatProfile.load(path)
         profile.check_matches(model)

@@ -20,13 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from dsmooth_core.certify import certify
+from dsmooth_core.certify import certification_checks, certify
 from dsmooth_core.contract import model_contract
 from dsmooth_core.covariance import NORMALIZATIONS, LowRankCovariance
 from dsmooth_core.device import generator_for
 from dsmooth_core.noise import AnisotropicGaussian
 from dsmooth_core.progress import ProgressCallback, report
 from dsmooth_core.seeds import derive_seed
+from dsmooth_core.settings import ProfileShape
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class TuningRow:
     eligible: bool
 
     @property
+    def shape(self) -> ProfileShape:
+        """This row's setting of the knobs."""
+        return ProfileShape(self.normalization, self.k, self.shrinkage)
+
+    @property
     def accuracy(self) -> float:
         return self.certified / self.images
 
@@ -82,7 +88,7 @@ class TuningResult:
 
     def apply(self, fitted: LowRankCovariance) -> LowRankCovariance:
         """The fitted covariance with the chosen knobs."""
-        return configure(fitted, self.choice.normalization, self.choice.k, self.choice.shrinkage)
+        return self.choice.shape.apply(fitted)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for a profile's metadata and for reports."""
@@ -95,11 +101,6 @@ class TuningResult:
             "choice": asdict(self.choice),
             "table": [asdict(row) for row in self.rows],
         }
-
-
-def configure(fitted: LowRankCovariance, normalization: str, k: int, shrinkage: float) -> LowRankCovariance:
-    """One setting of the knobs applied to a fit (``k`` is clamped to the fit's rank)."""
-    return fitted.with_rank(min(k, fitted.k)).with_shrinkage(shrinkage).with_normalization(normalization)
 
 
 def axis_ratio(covariance: LowRankCovariance) -> float:
@@ -135,16 +136,17 @@ def tune_covariance(
     rows = []
     with model_contract(model, tuple(images.shape[1:])):  # checked once, not once per certificate
         for normalization, k, shrinkage in settings:
-            covariance = configure(fitted, normalization, k, shrinkage)
+            covariance = ProfileShape(normalization, k, shrinkage).apply(fitted)
             noise = AnisotropicGaussian(sigma, covariance)
             certified = abstained = 0
-            for index, (x, label) in enumerate(zip(images, labels, strict=True)):
-                generator = generator_for(model, derive_seed(seed, index, "tuning"))
-                cert = certify(model, x, noise, n0=n0, n=n, alpha=alpha, batch_size=batch_size, generator=generator)
-                certified += cert.prediction == label
-                abstained += cert.abstained
-                done += 1
-                report(progress, done, total)
+            with certification_checks(model, noise, tuple(images.shape[1:])):  # once per setting, not per image
+                for index, (x, label) in enumerate(zip(images, labels, strict=True)):
+                    generator = generator_for(model, derive_seed(seed, index, "tuning"))
+                    cert = certify(model, x, noise, n0, n, alpha, batch_size, generator)
+                    certified += cert.prediction == label
+                    abstained += cert.abstained
+                    done += 1
+                    report(progress, done, total)
             ratio = axis_ratio(covariance)
             rows.append(
                 TuningRow(

@@ -17,7 +17,7 @@ def certificate(noise: SmoothingNoise, prediction: int, radius: float, *, classe
         prediction=prediction,
         radius=radius,
         metric=noise.metric,
-        method=noise.name,
+        method=noise.key,
         p_lower=0.8 if prediction != ABSTAIN else 0.4,
         counts_selection=tuple(selection),
         counts_estimation=tuple(estimation),

@@ -72,7 +72,8 @@ def test_certificate_fields(model, x):
     cert = certify(
         model, x, noise, n0=50, n=500, alpha=0.001, batch_size=128, generator=torch.Generator().manual_seed(1)
     )
-    assert cert.prediction in (0, 1) and cert.metric == "l2" and cert.method == "RandSmooth"
+    assert cert.prediction in (0, 1) and cert.metric == "l2"
+    assert cert.method == "randsmooth" and cert.method_name == "RandSmooth"
     assert sum(cert.counts_selection) == 50 and sum(cert.counts_estimation) == 500
     top = cert.prediction
     assert cert.p_lower == pytest.approx(clopper_pearson_lower(cert.counts_estimation[top], 500, 0.001))
@@ -240,7 +241,7 @@ def test_other_errors_propagate(x):
 def test_dsmooth_certifies_end_to_end(model, x):
     cov = LowRankCovariance.fit(anisotropic_perturbations(60, SHAPE, seed=1), k=4)
     cert = certify(model, x, AnisotropicGaussian(0.25, cov), 30, 500, 0.001, 100, torch.Generator().manual_seed(0))
-    assert cert.metric == "mahalanobis" and cert.method == "DSmooth"
+    assert cert.metric == "mahalanobis" and cert.method == "dsmooth" and cert.method_name == "DSmooth"
 
 
 class _BatchSizes(nn.Module):

@@ -131,7 +131,7 @@ def test_calibrate_picks_the_subset_and_attacks_once(trained, tmp_path, monkeypa
     calibration = _calibration(size=size, subset_seed=5, keep="nonzero")
     first = calibrate(model, data, calibration, cache_dir=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [
-        calibration.cache_path(tmp_path, model.info.weights_hash, data.labels).name
+        calibration.cache_path(tmp_path, model.info.identity, data.labels).name
     ]
     assert list(first.indices) == calibration.indices(data.labels) and len(first.indices) == size
     assert sorted(data.labels[list(first.indices)].tolist()) == sorted(set(y.tolist()))  # class-balanced

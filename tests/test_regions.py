@@ -53,9 +53,10 @@ def test_registry_feeds_keys_names_colours_and_metrics() -> None:
         noise = make_noise(key, 0.25, cov)
         assert noise.key == key and type(noise) is METHOD_CLASSES[key]
     assert make_noise("lsmooth", 0.25).sigma == pytest.approx(0.25)  # matched in variance
-    identities = {make_noise(k, s, cov).identity for k in METHODS for s in (0.25, 0.5)}
+    identities = {make_noise(k, s, cov).identity() for k in METHODS for s in (0.25, 0.5)}
     assert len(identities) == 6
-    assert make_noise("dsmooth", 0.25, cov).identity != make_noise("dsmooth", 0.25, cov.with_shrinkage(0.5)).identity
+    shrunk = make_noise("dsmooth", 0.25, cov.with_shrinkage(0.5))
+    assert make_noise("dsmooth", 0.25, cov).identity() != shrunk.identity()
 
 
 # ---------------------------------------------------------------- slices

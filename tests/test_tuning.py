@@ -8,7 +8,8 @@ import torch
 from scipy.stats import norm
 
 from dsmooth_core import LowRankCovariance
-from dsmooth_core.tuning import TuningGrid, axis_ratio, configure, split_calibration, tune_covariance
+from dsmooth_core.settings import ProfileShape
+from dsmooth_core.tuning import TuningGrid, axis_ratio, split_calibration, tune_covariance
 from tests.oracles import LinearClassifier, anisotropic_perturbations, dense_normalized
 
 SHAPE = (3, 4, 4)
@@ -37,7 +38,7 @@ def test_tuning_picks_the_setting_with_least_noise_across_the_boundary(fitted):
     spread = {}
     for normalization in grid.normalizations:
         for shrinkage in grid.shrinkages:
-            cov = configure(fitted, normalization, 4, shrinkage)
+            cov = ProfileShape(normalization, 4, shrinkage).apply(fitted)
             if axis_ratio(cov) >= grid.min_axis_ratio:
                 spread[(normalization, shrinkage)] = float(wv @ dense_normalized(cov) @ wv)
     best = min(spread, key=spread.get)

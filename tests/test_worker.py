@@ -70,7 +70,7 @@ def test_certificate_from_a_worker_equals_the_library_call(manager: jobs.JobMana
     assert job.state == jobs.DONE
     [(returned_noise, cert)] = job.result
     direct = certify(model, x, noise, 20, 300, 0.001, 100, torch.Generator().manual_seed(5))
-    assert returned_noise.identity == noise.identity
+    assert returned_noise.identity() == noise.identity()
     assert (cert.prediction, cert.counts_estimation, cert.radius) == (
         direct.prediction,
         direct.counts_estimation,

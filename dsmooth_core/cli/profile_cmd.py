@@ -77,9 +77,7 @@ def run(args: argparse.Namespace) -> int:
         tuning=_tuning(args),
     )
     where = (
-        args.out
-        if args.out is not None
-        else calibration.cache_path(args.cache_dir, model.info.weights_hash, data.labels)
+        args.out if args.out is not None else calibration.cache_path(args.cache_dir, model.info.identity, data.labels)
     )
     action = "loading the cached profile of" if args.out is None and where.exists() else "attacking"
     print(f"{action} {calibration.size} {calibration.split} images: {describe_attack(calibration.attack)}")

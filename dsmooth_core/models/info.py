@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,7 +19,9 @@ class ModelInfo:
     ``mean``/``std`` are applied inside :class:`~dsmooth_core.models.normalized.Normalized`, so every
     model in the project takes ``[0, 1]`` pixels; the defaults (0 and 1) mean "no normalisation".
     ``resize_size`` is the shorter side an image is resized to before the centre crop to
-    ``input_shape``; ``None`` means resize straight to ``input_shape``.
+    ``input_shape``; ``None`` means resize straight to ``input_shape``. ``architecture`` names the
+    network built (a registry architecture, or the program format of a TorchScript/.pt2 file) and
+    ``code_hash`` is the sha256 of such a program file ("" for state-dict models, whose code is ours).
     """
 
     name: str
@@ -29,6 +33,27 @@ class ModelInfo:
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     resize_size: int | None = None
+    architecture: str = ""
+    code_hash: str = ""
+
+    @property
+    def identity(self) -> str:
+        """sha256 over everything that changes the model's outputs (not its display name or source text).
+
+        Two models with equal identities give the same logits for the same pixels, so a result keyed by
+        it can never be another model's.
+        """
+        fields = {
+            "weights_hash": self.weights_hash,
+            "code_hash": self.code_hash,
+            "architecture": self.architecture,
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "input_shape": [int(v) for v in self.input_shape],
+            "class_names": list(self.class_names),
+            "resize_size": self.resize_size,
+        }
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     @property
     def num_classes(self) -> int:
@@ -49,4 +74,16 @@ def state_dict_hash(source: nn.Module | Mapping[str, object]) -> str:
             digest.update(tensor.view(torch.uint8).numpy().tobytes())
         else:
             digest.update(f"{key}\0{type(value).__name__}\0{value!r}\0".encode())
+    return digest.hexdigest()
+
+
+def file_sha256(data: bytes | str | Path) -> str:
+    """sha256 of a file's bytes: a program file's ``code_hash``, the checksum a model card shows."""
+    digest = hashlib.sha256()
+    if isinstance(data, bytes):
+        digest.update(data)
+    else:
+        with Path(data).open("rb") as f:
+            for block in iter(lambda: f.read(2**20), b""):
+                digest.update(block)
     return digest.hexdigest()

@@ -10,7 +10,6 @@ arguments, fingerprints the file and checks the loaded model on real images.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from dsmooth_core.models.architectures import ARCHITECTURES, TORCHVISION_IMAGENET, default_class_names
 from dsmooth_core.models.constants import CIFAR10_CLASSES, CIFAR10_INPUT_SHAPE, CIFAR10_MEAN, CIFAR10_STD
 from dsmooth_core.models.errors import ModelLoadError
+from dsmooth_core.models.info import file_sha256
 from dsmooth_core.models.normalized import Normalized
 from dsmooth_core.models.user import load_user_model
 
@@ -99,18 +99,6 @@ def parse_normalization(text: str | None) -> tuple[tuple[float, ...] | None, tup
         )
     mean_text, std_text = key.split("/", 1)
     return _floats(mean_text, "the mean"), _floats(std_text, "the std")
-
-
-def file_sha256(data: bytes | Path) -> str:
-    """The checksum a model card shows and the app caches uploads by."""
-    digest = hashlib.sha256()
-    if isinstance(data, bytes):
-        digest.update(data)
-    else:
-        with Path(data).open("rb") as f:
-            for block in iter(lambda: f.read(2**20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def load_model_file(

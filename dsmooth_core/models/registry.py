@@ -105,7 +105,14 @@ def load_model(
     if name == DEFAULT_MODEL:
         source = _load_bundled(net) if pretrained else UNTRAINED
         info = ModelInfo(
-            name, arch.dataset, CIFAR10_INPUT_SHAPE, CIFAR10_CLASSES, source, mean=CIFAR10_MEAN, std=CIFAR10_STD
+            name,
+            arch.dataset,
+            CIFAR10_INPUT_SHAPE,
+            CIFAR10_CLASSES,
+            source,
+            mean=CIFAR10_MEAN,
+            std=CIFAR10_STD,
+            architecture=arch.name,
         )
     elif arch.code == "torchvision":
         info = _load_torchvision(name, arch.name, net, pretrained)
@@ -121,6 +128,7 @@ def load_model(
             source,
             mean=HUB_CIFAR10_MEAN,
             std=HUB_CIFAR10_STD,
+            architecture=arch.name,
         )
     return in_fastest_layout(wrap(net, info).to(device))
 
@@ -186,4 +194,5 @@ def _load_torchvision(name: str, arch: str, net: nn.Module, pretrained: bool) ->
         mean=tuple(preset.mean),
         std=tuple(preset.std),
         resize_size=preset.resize_size[0],
+        architecture=arch,
     )

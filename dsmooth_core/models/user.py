@@ -28,7 +28,7 @@ from dsmooth_core.models.architectures import (
     get_architecture,
 )
 from dsmooth_core.models.errors import ModelLoadError
-from dsmooth_core.models.info import ModelInfo
+from dsmooth_core.models.info import ModelInfo, file_sha256
 from dsmooth_core.models.normalized import Normalized, wrap
 from dsmooth_core.models.state_dicts import check_archive, check_finite, load_strict, program_kind, unwrap_state_dict
 
@@ -92,6 +92,8 @@ def load_user_model(
             "a state dict, torch.save(model.state_dict(), path), and choose its architecture."
         )
     example_shape = None
+    # a program's outputs depend on its code as well as its weights: the file's hash names both
+    code_hash = file_sha256(payload) if kind in _CODE_FORMATS else ""
     if kind == "torchscript":
         net = _load_torchscript(payload)
     elif kind == "export":
@@ -106,7 +108,18 @@ def load_user_model(
     check_finite(net.state_dict(), "The model")
     num_classes = _probe(net, shape, mean_t, std_t, name)
     names, dataset = _class_names(class_names, arch, num_classes)
-    info = ModelInfo(name, dataset, tuple(shape), names, UPLOAD_SOURCE, mean=mean_t, std=std_t)
+    architecture_name = arch.name if kind == "state_dict" and arch else _CODE_FORMATS.get(kind, "")
+    info = ModelInfo(
+        name,
+        dataset,
+        tuple(shape),
+        names,
+        UPLOAD_SOURCE,
+        mean=mean_t,
+        std=std_t,
+        architecture=architecture_name,
+        code_hash=code_hash,
+    )
     model = wrap(net, info)
     # a state dict builds one of our architectures, safe to convert; programs keep their saved layout
     return in_fastest_layout(model) if kind == "state_dict" else model
