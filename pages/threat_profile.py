@@ -9,7 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile, Tuning
+from dsmooth_core.errors import InputRefused
+from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile, Tuning, check_usable
+from dsmooth_core.settings import ProfileShape, result_key
 from dsmooth_core.tuning import TuningGrid
 from dsmooth_lab_ui import choices, figures, jobs, nav, profile_shape, resources, sidebar, state, tasks, widgets
 from dsmooth_lab_ui.images import eigen_images
@@ -26,15 +28,16 @@ def _update_shape() -> None:
     choice: state.ProfileChoice | None = state.get(state.PROFILE)
     if choice is None:
         return
-    state.put(
-        state.PROFILE,
-        dataclasses.replace(
-            choice,
+    try:
+        shape = ProfileShape(
+            normalization=str(st.session_state["profile_normalization"]),
             k=int(st.session_state["profile_k"]),
             shrinkage=float(st.session_state["profile_shrinkage"]),
-            normalization=str(st.session_state["profile_normalization"]),
-        ),
-    )
+        )
+    except InputRefused as exc:  # the widgets' bounds keep these valid; say so if one ever is not
+        state.put(state.PROFILE_ERROR, str(exc))
+        return
+    state.put(state.PROFILE, dataclasses.replace(choice, shape=shape))
     st.rerun([SHAPE_FRAGMENT, sidebar.PROFILE_FRAGMENT])  # the controls' own view and the sidebar's line
 
 
@@ -158,7 +161,7 @@ def build_source(model) -> None:
     jobs.start(
         JOB,
         "Building the profile",
-        (resources.model_key(model), stamp, calibration, int(batch)),
+        result_key(calibration.identity(model.info.identity, calibration.indices(images.labels)), stamp, int(batch)),
         functools.partial(tasks.profile, model, images, calibration, int(batch)),
         deliver,
         batch=int(batch),
@@ -205,22 +208,19 @@ def tuning_settings(k: int, seed: int) -> Tuning | None:
 
 
 def checks(model, choice: state.ProfileChoice) -> None:
-    try:
-        choice.profile.check_matches(model)
-    except ProfileMismatchError as exc:
-        st.error(f"{exc}. DSmooth will not certify with it on this model.", icon=":material/error:")
+    """Whether DSmooth may use this profile with the current model and image: the library's one decision."""
     image = state.get(state.IMAGE)
-    if image is not None and image.dataset is not None and image.index is not None:
-        try:
-            choice.profile.check_disjoint(image.dataset, image.split, [image.index])
-        except ProfileMismatchError as exc:
-            st.error(f"The current image was used for calibration: {exc}", icon=":material/error:")
-        else:
-            st.success(
-                f"The current image ({image.caption}) is not among the {len(choice.profile.indices)} "
-                f"calibration images ({choice.profile.dataset} {choice.profile.split}).",
-                icon=":material/check_circle:",
-            )
+    try:
+        check_usable(choice.profile, model, tuple(model.info.input_shape), *choices.calibration_place(image))
+    except ProfileMismatchError as exc:
+        st.error(f"{exc}. DSmooth will not certify with it here.", icon=":material/error:")
+        return
+    if image is not None and image.index is not None:
+        st.success(
+            f"The current image ({image.caption}) is not among the {len(choice.profile.indices)} "
+            f"calibration images ({choice.profile.dataset} {choice.profile.split}).",
+            icon=":material/check_circle:",
+        )
 
 
 def tuning_view(record: dict) -> None:
@@ -259,7 +259,7 @@ def profile_view(model, choice: state.ProfileChoice) -> None:
     fitted_hash = fitted.content_hash()
     st.download_button(
         "Download this profile (.pt, as fitted; rank and shrinkage are chosen when used)",
-        resources.profile_bytes(fitted_hash, len(p.indices), p),
+        resources.profile_bytes(p),
         file_name=f"threat_profile_{p.model_name}_{p.split}_{fitted_hash[:8]}.pt",
         mime="application/octet-stream",
         on_click="ignore",

@@ -150,6 +150,7 @@ def test_the_cases_keep_the_file_name_and_weights() -> None:
         assert model_a.info.name == model_b.info.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_reupload_with_one_change_gets_the_new_models_results(app_env, case: str) -> None:
     make_a, stated_a, make_b, stated_b = CASES[case]
