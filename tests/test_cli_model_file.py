@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,17 @@ import torch
 
 from dsmooth_core import LowRankCovariance
 from dsmooth_core.cli import build_parser, main
+from dsmooth_core.models.info import file_sha256
+from dsmooth_core.models.model_file import ModelFileOptions, load_model_file
 from tests.fakedata import write_fake_cifar10
-from tests.user_models import code_pickle_bytes, export_bytes, nan_bytes, state_dict_bytes, torchscript_bytes
+from tests.user_models import (
+    ThirdPartyNet,
+    code_pickle_bytes,
+    export_bytes,
+    nan_bytes,
+    state_dict_bytes,
+    torchscript_bytes,
+)
 
 CERTIFY = ["certify", "--n0", "5", "--n", "20", "--batch", "10", "--skip", "5", "--max", "1", "--device", "cpu"]
 CIFAR = ["--classes", "cifar10", "--input-size", "3,32,32"]
@@ -157,3 +167,65 @@ def test_audit_of_dsmooth_runs_in_the_mahalanobis_metric(data_dir, tmp_path):
     (row,) = _rows(out)
     assert row["method"] == "DSmooth" and row["metric"] == "mahalanobis"
     assert row["verdict"] in ("consistent", "violation") and float(row["empirical_bound"]) > 0, row
+
+
+class _OtherCode(ThirdPartyNet):
+    """The same weights as ThirdPartyNet behind other code: only the program file's hash tells them apart."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(2 * x - self.mean))
+
+
+def _other_code_bytes() -> bytes:
+    torch.manual_seed(0)  # the weights torchscript_bytes() draws
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(_OtherCode().eval()), buffer)
+    return buffer.getvalue()
+
+
+def test_a_program_with_other_code_has_the_same_weights_but_another_identity(tmp_path):
+    first = load_model_file(torchscript_bytes(), ModelFileOptions(trust_code=True), "a.pt")
+    other = load_model_file(_other_code_bytes(), ModelFileOptions(trust_code=True), "a.pt")
+    assert first.info.weights_hash == other.info.weights_hash
+    assert first.info.code_hash == file_sha256(torchscript_bytes()) != other.info.code_hash
+    assert first.info.architecture == "TorchScript" and first.info.identity != other.info.identity
+    renormalized = load_model_file(
+        torchscript_bytes(), ModelFileOptions(normalization="cifar10", trust_code=True), "a.pt"
+    )
+    assert renormalized.info.identity != first.info.identity
+
+
+def _refused(argv: list[str], capsys) -> str:
+    capsys.readouterr()
+    return _fails(argv, capsys).strip().splitlines()[-1]
+
+
+def test_a_certify_resume_with_another_normalization_or_program_is_refused(data_dir, tmp_path, capsys):
+    model_file = _write(tmp_path, "net.pt", torchscript_bytes())
+    out = tmp_path / "cert.tsv"
+    base = [*CERTIFY, "--model-file", str(model_file), "--trust-code", *CIFAR, "--out", str(out)]
+    assert main(base) == 0
+    before = out.read_bytes()
+    assert "the model's normalization (--normalization)" in _refused([*base, "--normalization", "cifar10"], capsys)
+    model_file.write_bytes(_other_code_bytes())  # the same file name and weights, other code
+    assert "the model's program (--model-file)" in _refused(base, capsys)
+    assert out.read_bytes() == before
+
+
+def test_an_audit_resume_with_other_settings_is_refused_and_max_0_leaves_no_file(data_dir, tmp_path, capsys):
+    model_file = _write(tmp_path, "net.pt", torchscript_bytes())
+    out = tmp_path / "audit.tsv"
+    base = [*AUDIT, *QUICK, "--model-file", str(model_file), "--trust-code", *CIFAR, "--out", str(out), "--max", "1"]
+    assert main(base) == 0
+    before = out.read_bytes()
+    for change, named in [
+        (["--sigma", "0.5"], "--sigma: the file has 0.25, this run 0.5"),
+        (["--alpha", "0.01"], "--alpha: the file has 0.001, this run 0.01"),
+        (["--draws", "3"], "--draws: the file has 2, this run 3"),
+        (["--audit-alpha", "0.01"], "--audit-alpha: the file has 0.001, this run 0.01"),
+    ]:
+        assert named in _refused([*base, *change], capsys)
+    assert out.read_bytes() == before
+    empty = tmp_path / "empty.tsv"
+    assert "--max must be at least 1" in _refused([*base[:-4], "--out", str(empty), "--max", "0"], capsys)
+    assert not empty.exists()

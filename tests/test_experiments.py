@@ -361,6 +361,49 @@ def test_refuses_images_the_profile_was_calibrated_on(setup, tmp_path):
         )
 
 
+def test_records_are_keyed_by_the_model_identity_not_its_weights(setup, tmp_path):
+    """Another normalization of the same weights (as a re-stated --normalization) never reuses a record."""
+    legacy = dataclasses.replace(setup["profile"], model_identity="")  # matched by weights alone
+    path = tmp_path / "r.jsonl"
+    indices = evaluation_indices(setup["test"].labels, 2, seed=0)
+    runs = {}
+    for std in (1.0, 0.5):
+        info = dataclasses.replace(setup["model"].info, std=(std,) * 3, weights_hash="")
+        model = wrap(setup["model"].net, info)
+        assert model.info.weights_hash == setup["model"].info.weights_hash
+        runs[std] = run_experiment(
+            model, setup["test"], indices, legacy, setup["spec"], RecordStore(path), batch_size=8
+        )
+    assert runs[1.0].records_written == runs[0.5].records_written == 2 * 4  # nothing reused
+    records = read_records(path)
+    assert len({r["model_identity"] for r in records}) == 2 and len({r["model_hash"] for r in records}) == 1
+    assert {r["batch"] for r in records} == {8}
+
+
+def test_a_record_file_of_an_earlier_version_is_refused_untouched(setup, tmp_path):
+    path = tmp_path / "r.jsonl"
+    _run(setup, path, evaluation_indices(setup["test"].labels, 1, seed=0))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "model_identity"}) + "\n" for r in lines))
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"record\(s\) of an earlier version.*another --records file"):
+        _run(setup, path, evaluation_indices(setup["test"].labels, 2, seed=0))
+    assert path.read_bytes() == before
+
+
+def test_a_profile_of_another_model_is_refused_and_the_run_leaves_no_file(setup, tmp_path, monkeypatch, capsys):
+    with pytest.raises(ProfileMismatchError, match="identity"):
+        other = wrap(setup["model"].net, dataclasses.replace(setup["model"].info, mean=(0.5,) * 3, weights_hash=""))
+        run_experiment(other, setup["test"], [1], setup["profile"], setup["spec"], RecordStore(tmp_path / "a.jsonl"))
+    monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
+    setup["profile"].save(tmp_path / "tiny_profile.pt")  # built on the tiny model, not on the CLI's
+    records = tmp_path / "refused.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*CLI, "--profile", str(tmp_path / "tiny_profile.pt"), "--records", str(records)])
+    assert exit_info.value.code == 2 and "build a profile for this model" in capsys.readouterr().err
+    assert not records.exists()
+
+
 def test_report_falls_back_to_html_when_png_export_fails(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no Chromium here")

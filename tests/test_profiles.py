@@ -21,6 +21,7 @@ from dsmooth_core.profiles import (
     Tuning,
     build_profile,
     calibrate,
+    check_usable,
 )
 from dsmooth_core.tuning import TuningGrid
 from tests.toy import CLASSES, SHAPE, prototype_mlp
@@ -113,6 +114,23 @@ def test_check_matches_refuses_another_input_shape(trained, profile):
     assert same_weights.info.weights_hash == profile.model_hash
     with pytest.raises(ProfileMismatchError, match=r"inputs of shape \(3, 8, 8\), the model takes \(3, 16, 16\)"):
         profile.check_matches(same_weights)
+
+
+def test_check_usable_is_the_one_decision(trained, profile):
+    model = trained[0]
+    check_usable(profile, model, SHAPE, "synthetic", "test", list(INDICES))  # another split: usable
+    assert profile.model_identity == model.info.identity
+    renormalized = wrap(model.net, dataclasses.replace(_info(), mean=(0.5,) * SHAPE[0]))
+    assert renormalized.info.weights_hash == profile.model_hash  # the same weights, another model
+    with pytest.raises(ProfileMismatchError, match=r"identity .*normalization.*build a profile for this model"):
+        check_usable(profile, renormalized, SHAPE)
+    with pytest.raises(ProfileMismatchError, match=r"the profile is for inputs \(3, 8, 8\), the images are"):
+        check_usable(profile, model, (3, 9, 9))
+    with pytest.raises(ProfileMismatchError, match=r"1 image\(s\) to certify were used to calibrate"):
+        check_usable(profile, model, SHAPE, "synthetic", "train", [5, INDICES[0]])
+    legacy = dataclasses.replace(profile, model_identity="")  # written before identities: weights decide
+    check_usable(legacy, renormalized, SHAPE)
+    assert "model_identity" not in legacy.metadata()
 
 
 def test_check_disjoint(profile):

@@ -141,3 +141,18 @@ def test_at_level_refuses_a_noise_of_another_sigma_or_covariance(model, fitted):
     dsmooth = certify(model, x, make_noise("dsmooth", 0.25, fitted), 20, 300, 0.001, 100, torch.Generator())
     with pytest.raises(ValueError, match="another covariance"):
         at_level(dsmooth, make_noise("dsmooth", 0.25, fitted.with_shrinkage(0.5)), 0.01)
+
+
+def test_the_loaders_fill_the_architecture_and_code_hash(tmp_path):
+    from dsmooth_core.models import DEFAULT_MODEL, load_model, load_user_model
+
+    bundled = load_model(DEFAULT_MODEL, pretrained=False)
+    assert (bundled.info.architecture, bundled.info.code_hash) == ("resnet20", "")
+    path = tmp_path / "weights.pt"
+    torch.save(bundled.net.state_dict(), path)
+    user = load_user_model(path, architecture="resnet20")
+    assert (user.info.architecture, user.info.code_hash) == ("resnet20", "")
+    assert user.info.weights_hash == bundled.info.weights_hash
+    assert user.info.identity != bundled.info.identity  # no normalization stated: another model
+    stated = load_user_model(path, architecture="resnet20", mean=bundled.info.mean, std=bundled.info.std)
+    assert stated.info.identity == bundled.info.identity  # the same network, weights and normalization

@@ -9,22 +9,26 @@ perturbation inside the certified region changed PREDICT's answer: the certifica
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 from pathlib import Path
 
 from dsmooth_core.appendfile import check_writable_file
 from dsmooth_core.audit import AuditSettings, audit
-from dsmooth_core.certify import certify
+from dsmooth_core.certify import certification_checks, certify
 from dsmooth_core.cli.certify_cmd import (
     add_selection_options,
     image_generator,
     profile_covariance,
-    resumable_tsv,
     selected_indices,
 )
+from dsmooth_core.cli.result_files import model_settings, resumable_tsv
 from dsmooth_core.cli.threat_options import add_model_options, load_cifar_model
-from dsmooth_core.data import load_cifar10
+from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.device import model_device
-from dsmooth_core.noise import METHODS, make_noise
+from dsmooth_core.models import Normalized
+from dsmooth_core.noise import METHODS, SmoothingNoise
+from dsmooth_core.settings import CertifySettings
 
 COLUMNS = (
     "idx",
@@ -67,6 +71,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+# the audit's settings by the option that sets each (tolerance has none: it is the library default)
+_AUDIT_FLAGS = {
+    "n": "--audit-n",
+    "alpha": "--audit-alpha",
+    "draws": "--draws",
+    "steps": "--steps",
+    "growth_steps": "--growth-steps",
+    "bisection_steps": "--bisection-steps",
+    "tolerance": "tolerance",
+    "batch_size": "--batch",
+}
+
+
 def run(args: argparse.Namespace) -> int:
     settings = AuditSettings(
         n=args.audit_n,
@@ -77,44 +94,65 @@ def run(args: argparse.Namespace) -> int:
         bisection_steps=args.bisection_steps,
         batch_size=args.batch,
     )
+    methods = list(dict.fromkeys(args.methods))
+    certifying = [CertifySettings(m, args.sigma, args.n0, args.n, args.alpha, args.batch, args.seed) for m in methods]
     check_writable_file(args.out)
     model = load_cifar_model(args)
     data = load_cifar10(args.split, args.data_dir)
     indices = selected_indices(len(data.labels), args.start, args.skip, args.max)
-    methods = list(dict.fromkeys(args.methods))
     covariance = profile_covariance(args, model, indices) if "dsmooth" in methods else None
-    noises = [make_noise(method, args.sigma, covariance) for method in methods]
-    with resumable_tsv(args.out, COLUMNS, ("idx", "method"), "audit") as (done, write):
-        todo = [(i, noise) for i in indices for noise in noises if (str(i), noise.name) not in done]
-        for count, (index, noise) in enumerate(todo, 1):
-            x, label = data.tensor([index])[0], int(data.labels[index])
-            generator = image_generator(args.seed, index, model_device(model))
-            cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, generator)
-            if cert.abstained:
-                verdict, bound, new, searched, calls, seconds = ABSTAINED, "nan", "", "nan", 0, cert.seconds
-            else:
-                result = audit(model, x, noise, cert, settings, generator)
-                verdict, bound, searched = result.verdict, repr(result.empirical_bound), repr(result.searched_up_to)
-                new = "" if result.new_prediction is None else result.new_prediction
-                calls, seconds = result.predict_calls, cert.seconds + result.seconds
-            row = (
-                index,
-                label,
-                cert.method,
-                cert.metric,
-                cert.prediction,
-                repr(cert.radius),
-                repr(cert.p_lower),
-                verdict,
-                bound,
-                new,
-                searched,
-                calls,
-                f"{seconds:.4f}",
-            )
-            write(row)
-            print(
-                f"[{count}/{len(todo)}] idx {index} {cert.method}: radius {cert.radius:.4f}, "
-                f"empirical bound {bound} ({cert.metric}): {verdict}"
-            )
+    noises = [(c, c.noise(covariance)) for c in certifying]
+    shape = tuple(model.info.input_shape)
+    # the method is a key column of every row (like idx), so a resume may add methods; all else must match
+    tsv = {
+        **{f"--{name}": value for name, value in certifying[0].identity().items() if name != "method"},
+        **{_AUDIT_FLAGS[name]: value for name, value in dataclasses.asdict(settings).items()},
+        "--split": args.split,
+        "--profile": None if covariance is None else covariance.content_hash(),
+        "model": model_settings(model.info),
+    }
+    about = {"model_name": model.info.name, "command": getattr(args, "argv", None)}
+    with contextlib.ExitStack() as checks:
+        for _, noise in noises:  # each model and noise checked once, not once per image
+            checks.enter_context(certification_checks(model, noise, shape))
+        with resumable_tsv(args.out, COLUMNS, ("idx", "method"), "audit", tsv, about) as (done, write):
+            todo = [(i, c, noise) for i in indices for c, noise in noises if (str(i), noise.name) not in done]
+            for count, (index, certifying_settings, noise) in enumerate(todo, 1):
+                row = _audit_row(model, data, index, certifying_settings, noise, settings)
+                write(row)
+                print(
+                    f"[{count}/{len(todo)}] idx {index} {row[2]}: radius {float(row[5]):.4f}, "
+                    f"empirical bound {row[8]} ({row[3]}): {row[7]}"
+                )
     return 0
+
+
+def _audit_row(
+    model: Normalized, data: ImageSet, index: int, c: CertifySettings, noise: SmoothingNoise, settings: AuditSettings
+) -> tuple:
+    """Certify image ``index`` and attack its certificate: one TSV row."""
+    x, label = data.tensor([index])[0], int(data.labels[index])
+    generator = image_generator(c.seed, index, model_device(model))
+    cert = certify(model, x, noise, c.n0, c.n, c.alpha, c.batch, generator)
+    if cert.abstained:
+        verdict, bound, new, searched, calls, seconds = ABSTAINED, "nan", "", "nan", 0, cert.seconds
+    else:
+        result = audit(model, x, noise, cert, settings, generator)
+        verdict, bound, searched = result.verdict, repr(result.empirical_bound), repr(result.searched_up_to)
+        new = "" if result.new_prediction is None else result.new_prediction
+        calls, seconds = result.predict_calls, cert.seconds + result.seconds
+    return (
+        index,
+        label,
+        cert.method_name,  # the display name, as in files written before
+        cert.metric,
+        cert.prediction,
+        repr(cert.radius),
+        repr(cert.p_lower),
+        verdict,
+        bound,
+        new,
+        searched,
+        calls,
+        f"{seconds:.4f}",
+    )

@@ -8,32 +8,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from dsmooth_core.appendfile import check_writable_file, locked_append
-from dsmooth_core.certify import certify
+from dsmooth_core.appendfile import check_writable_file
+from dsmooth_core.certify import certification_checks, certify
 from dsmooth_core.cli.common import WEIGHTS_HELP
 from dsmooth_core.cli.engine_options import add_engine_arguments, ray_options
 from dsmooth_core.cli.model_file_options import add_model_file_options
+from dsmooth_core.cli.result_files import model_settings, resumable_tsv
 from dsmooth_core.cli.threat_options import load_cifar_model
 from dsmooth_core.compiled import compiled_forward
-from dsmooth_core.contract import check_input_shape, model_contract
+from dsmooth_core.contract import check_input_shape
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.device import generator_for, model_device
 from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import DEFAULT_MODEL, Normalized
-from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
-from dsmooth_core.profiles import ThreatProfile
+from dsmooth_core.noise import METHODS, SmoothingNoise
+from dsmooth_core.profiles import ThreatProfile, check_usable
 from dsmooth_core.scale import RayOptions
 from dsmooth_core.scale.chunks import map_chunks
+from dsmooth_core.seeds import certify_command_seed
+from dsmooth_core.settings import CertifySettings
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "metric", "p_lower")
 
@@ -74,68 +75,43 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
 
 
 def selected_indices(total: int, start: int, skip: int, limit: int) -> list[int]:
+    """Every ``skip``-th index from ``start``, at most ``limit`` (-1: all); refused when none is selected."""
     if skip < 1:
-        raise ValueError("--skip must be at least 1")
+        raise InputRefused("--skip must be at least 1")
     if start < 0:  # a negative index would silently pick an image from the end, recorded under a wrong idx
         raise InputRefused(f"--start must be 0 or more, got {start}")
+    if start >= total:
+        raise InputRefused(f"--start {start} is past the data: it has {total} images (indices 0 to {total - 1})")
+    if limit == 0 or limit < -1:
+        raise InputRefused(f"--max must be at least 1 (or -1 for all), got {limit}")
     indices = list(range(start, total, skip))
     return indices if limit < 0 else indices[:limit]
 
 
-def finished_keys(
-    path: Path, columns: tuple[str, ...], key_columns: tuple[str, ...], kind: str
-) -> set[tuple[str, ...]]:
-    """The ``key_columns`` of every row already in ``path``; a file with other columns or rows is refused."""
-    if not path.exists() or path.stat().st_size == 0:
-        return set()
-    positions = [columns.index(column) for column in key_columns]
-    with path.open(newline="") as f:
-        reader = csv.reader(f, delimiter="\t")
-        header = next(reader, None)
-        if header is None or tuple(header) != columns:
-            raise InputRefused(f"--out {path} exists but is not a {kind} TSV (its first line is not the header)")
-        done = set()
-        for line, row in enumerate(reader, 2):
-            if len(row) != len(columns) or not row[0].isdigit():
-                raise InputRefused(f"--out {path}, line {line}, is not a {kind} row; write to another file")
-            done.add(tuple(row[i] for i in positions))
-    return done
-
-
-@contextlib.contextmanager
-def resumable_tsv(
-    path: Path, columns: tuple[str, ...], key_columns: tuple[str, ...], kind: str
-) -> Iterator[tuple[set[tuple[str, ...]], Callable[[tuple[object, ...]], None]]]:
-    """The keys already in ``path`` and a row writer, under the file's lock (certify's and audit's TSVs).
-
-    The header goes out with the first row, and an empty file this run created is removed when the
-    run fails, so a refusal leaves nothing behind.
-    """
-    created = not path.exists()
-    try:
-        with locked_append(path) as out:
-            done = finished_keys(path, columns, key_columns, kind)
-            header_needed = [path.stat().st_size == 0]
-
-            def write(row: tuple[object, ...]) -> None:
-                if header_needed[0]:
-                    print("\t".join(columns), file=out, flush=True)
-                    header_needed[0] = False
-                print("\t".join(map(str, row)), file=out, flush=True)  # flushed: an interrupt keeps whole rows
-
-            yield done, write
-    except BaseException:
-        if created and path.is_file() and path.stat().st_size == 0:
-            path.unlink()
-        raise
-
-
 def image_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator per image on the model's device, so a resumed run gives the lines an uninterrupted one would."""
-    return generator_for(device, seed * 1_000_003 + index)
+    return generator_for(device, certify_command_seed(seed, index))
+
+
+def certify_settings(args: argparse.Namespace) -> CertifySettings:
+    """The command's settings, built and validated once from its arguments."""
+    return CertifySettings(args.method, args.sigma, args.n0, args.n, args.alpha, args.batch, args.seed)
+
+
+def file_settings(
+    settings: CertifySettings, model: Normalized, covariance: LowRankCovariance | None, split: str
+) -> dict[str, object]:
+    """What shaped the rows of a certify TSV, by option name: its side file, compared on resume."""
+    return {
+        **{f"--{name}": value for name, value in settings.identity().items()},
+        "--split": split,
+        "--profile": None if covariance is None else covariance.content_hash(),
+        "model": model_settings(model.info),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = certify_settings(args)  # every value checked before anything is loaded
     if args.compile and args.engine == "ray":  # before joining Ray: nothing is started for a refused command
         raise InputRefused("--compile compiles in this process; it cannot be sent to Ray workers (drop one)")
     options = ray_options(args)  # before any model or data is loaded, so a bad --address fails early
@@ -151,36 +127,32 @@ def run(args: argparse.Namespace) -> int:
             f"the data set has {len(data.classes)} classes and model {model.info.name!r} {model.info.num_classes}"
         )
     selected = selected_indices(len(data.labels), args.start, args.skip, args.max)
-    covariance = profile_covariance(args, model, selected) if args.method == "dsmooth" else None
-    noise = make_noise(args.method, args.sigma, covariance)
-    # a bad model or noise is refused before any file; the per-image certify calls skip the repeat
-    with model_contract(model, tuple(model.info.input_shape)):
-        noise.check_shape(tuple(model.info.input_shape))
-        noise.check_finite_draws(tuple(model.info.input_shape), model_device(model))
-        _certify_into(args, model, data, noise, selected, options)
+    covariance = profile_covariance(args, model, selected) if settings.method == "dsmooth" else None
+    noise = settings.noise(covariance)
+    shape = tuple(model.info.input_shape)
+    # the model and the noise are checked once here, before any file; the per-image certify calls skip the repeat
+    with certification_checks(model, noise, shape):
+        tsv = file_settings(settings, model, covariance, args.split)
+        about = {"model_name": model.info.name, "command": getattr(args, "argv", None)}
+        with resumable_tsv(args.out, COLUMNS, ("idx",), "certify", tsv, about) as (done, write):
+            todo = [i for i in selected if (str(i),) not in done]
+            started = time.perf_counter()
+            for count, row in enumerate(_rows(model, data, todo, noise, settings, options), 1):
+                write(row)
+                per_image = (time.perf_counter() - started) / count
+                print(
+                    f"[{count}/{len(todo)}] idx {row[0]}: predict {row[2]} radius {float(row[3]):.4f} ({row[7]}); "
+                    f"{per_image:.2f} s/image, ETA {(len(todo) - count) * per_image:.0f} s"
+                )
     return 0
 
 
-def _certify_into(
-    args: argparse.Namespace,
-    model: Normalized,
-    data: ImageSet,
-    noise: SmoothingNoise,
-    selected: list[int],
-    options: RayOptions | None,
-) -> None:
-    """Append one row per image not yet in ``--out``, holding the file's lock throughout."""
-    draws = Draws(args.n0, args.n, args.alpha, args.batch, args.seed)
-    with resumable_tsv(args.out, COLUMNS, ("idx",), "certify") as (done, write):
-        todo = [i for i in selected if (str(i),) not in done]
-        started = time.perf_counter()
-        for count, row in enumerate(_rows(model, data, todo, noise, draws, options), 1):
-            write(row)
-            per_image = (time.perf_counter() - started) / count
-            print(
-                f"[{count}/{len(todo)}] idx {row[0]}: predict {row[2]} radius {float(row[3]):.4f} ({row[7]}); "
-                f"{per_image:.2f} s/image, ETA {(len(todo) - count) * per_image:.0f} s"
-            )
+def load_profile_file(path: Path) -> tuple[LowRankCovariance, ThreatProfile | None]:
+    """A profile file read and hash-checked once: its covariance, and its profile when it has provenance."""
+    covariance = LowRankCovariance.load(path)
+    if covariance.metadata.get("kind") != "threat-profile":
+        return covariance, None
+    return covariance, ThreatProfile.from_covariance(covariance, path)
 
 
 def profile_covariance(args: argparse.Namespace, model: Normalized, indices: list[int]) -> LowRankCovariance | None:
@@ -188,42 +160,29 @@ def profile_covariance(args: argparse.Namespace, model: Normalized, indices: lis
     another model or on the images to certify. A bare covariance file carries no provenance to check."""
     if args.profile is None:
         return None
-    covariance = LowRankCovariance.load(args.profile)
-    if covariance.metadata.get("kind") != "threat-profile":
-        print(
-            f"note: {args.profile} is a bare covariance without provenance; whether it was fitted on this model "
-            "and on other images than these cannot be checked",
-            file=sys.stderr,
-        )
-        if tuple(covariance.shape) != tuple(model.info.input_shape):
-            raise InputRefused(
-                f"--profile {args.profile} is for inputs of shape {covariance.shape}, "
-                f"the model takes {model.info.input_shape}"
-            )
+    covariance, profile = load_profile_file(args.profile)
+    shape = tuple(model.info.input_shape)
+    if profile is not None:
+        check_usable(profile, model, shape, "cifar10", args.split, indices)
         return covariance
-    profile = ThreatProfile.load(args.profile)
-    profile.check_matches(model)
-    profile.check_disjoint("cifar10", args.split, indices)
-    return profile.covariance
-
-
-@dataclass(frozen=True)
-class Draws:
-    """How each image is certified: sample sizes, level, batch and the run seed its generator comes from."""
-
-    n0: int
-    n: int
-    alpha: float
-    batch: int
-    seed: int
+    print(
+        f"note: {args.profile} is a bare covariance without provenance; whether it was fitted on this model "
+        "and on other images than these cannot be checked",
+        file=sys.stderr,
+    )
+    if tuple(covariance.shape) != shape:
+        raise InputRefused(
+            f"--profile {args.profile} is for inputs of shape {covariance.shape}, the model takes {shape}"
+        )
+    return covariance
 
 
 def certify_row(
-    model: torch.nn.Module, index: int, x: torch.Tensor, label: int, noise: SmoothingNoise, draws: Draws
+    model: torch.nn.Module, index: int, x: torch.Tensor, label: int, noise: SmoothingNoise, settings: CertifySettings
 ) -> tuple:
     """One image's TSV row; the same in any process, its noise drawn from (seed, index) alone."""
-    generator = image_generator(draws.seed, index, model_device(model))
-    cert = certify(model, x, noise, draws.n0, draws.n, draws.alpha, draws.batch, generator)
+    generator = image_generator(settings.seed, index, model_device(model))
+    cert = certify(model, x, noise, settings.n0, settings.n, settings.alpha, settings.batch, generator)
     return (
         index,
         label,
@@ -231,17 +190,25 @@ def certify_row(
         repr(cert.radius),
         int(cert.prediction == label),
         f"{cert.seconds:.4f}",
-        cert.method,
+        cert.method_name,  # the display name, as in Cohen-style files written before
         cert.metric,
         repr(cert.p_lower),
     )
 
 
 def certify_rows(
-    chunk: list[tuple[int, torch.Tensor, int]], *, model: torch.nn.Module, noise: SmoothingNoise, draws: Draws
+    chunk: list[tuple[int, torch.Tensor, int]],
+    *,
+    model: torch.nn.Module,
+    noise: SmoothingNoise,
+    settings: CertifySettings,
 ) -> list[tuple]:
-    """In a Ray worker (the model already on the worker's device): the rows of one chunk of images."""
-    return [certify_row(model, index, x, label, noise, draws) for index, x, label in chunk]
+    """In a Ray worker (the model already on the worker's device): the rows of one chunk of images.
+
+    The worker's copy of the model and noise is checked once per chunk, not once per image.
+    """
+    with certification_checks(model, noise, tuple(chunk[0][1].shape)):
+        return [certify_row(model, index, x, label, noise, settings) for index, x, label in chunk]
 
 
 def _rows(
@@ -249,19 +216,19 @@ def _rows(
     data: ImageSet,
     todo: list[int],
     noise: SmoothingNoise,
-    draws: Draws,
+    settings: CertifySettings,
     options: RayOptions | None,
 ) -> Iterator[tuple]:
     """The rows of ``todo``, in order in this process, or as Ray's chunks finish."""
     if options is None:
         for index in todo:
-            yield certify_row(model, index, data.tensor([index])[0], int(data.labels[index]), noise, draws)
+            yield certify_row(model, index, data.tensor([index])[0], int(data.labels[index]), noise, settings)
         return
     chunks = (
         [(i, data.tensor([i])[0], int(data.labels[i])) for i in todo[start : start + options.chunk_size]]
         for start in range(0, len(todo), options.chunk_size)
     )
-    shared = {"model": model, "noise": noise, "draws": draws}
+    shared = {"model": model, "noise": noise, "settings": settings}
     with contextlib.closing(map_chunks(certify_rows, shared, chunks, options)) as results:
         for _, rows in results:
             yield from rows

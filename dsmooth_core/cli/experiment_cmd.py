@@ -84,10 +84,16 @@ def _register_analyse(actions: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = ray_options(args)  # first, so a bad --address fails before any work
-    store = RecordStore(args.records)  # a file that is not a record file is refused before any work
-    model = load_cifar_model(args, "experiments run on CIFAR-10 and")
-    spec = ExperimentSpec(
+    created = not args.records.exists()
+    try:
+        return _run(args)
+    finally:  # a refused or cancelled run that wrote no record leaves no empty file behind
+        if created and args.records.is_file() and args.records.stat().st_size == 0:
+            args.records.unlink()
+
+
+def _run(args: argparse.Namespace) -> int:
+    spec = ExperimentSpec(  # every setting validated before any work
         methods=tuple(dict.fromkeys(args.methods)),
         sigmas=tuple(args.sigmas),
         ks=tuple(args.k),
@@ -98,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         attack_name=args.attack,
         attack=attack_config(args.attack, args.attack_queries),
     )
+    options = ray_options(args)  # before any model or data, so a bad --address fails early
+    store = RecordStore(args.records)  # a file that is not a record file is refused before any work
+    model = load_cifar_model(args, "experiments run on CIFAR-10 and")
     test = load_cifar10("test", args.data_dir)
     indices = evaluation_indices(test.labels, args.eval_size, args.seed, parse_shard(args.shard))
     if args.profile:

@@ -36,6 +36,7 @@ CONFIG_FIELDS = (
     "split",
     "model",
     "model_hash",
+    "model_identity",  # None in records written before it was recorded
     "profile_hash",
     "attack",
     "attack_config",
@@ -114,7 +115,7 @@ def _varying(configs: list[dict[str, Any]]) -> set[str]:
     """Fields that take more than one value (k only among DSmooth's groups)."""
     out = set()
     for name in CONFIG_FIELDS:
-        values = {_frozen(c[name]) for c in configs if name != "k" or method_class(c["method"]).needs_profile}
+        values = {_frozen(c.get(name)) for c in configs if name != "k" or method_class(c["method"]).needs_profile}
         if len(values) > 1:
             out.add(name)
     return out
@@ -125,6 +126,8 @@ def _label(config: dict[str, Any], varying: set[str]) -> str:
     parts = [f"{cls.name} ({cls.metric_short})"]
     if "model" in varying or "model_hash" in varying:
         parts.append(f"{config['model']}@{str(config['model_hash'])[:8]}")
+    elif "model_identity" in varying:  # the same weights, another normalization, input size or program
+        parts.append(f"{config['model']} (identity {str(config['model_identity'])[:8]})")
     if "attack" in varying or "attack_config" in varying:
         parts.append(f"attack {config['attack']} ({config['attack_config']['n_queries']} queries)")
     if "profile_hash" in varying:

@@ -18,6 +18,7 @@ from dsmooth_core.attacks import PRESETS, AttackConfig
 from dsmooth_core.data import balanced_subset
 from dsmooth_core.noise import METHODS, method_class
 from dsmooth_core.seeds import derive_seed as derive_seed  # the runner and the package import it from here
+from dsmooth_core.settings import CertifySettings
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ class ExperimentSpec:
             raise ValueError("DSmooth needs at least one rank k")
         if any(k < 1 for k in self.ks):
             raise ValueError(f"ranks k must be at least 1, got {list(self.ks)}")
+        for method in self.methods:  # every sigma, n and alpha checked once here, as a certify command's
+            for sigma in self.sigmas:
+                for n in self.ns:
+                    for alpha in self.alphas:
+                        self.certify_settings(Setting(method, sigma, None, n, alpha), batch=1)
+
+    def certify_settings(self, setting: Setting, batch: int) -> CertifySettings:
+        """The settings one certificate of ``setting`` is made with (validated)."""
+        return CertifySettings(setting.method, setting.sigma, self.n0, setting.n, setting.alpha, batch, self.seed)
 
     def settings(self, max_k: int) -> list[Setting]:
         """Every setting, DSmooth's ranks clamped to ``max_k`` (the profile's rank), duplicates dropped."""

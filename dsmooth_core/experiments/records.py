@@ -1,13 +1,16 @@
 """Experiment records: one JSON line per (image, setting), appended as each certificate finishes.
 
-A record carries its own identity (model and profile hashes, attack, seed, n0, method, sigma, k, n,
-alpha, image) and a ``key`` hashed from it, so a rerun skips what is done, shards can be merged by
+A record carries its own identity (the model's identity, profile hash, attack, seed, n0, method, sigma,
+k, n, alpha, image) and a ``key`` hashed from it, so a rerun skips what is done, shards can be merged by
 concatenation, and the analyses need nothing but the records.
 
-Fields: ``key``; identity: ``dataset split idx model model_hash profile_hash profile_k attack
-attack_config seed n0 method sigma k n alpha``; results: ``label prediction correct p_lower radius
-metric radius_ceiling l2_inscribed l1_radius pert_l2 pert_l1 pert_linf pert_mahalanobis covered
-attack_success seconds``. ``pert_mahalanobis`` is measured in the St of the record's own rank k
+Fields: ``key``; identity: ``dataset split idx model model_hash model_identity profile_hash profile_k
+attack attack_config seed n0 method sigma k n alpha``; results: ``label prediction correct p_lower
+radius metric radius_ceiling l2_inscribed l1_radius pert_l2 pert_l1 pert_linf pert_mahalanobis covered
+attack_success seconds batch``. ``model_identity`` is ``ModelInfo.identity`` (weights, program code,
+normalization, input size, classes, architecture); records written before it have none, and a run
+refuses to add to their file. ``batch`` (the certification batch size) is recorded but not keyed.
+``pert_mahalanobis`` is measured in the St of the record's own rank k
 (the profile's rank for RandSmooth and LSmooth); ``covered`` uses the method's own metric.
 """
 
@@ -15,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from dsmooth_core.appendfile import check_writable_file, locked_append
+from dsmooth_core.settings import result_key
 
 Record = dict[str, Any]
 # What the resume and the analyses read: a line without these is not a record of this project.
@@ -46,8 +49,8 @@ REQUIRED_FIELDS = (
 
 
 def record_key(identity: Mapping[str, Any]) -> str:
-    """A short hash of everything that determines a record."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+    """A short hash of everything that determines a record (built by ``settings.result_key``)."""
+    return result_key(dict(identity))[:24]
 
 
 def read_records(path: str | Path) -> list[Record]:
@@ -104,6 +107,7 @@ class RecordStore:
         self._handle: TextIO | None = None
         self._lock: contextlib.ExitStack | None = None
         self._keys: set[str] = set()
+        self.without_identity = 0  # records of an earlier version, which do not name the model's identity
         self._depth = 0
         if self.path.exists():
             with self:  # repairs a torn tail under the lock, and reads the keys
@@ -120,7 +124,9 @@ class RecordStore:
             self._depth -= 1
             raise
         self._lock = stack
-        self._keys = {record["key"] for record in read_records(self.path)}  # what other runs added meanwhile
+        records = read_records(self.path)
+        self._keys = {record["key"] for record in records}  # what other runs added meanwhile
+        self.without_identity = sum("model_identity" not in record for record in records)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

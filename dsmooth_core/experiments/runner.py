@@ -8,24 +8,26 @@ alpha share one set of noise draws: the votes do not depend on alpha (``at_level
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from dsmooth_core.attacks import square_then_fgsm
-from dsmooth_core.certify import Certificate, at_level, certify
+from dsmooth_core.certify import Certificate, at_level, certification_checks, certify
 from dsmooth_core.comparison import compare
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet
 from dsmooth_core.device import generator_for, model_device
+from dsmooth_core.errors import InputRefused
 from dsmooth_core.experiments.geometry import perturbation_distances
 from dsmooth_core.experiments.plan import ExperimentSpec, Setting, derive_seed
 from dsmooth_core.experiments.records import Record, RecordStore, record_key
 from dsmooth_core.noise import SmoothingNoise, make_noise, method_class
-from dsmooth_core.profiles import ThreatProfile
+from dsmooth_core.profiles import ThreatProfile, check_usable
 from dsmooth_core.progress import ProgressCallback
 
 
@@ -95,10 +97,17 @@ def plan_run(
 ) -> RunPlan:
     """Check the model and images against the profile, and list the records ``store`` lacks.
 
-    Shared by every engine, so a run on any of them writes the same records under the same keys.
+    Shared by every engine, so a run on any of them writes the same records under the same keys. The
+    records are keyed by the model's identity, so another normalization, input size or program never
+    reuses a record; a file with records that do not name it (an earlier version's) is refused.
     """
-    profile.check_matches(model)
-    profile.check_disjoint(dataset, split, indices)
+    if store.without_identity:
+        raise InputRefused(
+            f"{store.path} holds {store.without_identity} record(s) of an earlier version, which do not name the "
+            "model's identity (its normalization, input size or program), so this run cannot tell which of them "
+            "are its own; write to another --records file (the old one still analyses)"
+        )
+    check_usable(profile, model, tuple(model.info.input_shape), dataset, split, indices)
     max_k = profile.covariance.k
     if any(method_class(m).needs_profile for m in spec.methods) and max(spec.ks) > max_k:
         warnings.warn(f"the profile has rank {max_k}: DSmooth's ranks above it use k = {max_k}", stacklevel=3)
@@ -108,6 +117,7 @@ def plan_run(
         "split": split,
         "model": model.info.name,
         "model_hash": model.info.weights_hash,
+        "model_identity": model.info.identity,
         "profile_hash": profile.covariance.content_hash(),
         "profile_k": max_k,
         "attack": spec.attack_name,
@@ -144,14 +154,25 @@ def run_experiment(
             progress, sum(units + sum(spec.n0 + job[0].n for job in jobs) for jobs in plan.todo.values() if jobs)
         )
         written = 0
-        for idx, jobs in plan.todo.items():
-            if not jobs:
-                continue
-            x, label = images.tensor([idx])[0], int(images.labels[idx])
-            for record in image_records(model, idx, x, label, jobs, plan.noises, profile, spec, batch_size, tracker):
-                store.append(record)
-                written += 1
+        with checked_noises(model, plan.noises.values()):
+            for idx, jobs in plan.todo.items():
+                if not jobs:
+                    continue
+                x, label = images.tensor([idx])[0], int(images.labels[idx])
+                records = image_records(model, idx, x, label, jobs, plan.noises, profile, spec, batch_size, tracker)
+                for record in records:
+                    store.append(record)
+                    written += 1
         return RunSummary(images=len(plan.todo), images_skipped=plan.images_skipped, records_written=written)
+
+
+@contextlib.contextmanager
+def checked_noises(model: torch.nn.Module, noises: Iterable[SmoothingNoise]) -> Iterator[None]:
+    """The model and every noise of a run checked once, so the certificates inside skip the repeat."""
+    with contextlib.ExitStack() as stack:
+        for noise in noises:
+            stack.enter_context(certification_checks(model, noise, tuple(model.info.input_shape)))
+        yield
 
 
 def image_records(
@@ -185,7 +206,8 @@ def image_records(
             part = tracker.part(spec.n0 + setting.n)
             cert = certify(model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, part)
             votes[draws] = cert
-        yield {"key": record_key(identity), **identity, **_record(image, cert, noise, profile)}
+        record = {"key": record_key(identity), **identity, **_record(image, cert, noise, profile)}
+        yield {**record, "batch": batch_size}
         tracker.advance(spec.n0 + setting.n)
 
 

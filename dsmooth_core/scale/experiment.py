@@ -10,7 +10,7 @@ import torch
 from dsmooth_core.data import ImageSet
 from dsmooth_core.experiments.plan import ExperimentSpec, Setting
 from dsmooth_core.experiments.records import Record, RecordStore
-from dsmooth_core.experiments.runner import RunSummary, image_records, plan_run
+from dsmooth_core.experiments.runner import RunSummary, checked_noises, image_records, plan_run
 from dsmooth_core.noise import SmoothingNoise
 from dsmooth_core.profiles import ThreatProfile
 from dsmooth_core.progress import ProgressCallback, report
@@ -82,12 +82,16 @@ def certify_chunk(
     spec: ExperimentSpec,
     batch_size: int,
 ) -> list[Record]:
-    """In a worker: every record of every image of the chunk (what the in-process engine would write)."""
-    return [
-        record
-        for idx, x, label, jobs in chunk
-        for record in image_records(model, idx, x, label, jobs, noises, profile, spec, batch_size)
-    ]
+    """In a worker: every record of every image of the chunk (what the in-process engine would write).
+
+    The worker's copies of the model and noises are checked once per chunk, not once per certificate.
+    """
+    with checked_noises(model, noises.values()):
+        return [
+            record
+            for idx, x, label, jobs in chunk
+            for record in image_records(model, idx, x, label, jobs, noises, profile, spec, batch_size)
+        ]
 
 
 def _chunks(images: ImageSet, todo: list[tuple[int, list]], size: int) -> Iterator[list[ImageJob]]:
