@@ -49,6 +49,7 @@ class ModelCard:
     normalization: str
     probe_predictions: tuple[str, ...]
     probe_note: str
+    identity: str  # ModelInfo.identity: what every result of this model is keyed by
 
 
 def file_format(model: Normalized) -> str:
@@ -102,6 +103,7 @@ def load_upload(file_name: str, data: bytes, options: ModelFileOptions) -> str:
         normalization=options.normalization,
         probe_predictions=tuple(names[i] for i in predicted),
         probe_note=note,
+        identity=identity,
     )
     models[identity] = (model, card)
     return identity
@@ -146,7 +148,8 @@ def show_card(card: ModelCard) -> None:
         f"Parameters: {card.parameters:,} · input {card.input_shape} in [0, 1] pixels · "
         f"normalization: {card.normalization}  \n"
         f"{len(card.class_names)} classes: {classes}  \n"
-        f"sha256 `{card.sha256}`  \n"
+        f"sha256 `{card.sha256}` · identity `{card.identity[:16]}` (weights, code, normalization, input size, "
+        "classes: any change is another model)  \n"
         f"Probe on {card.probe_note}; predicted: {', '.join(card.probe_predictions)}"
     )
 

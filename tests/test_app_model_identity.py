@@ -167,5 +167,8 @@ def test_a_reupload_with_one_change_gets_the_new_models_results(app_env, case: s
     check_shows(second, make_b(), stated_b)
     third = new_session()
     upload(third, make_a(), stated_a)
+    identity_a = third.session_state[state.MODEL].upload
     upload(third, make_b(), stated_b)  # the same session: model A first, then B
+    identity_b = third.session_state[state.MODEL].upload
+    assert identity_a != identity_b and set(third.session_state[state.UPLOADED_MODELS]) == {identity_a, identity_b}
     check_shows(third, make_b(), stated_b)
