@@ -20,6 +20,7 @@ from torch import nn
 from dsmooth_core import IsotropicGaussian, LowRankCovariance, certify, predict
 from dsmooth_core.attacks import PRESETS, square_then_fgsm
 from dsmooth_core.cli import main
+from dsmooth_core.cli.result_files import settings_path
 from dsmooth_core.contract import ModelContractError, NonFiniteLogitsError
 from dsmooth_core.data import DataUnavailableError, load_cifar10
 from dsmooth_core.models import BUNDLED_WEIGHTS, ModelInfo, ModelLoadError, build_architecture, load_user_model, wrap
@@ -437,6 +438,7 @@ def test_torn_last_tsv_line_is_dropped_and_redone(tmp_path: Path) -> None:
     assert main(_certify_args(data, whole, 3)) == 0
     lines = whole.read_text().splitlines(keepends=True)
     torn.write_text("".join(lines[:3]) + lines[3][:7])  # header, two rows, and half of the third
+    settings_path(torn).write_bytes(settings_path(whole).read_bytes())  # the settings travel with the rows
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match="incomplete last line"):
         assert main(_certify_args(data, torn, 3)) == 0

@@ -112,6 +112,14 @@ def write_settings(path: Path, kind: str, settings: Mapping[str, Any], about: Ma
     os.replace(temporary, side)
 
 
+def _check_header(path: Path, columns: tuple[str, ...], kind: str) -> None:
+    """Refuse a file whose first line is not this TSV's header (another kind of file)."""
+    with path.open(newline="") as f:
+        header = next(csv.reader(f, delimiter="\t"), None)
+    if header is None or tuple(header) != columns:
+        raise InputRefused(f"--out {path} exists but is not a {kind} TSV (its first line is not the header)")
+
+
 def finished_keys(
     path: Path, columns: tuple[str, ...], key_columns: tuple[str, ...], kind: str
 ) -> set[tuple[str, ...]]:
@@ -150,7 +158,9 @@ def resumable_tsv(
     """
     created = not path.exists()
     if not created and path.stat().st_size and settings is not None:
-        check_settings(path, kind, settings)  # before the lock's repairs: a refused file stays untouched
+        # before the lock's repairs (a torn last line), so a refused file stays untouched
+        _check_header(path, columns, kind)
+        check_settings(path, kind, settings)
     try:
         with locked_append(path) as out:
             done = finished_keys(path, columns, key_columns, kind)
