@@ -15,6 +15,7 @@ from dsmooth_core import Certificate, SmoothingNoise
 from dsmooth_core.audit import AuditResult, AuditSettings, audit
 from dsmooth_core.device import generator_for
 from dsmooth_core.noise import method_class
+from dsmooth_core.settings import result_key
 from dsmooth_lab_ui import audit_figures, jobs, resources, state
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8, upscale
 
@@ -65,7 +66,7 @@ def _run(model, x, record: state.CertifyRecord, noise: SmoothingNoise, settings:
     """Start the audit of one certificate as a background job; its result lands in ``state.AUDIT``."""
     method = noise.name
     certificate = dict(record.results)[noise]
-    seed = int(record.settings.get("seed", 0)) + AUDIT_SEED_OFFSET
+    seed = record.settings[noise.key].seed + AUDIT_SEED_OFFSET
 
     def work(progress: jobs.Progress) -> AuditResult:
         progress.stage(f"{method}: attack and PREDICT draws")
@@ -79,7 +80,7 @@ def _run(model, x, record: state.CertifyRecord, noise: SmoothingNoise, settings:
     jobs.start(
         JOB,
         f"Audit of {method}",
-        (record.model_key, record.image_id, noise.identity, certificate, settings, seed),
+        result_key(record.model_key, record.image_id, noise, certificate, settings, seed),
         work,
         deliver,
         batch=settings.batch_size,
@@ -121,7 +122,7 @@ def section(model, x: torch.Tensor, record: state.CertifyRecord) -> None:
     """'Audit these certificates': a button per certified method, and each method's last audit."""
     st.subheader("Audit these certificates")
     st.write(EXPLAIN)
-    settings = _settings(int(record.settings["batch"]))  # the batch the certificates were made with
+    settings = _settings(max(s.batch for s in record.settings.values()))  # the certificates' batch
     certified = [noise for noise, cert in record.results if not cert.abstained]
     if not certified:
         st.info("No method certified this image, so there is nothing to audit.", icon=":material/info:")

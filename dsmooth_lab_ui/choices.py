@@ -10,7 +10,8 @@ import streamlit as st
 
 from dsmooth_core.data import ImageSet
 from dsmooth_core.models import DEFAULT_MODEL
-from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile
+from dsmooth_core.profiles import ProfileMismatchError, ThreatProfile, check_usable
+from dsmooth_core.settings import ProfileShape
 from dsmooth_lab_ui import gallery, resources, state
 
 IMAGE_DEFAULT_TRIED = "dsl_image_default_tried"
@@ -102,8 +103,7 @@ def ensure_defaults() -> None:
 
 def use_profile(profile: ThreatProfile, source: str) -> None:
     """Make ``profile`` current with the rank, shrinkage and normalization it was saved with (tuned or not)."""
-    cov = profile.covariance
-    choice = state.ProfileChoice(profile, source, k=cov.k, shrinkage=cov.shrinkage, normalization=cov.normalization)
+    choice = state.ProfileChoice(profile, source, ProfileShape.of(profile.covariance))
     state.put(state.PROFILE, choice)
     state.put(state.PROFILE_ERROR, None)
     state.put(state.PROFILE_NOTE, None)
@@ -116,24 +116,22 @@ def usable_profile(
 ) -> tuple[state.ProfileChoice | None, str | None]:
     """The current profile if DSmooth may use it with this model and image, else the reason why not.
 
-    With ``image``, an image that was part of the calibration set is refused too (the certificate
-    would leak test information).
+    The decision is the library's (:func:`dsmooth_core.profiles.check_usable`). With ``image``, an
+    image that was part of the calibration set is refused too (the certificate would leak test
+    information).
     """
     choice: state.ProfileChoice | None = state.get(state.PROFILE)
     if choice is None:
         return None, "no threat profile yet"
     try:
-        choice.profile.check_matches(model)
+        check_usable(choice.profile, model, tuple(x_shape), *calibration_place(image))
     except ProfileMismatchError as exc:
         return None, str(exc)
-    if tuple(choice.covariance.shape) != tuple(x_shape):
-        return (
-            None,
-            f"the profile is for inputs {tuple(choice.covariance.shape)}, the image is {tuple(x_shape)}",
-        )
-    if image is not None and image.dataset is not None and image.index is not None:
-        try:
-            choice.profile.check_disjoint(image.dataset, image.split or "", [image.index])
-        except ProfileMismatchError as exc:
-            return None, str(exc)
     return choice, None
+
+
+def calibration_place(image: state.ImageChoice | None) -> tuple[str | None, str | None, tuple[int, ...]]:
+    """Where ``image`` lies in a data set, as ``check_usable`` takes it (nothing for an image from elsewhere)."""
+    if image is None or image.dataset is None or image.index is None:
+        return None, None, ()
+    return image.dataset, image.split or "", (image.index,)

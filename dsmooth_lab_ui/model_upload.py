@@ -1,14 +1,14 @@
 """Bring your own model: upload a model file, state what it expects, probe it, and select it.
 
-The uploaded model is kept in the session by file checksum and stated options, so switching back
-to it costs nothing, and it is selected like a registry model (``ModelChoice.upload``): every page
-uses it through ``resources.current_model``. On any failure the previous model stays selected. A
-Cohen-format checkpoint fills the fields in itself when it is chosen.
+The uploaded model is kept in the session by its identity (``ModelInfo.identity``: weights, program
+code, normalization, input size, classes, architecture), so loading it again keeps the probed copy,
+and it is selected like a registry model (``ModelChoice.upload``): every page uses it through
+``resources.current_model``, and every result is keyed by that identity. On any failure the previous
+model stays selected. A Cohen-format checkpoint fills the fields in itself when it is chosen.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import streamlit as st
@@ -16,13 +16,13 @@ import torch
 
 from dsmooth_core.models import ARCHITECTURE_NAMES, CIFAR10_CLASSES, Normalized
 from dsmooth_core.models.cohen_checkpoint import COHEN_ARCHITECTURES, COHEN_SOURCE
+from dsmooth_core.models.info import file_sha256
 from dsmooth_core.models.model_file import (
     NORMALIZATION_PRESETS,
     SELF_NORMALIZING,
     TRUST_REASON,
     ModelFileOptions,
     cohen_statement,
-    file_sha256,
     load_model_file,
     probe,
 )
@@ -53,6 +53,7 @@ class ModelCard:
     normalization: str
     probe_predictions: tuple[str, ...]
     probe_note: str
+    identity: str  # ModelInfo.identity: what every result of this model is keyed by
 
 
 def _cohen_arch(model: Normalized) -> str | None:
@@ -87,20 +88,18 @@ def _probe_batch(model: Normalized) -> tuple[torch.Tensor, list[int] | None, str
     return batch, None, f"{PROBE_IMAGES} random images"
 
 
-def upload_key(sha256: str, options: ModelFileOptions) -> str:
-    """The session cache key: the file's checksum and what the user stated about it."""
-    stated = hashlib.sha256(repr(options).encode()).hexdigest()[:8]
-    return f"{sha256[:16]}-{stated}"
-
-
 def load_upload(file_name: str, data: bytes, options: ModelFileOptions) -> str:
-    """Load, probe and keep an uploaded model; returns its key. Raises the library's errors."""
-    sha256 = file_sha256(data)
-    key = upload_key(sha256, options)
-    models: dict[str, tuple[Normalized, ModelCard]] = st.session_state.setdefault(state.UPLOADED_MODELS, {})
-    if key in models:
-        return key
+    """Load, probe and keep an uploaded model; returns its identity. Raises the library's errors.
+
+    The file is loaded each time: only the loaded model knows its identity (a TorchScript file's
+    code, the normalization and input size stated, the weights). A model the session already has
+    keeps its probed copy.
+    """
     model = load_model_file(data, options, name=file_name, device=resources.device())
+    identity = resources.model_key(model)
+    models: dict[str, tuple[Normalized, ModelCard]] = st.session_state.setdefault(state.UPLOADED_MODELS, {})
+    if identity in models:
+        return identity
     batch, labels, note = _probe_batch(model)
     predicted = probe(model, batch).tolist()
     names = model.info.class_names
@@ -110,16 +109,17 @@ def load_upload(file_name: str, data: bytes, options: ModelFileOptions) -> str:
     card = ModelCard(
         file_name=file_name,
         file_format=file_format(model),
-        sha256=sha256,
+        sha256=file_sha256(data),
         parameters=sum(p.numel() for p in model.net.parameters()),
         input_shape=tuple(model.info.input_shape),
         class_names=tuple(names),
         normalization=_normalization(model, options),
         probe_predictions=tuple(names[i] for i in predicted),
         probe_note=note,
+        identity=identity,
     )
-    models[key] = (model, card)
-    return key
+    models[identity] = (model, card)
+    return identity
 
 
 def _normalization(model: Normalized, options: ModelFileOptions) -> str:
@@ -169,11 +169,11 @@ def _use_upload() -> None:
     if upload is None:
         return
     try:
-        key = load_upload(upload.name, upload.getvalue(), _options())
+        identity = load_upload(upload.name, upload.getvalue(), _options())
     except Exception as exc:  # the library's messages say what is wrong with the file
         state.put(state.MODEL_UPLOAD_ERROR, f"{upload.name}: {exc} The previous model stays selected.")
         return
-    state.put(state.MODEL, state.ModelChoice(upload.name, upload=key))
+    state.put(state.MODEL, state.ModelChoice(upload.name, upload=identity))
     state.put(state.MODEL_UPLOAD_ERROR, None)
     state.put(state.MODEL_ERROR, None)
 
@@ -189,7 +189,8 @@ def show_card(card: ModelCard) -> None:
         f"Parameters: {card.parameters:,} · input {card.input_shape} in [0, 1] pixels · "
         f"normalization: {card.normalization}  \n"
         f"{len(card.class_names)} classes: {classes}  \n"
-        f"sha256 `{card.sha256}`  \n"
+        f"sha256 `{card.sha256}` · identity `{card.identity[:16]}` (weights, code, normalization, input size, "
+        "classes: any change is another model)  \n"
         f"Probe on {card.probe_note}; predicted: {', '.join(card.probe_predictions)}"
     )
 

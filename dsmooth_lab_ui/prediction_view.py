@@ -22,7 +22,7 @@ def prediction_section(model) -> None:
         st.info("Choose an image above (or upload one) to see the model's prediction.", icon=":material/info:")
         return
     x = resources.model_input(model, image)
-    probs = resources.probabilities(resources.model_key(model), image.image_id, model, x)
+    probs = resources.probabilities(model, image, x)
     classes = model.info.class_names
     label = resources.effective_label(model, image)
     top = int(np.argmax(probs))

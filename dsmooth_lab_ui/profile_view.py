@@ -11,6 +11,8 @@ import dataclasses
 
 import streamlit as st
 
+from dsmooth_core.errors import InputRefused
+from dsmooth_core.settings import ProfileShape
 from dsmooth_lab_ui import figures, profile_shape, resources, sidebar, state
 from dsmooth_lab_ui.images import eigen_images
 
@@ -23,15 +25,16 @@ def _update_shape() -> None:
     choice: state.ProfileChoice | None = state.get(state.PROFILE)
     if choice is None:
         return
-    state.put(
-        state.PROFILE,
-        dataclasses.replace(
-            choice,
+    try:
+        shape = ProfileShape(
+            normalization=str(st.session_state["profile_normalization"]),
             k=int(st.session_state["profile_k"]),
             shrinkage=float(st.session_state["profile_shrinkage"]),
-            normalization=str(st.session_state["profile_normalization"]),
-        ),
-    )
+        )
+    except InputRefused as exc:  # the widgets' bounds keep these valid; say so if one ever is not
+        state.put(state.PROFILE_ERROR, str(exc))
+        return
+    state.put(state.PROFILE, dataclasses.replace(choice, shape=shape))
     st.rerun([SHAPE_FRAGMENT, sidebar.PROFILE_FRAGMENT])  # the controls' own view and the sidebar's line
 
 
@@ -71,7 +74,7 @@ def show(choice: state.ProfileChoice) -> None:
     fitted_hash = fitted.content_hash()
     st.download_button(
         "Download this profile (.pt, as fitted; rank and shrinkage are chosen when used)",
-        resources.profile_bytes(fitted_hash, len(p.indices), p),
+        resources.profile_bytes(p),
         file_name=f"threat_profile_{p.model_name}_{p.split}_{fitted_hash[:8]}.pt",
         mime="application/octet-stream",
         on_click="ignore",

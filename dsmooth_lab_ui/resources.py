@@ -3,9 +3,13 @@
 Rules: ``st.cache_resource`` for shared, read-only objects (models, data sets, profiles);
 ``st.cache_data`` for results, keyed only on small values (names, numbers, seeds, hashes). Big
 objects (the model, the image tensor, the noise) are passed as ``_``-prefixed arguments, which
-Streamlit does not hash; the keys that precede them identify them (model key = name + weights hash,
-image id, profile content hash). The long computations (attack, certify, votes, profile building)
-run as background jobs: see ``dsmooth_lab_ui.jobs`` and ``dsmooth_lab_ui.tasks``.
+Streamlit does not hash; the key that precedes them is :func:`dsmooth_core.settings.result_key` over
+the identities of everything that shapes the result (the model's ``ModelInfo.identity``: weights,
+program code, normalization, input size, classes, architecture; the image's id and content; the
+settings). These caches are shared by every session of the server, so a key that left out one of
+them would hand one session's result to another. Loaded files are keyed by path and file stamp.
+The long computations (attack, certify, votes, profile building) run as background jobs: see
+``dsmooth_lab_ui.jobs`` and ``dsmooth_lab_ui.tasks``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dsmooth_core.data import (
 from dsmooth_core.experiments import load_experiment_model
 from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, ModelUnavailableError, prepare_image
 from dsmooth_core.profiles import ThreatProfile
+from dsmooth_core.settings import result_key
 from dsmooth_lab_ui import compute, state
 
 BUNDLED_PROFILE = bundled.PROFILE
@@ -62,7 +67,7 @@ def _model(name: str, pretrained: bool, device_name: str, stamp: str) -> torch.n
 
 def get_model(choice: state.ModelChoice) -> torch.nn.Module:
     """Load (once) the chosen model on the best device; raises the library's errors."""
-    if choice.upload is not None:
+    if choice.upload is not None:  # the upload's identity
         uploaded = (state.get(state.UPLOADED_MODELS) or {}).get(choice.upload)
         if uploaded is None:
             raise ModelUnavailableError(
@@ -92,8 +97,8 @@ def suggested_batch(model_key: str, _model: torch.nn.Module) -> int:
 
 
 def model_key(model: torch.nn.Module) -> str:
-    info = model.info
-    return f"{info.name}@{info.weights_hash[:16]}"
+    """The model's identity: everything that changes its outputs (not its display name)."""
+    return model.info.identity
 
 
 # ---------------------------------------------------------------- data
@@ -163,7 +168,7 @@ def read_image_file(path: str, stamp: str) -> np.ndarray:
 
 def model_input(model: torch.nn.Module, choice: state.ImageChoice) -> torch.Tensor:
     """The image at the model's input size, (C,H,W) in [0, 1] (memoised per model and image)."""
-    key = (model_key(model), choice.image_id)
+    key = result_key(model.info, choice.identity)
     memo = state.get(state.X_MEMO)
     if memo is not None and memo[0] == key:
         return memo[1]
@@ -190,12 +195,16 @@ def load_profile_file(path: Path) -> ThreatProfile:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def profile_bytes(content_hash: str, n_indices: int, _profile: ThreatProfile) -> bytes:
-    """The profile as the file ThreatProfile.save writes, for a download button."""
+def _profile_file_bytes(key: str, _profile: ThreatProfile) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "profile.pt"
         _profile.save(path)
         return path.read_bytes()
+
+
+def profile_bytes(profile: ThreatProfile) -> bytes:
+    """The profile as the file ThreatProfile.save writes (fitted covariance and metadata), for a download button."""
+    return _profile_file_bytes(result_key(profile.covariance, profile.metadata()), profile)
 
 
 def bundled_profile_available() -> bool:
@@ -208,8 +217,13 @@ def bundled_paper_profile_available() -> bool:
 
 # ---------------------------------------------------------------- cached results
 @st.cache_data(show_spinner=False, max_entries=256)
-def probabilities(model_key: str, image_id: str, _model: torch.nn.Module, _x: torch.Tensor) -> np.ndarray:
+def _probabilities(key: str, _model: torch.nn.Module, _x: torch.Tensor) -> np.ndarray:
     return compute.class_probabilities(_model, _x)
+
+
+def probabilities(model: torch.nn.Module, image: state.ImageChoice, x: torch.Tensor) -> np.ndarray:
+    """The base model's class probabilities for the image ``x`` (= ``model_input(model, image)``)."""
+    return _probabilities(result_key("probabilities", model.info, image.identity), model, x)
 
 
 def data_dir_note() -> str:

@@ -1,7 +1,8 @@
 """Session-state keys and the records kept in them, so results survive page switches.
 
-Every record carries the identity of what produced it (model key, image id, settings), so a page
-can tell a result that belongs to the current model and image from a stale one.
+Every record carries the identity of what produced it (the model's identity, the image's id, the
+settings), so a page can tell a result that belongs to the current model and image from a stale one.
+Keys are built by :func:`dsmooth_core.settings.result_key` over these identities, nowhere else.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dsmooth_core import Certificate, SmoothingNoise
 from dsmooth_core.attacks import AttackResult
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.profiles import ThreatProfile
+from dsmooth_core.settings import CertifySettings, ProfileShape, result_key
 
 # ---------------------------------------------------------------- keys
 MODEL = "dsl_model"  # ModelChoice
@@ -33,8 +35,8 @@ PROFILE_NOTE = "dsl_profile_note"  # str: e.g. the requested rank k was clamped 
 PROFILE_DEFAULT_TRIED = "dsl_profile_default_tried"
 CERTIFY = "dsl_certify"  # CertifyRecord | None
 NOISE_VOTES = "dsl_noise_votes"  # dict: the last vote count of the Noise explorer
-X_MEMO = "dsl_x_memo"  # (model key, image id) -> model input tensor
-UPLOADED_MODELS = "dsl_uploaded_models"  # dict upload key -> (model, card): this session's uploaded models
+X_MEMO = "dsl_x_memo"  # (result_key(model, image), model input tensor)
+UPLOADED_MODELS = "dsl_uploaded_models"  # dict model identity -> (model, card): this session's uploaded models
 MODEL_UPLOAD_ERROR = "dsl_model_upload_error"  # str: why the last model upload failed (the model stays)
 AUDIT = "dsl_audit"  # dict method -> AuditView: audits of the current certificates
 
@@ -43,7 +45,8 @@ AUDIT = "dsl_audit"  # dict method -> AuditView: audits of the current certifica
 class ModelChoice:
     """A registry model by name; ``pretrained=False`` uses untrained weights (to try code paths offline).
 
-    ``upload`` is the key of a model uploaded in this session (then ``name`` is its file name).
+    ``upload`` is the identity (``ModelInfo.identity``) of a model uploaded in this session (then
+    ``name`` is its file name).
     """
 
     name: str
@@ -71,23 +74,35 @@ class ImageChoice:
     split: str | None = None
     index: int | None = None
 
+    @cached_property
+    def identity(self) -> str:
+        """The image by id and content: an id alone may name other pixels (a data folder that changed)."""
+        return result_key(self.image_id, torch.from_numpy(np.ascontiguousarray(self.pixels)))
+
 
 @dataclass(frozen=True, eq=False)
 class ProfileChoice:
-    """A threat profile with the rank, shrinkage and normalization chosen for it (no refit)."""
+    """A threat profile with the shape (normalization, rank, shrinkage) chosen for it (no refit)."""
 
     profile: ThreatProfile
     source: str
-    k: int
-    shrinkage: float = 0.0
-    normalization: str = "det"
+    shape: ProfileShape
+
+    @property
+    def k(self) -> int:
+        return self.shape.k
+
+    @property
+    def shrinkage(self) -> float:
+        return self.shape.shrinkage
+
+    @property
+    def normalization(self) -> str:
+        return self.shape.normalization
 
     @cached_property
     def covariance(self) -> LowRankCovariance:
-        cov = self.profile.covariance
-        if self.k != cov.k:
-            cov = cov.with_rank(self.k)
-        return cov.with_shrinkage(self.shrinkage).with_normalization(self.normalization)
+        return self.shape.apply(self.profile.covariance)
 
     @cached_property
     def content_hash(self) -> str:
@@ -103,7 +118,10 @@ class ProfileChoice:
 
 @dataclass(frozen=True, eq=False)
 class AttackRecord:
-    """One Square + FGSM run on the current image: the library's result for a batch of one, on the CPU."""
+    """One Square + FGSM run on the current image: the library's result for a batch of one, on the CPU.
+
+    ``model_key`` is the model's identity (``resources.model_key``).
+    """
 
     model_key: str
     image_id: str
@@ -121,12 +139,20 @@ class AttackRecord:
 
 @dataclass(eq=False)
 class CertifyRecord:
-    """The last certification run: its settings and, per method, the noise used and its certificate."""
+    """The last certification run: per method its settings, the noise used and its certificate.
+
+    ``model_key`` is the model's identity; ``settings`` maps each method key to the settings it was
+    certified with; ``profile`` and ``profile_hash`` say which threat profile, shaped how, made
+    DSmooth's noise (None when no method used one).
+    """
 
     model_key: str
+    model_name: str
     image_id: str
-    settings: dict[str, Any]
+    settings: dict[str, CertifySettings]
     label: int | None
+    profile: str | None = None
+    profile_hash: str | None = None
     results: list[tuple[SmoothingNoise, Certificate]] = field(default_factory=list)
 
 

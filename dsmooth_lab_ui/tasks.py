@@ -5,7 +5,8 @@ so the job runs in the worker process (:mod:`dsmooth_lab_ui.worker`). Each funct
 progress callback last and returns the library's objects (tensors on the CPU); the page's
 ``deliver`` turns them into session records. Sub-results that another job may need again (one
 method's certificate, one method's votes) are kept in the result cache of the process the work runs
-in (the worker's, which lives between jobs) under keys of small values.
+in (the worker's, which lives between jobs, shared by every session) under the key the page built
+with ``dsmooth_core.settings.result_key`` from the identities of all their inputs.
 """
 
 from __future__ import annotations

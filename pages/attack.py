@@ -6,6 +6,7 @@ import functools
 
 import streamlit as st
 
+from dsmooth_core.settings import result_key
 from dsmooth_lab_ui import attack_view, jobs, nav, resources, state, tasks, widgets
 
 JOB = "attack"
@@ -16,7 +17,7 @@ def run_attack(model, image: state.ImageChoice, config, seed: int) -> None:
     label = resources.effective_label(model, image)
     is_prediction = label is None
     if label is None:
-        label = int(resources.probabilities(resources.model_key(model), image.image_id, model, x).argmax())
+        label = int(resources.probabilities(model, image, x).argmax())
     key = resources.model_key(model)
     items = widgets.config_items(config)
 
@@ -37,7 +38,7 @@ def run_attack(model, image: state.ImageChoice, config, seed: int) -> None:
     jobs.start(
         JOB,
         "The attack",
-        (key, image.image_id, label, items, seed),
+        result_key(model.info, image.identity, label, config, seed),
         functools.partial(tasks.attack, model, x, label, config, seed),
         deliver,
         batch=1,

@@ -268,7 +268,7 @@ if st.button("Run experiment", key="exp_run", type="primary"):
     jobs.start(
         JOB,
         "The experiment",
-        (model.info.weights_hash, repr(spec), repr(sorted(sizes.items()))),
+        (resources.model_key(model), repr(spec), repr(sorted(sizes.items()))),
         lambda progress: run(model, test_set, train_set, spec, sizes, progress),
         deliver,
         batch=sizes["batch"],

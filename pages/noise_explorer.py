@@ -6,6 +6,7 @@ import functools
 
 import streamlit as st
 
+from dsmooth_core.settings import result_key
 from dsmooth_lab_ui import choices, jobs, nav, noise_view, resources, state, tasks
 
 JOB = "votes"
@@ -34,7 +35,10 @@ def votes_section(model, x, image, methods, sigmas, profile) -> None:
     key = resources.model_key(model)
     if st.button("Count the votes", type="primary", icon=":material/how_to_vote:"):
         noises = [noise_view.noise_for(method, float(sigma), profile) for method in methods]
-        runs = [(noise, (key, image.image_id, noise.identity, int(count), int(seed), int(batch))) for noise in noises]
+        runs = [
+            (noise, result_key("votes", model.info, image.identity, noise, int(count), int(seed), int(batch)))
+            for noise in noises
+        ]
         record = {"model_key": key, "image_id": image.image_id, "sigma": sigma, "count": int(count)}
         jobs.start(
             JOB,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile, Tuning
+from dsmooth_core.profiles import Calibration, ProfileMismatchError, ThreatProfile, Tuning, check_usable
+from dsmooth_core.settings import result_key
 from dsmooth_core.tuning import TuningGrid
 from dsmooth_lab_ui import bundled_profiles, choices, jobs, nav, profile_view, resources, state, tasks, widgets
 
@@ -135,7 +136,7 @@ def build_source(model) -> None:
     jobs.start(
         JOB,
         "Building the profile",
-        (resources.model_key(model), stamp, calibration, int(batch)),
+        result_key(calibration.identity(model.info.identity, calibration.indices(images.labels)), stamp, int(batch)),
         functools.partial(tasks.profile, model, images, calibration, int(batch)),
         deliver,
         batch=int(batch),
@@ -183,22 +184,19 @@ def tuning_settings(k: int, seed: int) -> Tuning | None:
 
 
 def checks(model, choice: state.ProfileChoice) -> None:
-    try:
-        choice.profile.check_matches(model)
-    except ProfileMismatchError as exc:
-        st.error(f"{exc}. DSmooth will not certify with it on this model.", icon=":material/error:")
+    """Whether DSmooth may use this profile with the current model and image: the library's one decision."""
     image = state.get(state.IMAGE)
-    if image is not None and image.dataset is not None and image.index is not None:
-        try:
-            choice.profile.check_disjoint(image.dataset, image.split, [image.index])
-        except ProfileMismatchError as exc:
-            st.error(f"The current image was used for calibration: {exc}", icon=":material/error:")
-        else:
-            st.success(
-                f"The current image ({image.caption}) is not among the {len(choice.profile.indices)} "
-                f"calibration images ({choice.profile.dataset} {choice.profile.split}).",
-                icon=":material/check_circle:",
-            )
+    try:
+        check_usable(choice.profile, model, tuple(model.info.input_shape), *choices.calibration_place(image))
+    except ProfileMismatchError as exc:
+        st.error(f"{exc}. DSmooth will not certify with it here.", icon=":material/error:")
+        return
+    if image is not None and image.index is not None:
+        st.success(
+            f"The current image ({image.caption}) is not among the {len(choice.profile.indices)} "
+            f"calibration images ({choice.profile.dataset} {choice.profile.split}).",
+            icon=":material/check_circle:",
+        )
 
 
 nav.ensure_app()

@@ -55,7 +55,7 @@ def test_uploaded_model_gets_a_card_and_serves_every_page(app_env, name, make, t
     next(b for b in at.button if b.label == "Run the attack").click()
     finish_job(at)
     assert not at.exception, [e.value for e in at.exception]
-    assert at.session_state[state.ATTACK].model_key.startswith(name)
+    assert at.session_state[state.ATTACK].model_key == choice.upload  # the uploaded model's identity
     at.switch_page(nav.CERTIFY).run()
     at.multiselect(key="cert_methods").set_value(["RandSmooth"])
     at.number_input(key="cert_n0").set_value(5)
@@ -64,8 +64,9 @@ def test_uploaded_model_gets_a_card_and_serves_every_page(app_env, name, make, t
     finish_job(at)
     assert not at.exception, [e.value for e in at.exception]
     record = at.session_state[state.CERTIFY]
-    assert record.model_key.startswith(name) and "RandSmooth" in [noise.name for noise, _ in record.results]
-    # loading the same file again takes the session's copy (cached by checksum): the very same model object
+    assert record.model_key == choice.upload and record.model_name == name
+    assert "RandSmooth" in [noise.name for noise, _ in record.results]
+    # loading the same file again takes the session's copy (kept by identity): the very same model object
     (key,) = at.session_state[state.UPLOADED_MODELS]
     first = at.session_state[state.UPLOADED_MODELS][key][0]
     at.switch_page(nav.MODEL_IMAGE).run()

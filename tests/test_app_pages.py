@@ -24,6 +24,7 @@ from dsmooth_core.data import load_cifar10
 from dsmooth_core.models import DEFAULT_MODEL, load_model
 from dsmooth_core.models.errors import ModelUnavailableError
 from dsmooth_core.profiles import Calibration, ThreatProfile, Tuning, calibrate
+from dsmooth_core.settings import ProfileShape
 from dsmooth_core.tuning import TuningGrid
 from dsmooth_lab_ui import jobs, nav, resources, state
 from tests import apptest_jobs
@@ -99,7 +100,7 @@ def app_profile(app_data_dir: Path) -> state.ProfileChoice:
     train = load_cifar10("train", app_data_dir, download=False)
     config = AttackConfig(eps_inf=8 / 255, n_queries=10, fgsm="l2", eps_fgsm=0.5, project_linf=False)
     profile = calibrate(model, train, Calibration(size=12, attack=config, k=4, keep="nonzero"))
-    return state.ProfileChoice(profile, "test profile", k=profile.covariance.k)
+    return state.ProfileChoice(profile, "test profile", ProfileShape("det", profile.covariance.k, 0.0))
 
 
 @pytest.fixture
