@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from dsmooth_core.contract import NonFiniteLogitsError
 from dsmooth_core.data import MAX_UPLOAD_BYTES, UploadError, read_upload
 from dsmooth_core.models import DEFAULT_MODEL, available_models
 from dsmooth_lab_ui import choices, figures, gallery, model_upload, nav, resources, state
@@ -241,7 +242,11 @@ def prediction_section(model) -> None:
         st.info("Choose an image above (or upload one) to see the model's prediction.", icon=":material/info:")
         return
     x = resources.model_input(model, image)
-    probs = resources.probabilities(resources.model_key(model), image.image_id, model, x)
+    try:
+        probs = resources.probabilities(resources.model_key(model), image.image_id, model, x)
+    except NonFiniteLogitsError as exc:  # a "nan%" prediction would look like a result
+        st.error(f"No prediction for this image: {exc}", icon=":material/error:")
+        return
     classes = model.info.class_names
     label = resources.effective_label(model, image)
     top = int(np.argmax(probs))

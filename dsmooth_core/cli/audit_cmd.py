@@ -4,11 +4,14 @@ Each line sets the certified radius (a lower bound on the robust radius) against
 bound the attack found (an upper bound), both in the method's own metric. ``violation`` means a
 perturbation inside the certified region changed PREDICT's answer: the certificate is refuted.
 ``consistent`` means the attack found nothing inside it, which never proves the certificate.
+``inconclusive`` means the audit could not look (its PREDICT could name no class at --audit-n and
+--audit-alpha); the printed line says what would let it.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from dsmooth_core.appendfile import check_writable_file
@@ -77,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         bisection_steps=args.bisection_steps,
         batch_size=args.batch,
     )
+    reach = settings.reach()
+    if not reach.able:
+        print(f"note: every audit will be inconclusive: {reach.reason()}", file=sys.stderr)
     check_writable_file(args.out)
     model = load_cifar_model(args)
     data = load_cifar10(args.split, args.data_dir)
@@ -92,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
             cert = certify(model, x, noise, args.n0, args.n, args.alpha, args.batch, generator)
             if cert.abstained:
                 verdict, bound, new, searched, calls, seconds = ABSTAINED, "nan", "", "nan", 0, cert.seconds
+                why = ""
             else:
                 result = audit(model, x, noise, cert, settings, generator)
                 verdict, bound, searched = result.verdict, repr(result.empirical_bound), repr(result.searched_up_to)
                 new = "" if result.new_prediction is None else result.new_prediction
                 calls, seconds = result.predict_calls, cert.seconds + result.seconds
+                why = f" ({result.reason})" if result.inconclusive else ""
             row = (
                 index,
                 label,
@@ -115,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
             write(row)
             print(
                 f"[{count}/{len(todo)}] idx {index} {cert.method}: radius {cert.radius:.4f}, "
-                f"empirical bound {bound} ({cert.metric}): {verdict}"
+                f"empirical bound {bound} ({cert.metric}): {verdict}{why}"
             )
     return 0

@@ -14,7 +14,14 @@ from typing import Any
 import torch
 
 from dsmooth_core.device import model_device
-from dsmooth_core.scale.cluster import RayOptions, require_ray, worker_device
+from dsmooth_core.scale.cluster import (
+    RayOptions,
+    check_task_fits,
+    live_node_resources,
+    require_ray,
+    ship_torchscript,
+    worker_device,
+)
 
 WAIT_SECONDS = 1.0  # how often the driver looks up from waiting (progress, a request to stop)
 ChunkWork = Callable[..., list]
@@ -38,6 +45,8 @@ def map_chunks(
     closing the generator (or an exception in ``heartbeat``) cancels the tasks still in flight.
     """
     ray = require_ray()
+    check_task_fits(options, live_node_resources(ray))  # before any task waits forever for a node
+    ship_torchscript(ray)
     # in a list: workers fetch it themselves; models travel on the CPU, whatever device the driver used
     refs = {name: [ray.put(_on_cpu(value))] for name, value in shared.items()}
     # max_calls=0 keeps GPU workers (Ray recycles them after each task by default), and their loaded model
