@@ -132,8 +132,9 @@ def check_finite_logits(model: nn.Module, logits: torch.Tensor) -> None:
 def probe(model: nn.Module, shape: tuple[int, ...], images: torch.Tensor | None = None) -> int:
     """Run two probe batches through ``model``; return its number of classes.
 
-    The batches (sizes 2 and 3) hold a grey image, a ramp image and the first of the caller's
-    ``images`` (the images actually certified or attacked) in different company and positions.
+    The batches (sizes 2 and 3) hold a grey image, a squared ramp (another mean) and the first of the
+    caller's ``images`` (the images actually certified or attacked; a ramp without them) in different
+    company and positions.
     Checks the output is finite logits of shape (batch, classes), with as many classes as the model
     declares, that the model accepts more than one batch size, and that an image's logits do not
     depend on the other images in its batch (the votes on a batch of noisy copies must be draws of
@@ -147,7 +148,7 @@ def probe(model: nn.Module, shape: tuple[int, ...], images: torch.Tensor | None 
     used = images[0].to(device, torch.float32) if images is not None and len(images) else ramp
     small, large = (
         _probe_batch(model, torch.stack([grey, used])),
-        _probe_batch(model, torch.stack([used, 1 - ramp, grey])),
+        _probe_batch(model, torch.stack([used, ramp.square(), grey])),
     )
     for size, out in ((2, small), (3, large)):
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != size or out.shape[1] < 2:
