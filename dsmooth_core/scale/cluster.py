@@ -69,7 +69,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, timeout:
     if ray.is_initialized() and address in (_joined.get("address", address), ray.get_runtime_context().gcs_address):
         return
     if address and address != "auto":
-        _probe(address, timeout)
+        probe_address(address, timeout)
     if ray.is_initialized():
         ray.shutdown()
     options: dict = {"logging_level": logging.WARNING}
@@ -87,7 +87,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, timeout:
     _joined["address"] = address
 
 
-def _probe(address: str, timeout: float) -> None:
+def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
     """Fail fast when nothing listens at ``address`` (``host:port`` or ``ray://host[:port]``)."""
     target = address.removeprefix("ray://")
     host, _, port = target.rpartition(":") if ":" in target else (target, "", str(CLIENT_PORT))
