@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
@@ -34,6 +35,7 @@ from dsmooth_lab_ui import audit_view, compute, nav, state
 from dsmooth_lab_ui.model_upload import ModelCard
 from tests.fakedata import write_fake_cifar10
 from tests.oracles import LinearClassifier
+from tests.test_app_audit import _certified_app
 
 SHAPE = (3, 4, 4)
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -222,6 +224,25 @@ def test_a_float_image_outside_the_unit_range_is_refused_not_clamped():
 def test_the_app_audit_widgets_allow_only_audits_that_can_look():
     assert AuditSettings(n=audit_view.MIN_N, alpha=audit_view.MIN_ALPHA, bisection_steps=100).reach().able
     assert not AuditSettings(n=10).reach().able  # the old minimum
+
+
+@pytest.mark.slow  # certifies in the app first (about 20 s on a shared CPU)
+def test_the_app_shows_an_inconclusive_audit_as_inconclusive(app_env):
+    at = _certified_app()
+    assert at.number_input(key="aud_n").min == audit_view.MIN_N
+    assert at.number_input(key="aud_alpha").min == audit_view.MIN_ALPHA
+    record = at.session_state[state.CERTIFY]
+    noise, cert = next((noise, cert) for noise, cert in record.results if noise.name == "RandSmooth")
+    model = at.session_state[state.UPLOADED_MODELS]["mean"][0]
+    x = prepare_image(Image.fromarray(at.session_state[state.IMAGE].pixels), model.info)
+    blind = audit(model, x, noise, cert, AuditSettings(n=10), torch.Generator().manual_seed(0))  # below the widget
+    view = audit_view.AuditView(record.model_key, record.image_id, cert, blind)
+    at.session_state[state.AUDIT] = {"RandSmooth": view}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [w.value for w in at.warning]
+    assert any("Inconclusive: the audit could not look" in w and "use n >= 15" in w for w in shown), shown
+    assert not any("Consistent" in b.value for b in at.success)
 
 
 # ----------------------------------------------------------------------------------- the obscure list
