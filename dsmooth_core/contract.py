@@ -22,8 +22,10 @@ from dsmooth_core.device import is_out_of_memory, model_device
 PROBE_BATCHES = (2, 3)  # two sizes: a program traced with a fixed batch size fails on one of them
 # How the TorchScript interpreter's errors begin (torch.jit.Error, or RuntimeError for failed operators).
 _SCRIPT_FAILURE = "The following operation failed in the TorchScript interpreter."
-# How far one image's logits may move between batches (a share of their scale): rounding, not dependence.
-BATCH_TOLERANCE = 1e-3
+# How far one image's logits may move between batches, as a share of their scale (at least 1): rounding,
+# not dependence. Loose enough for the TF32 convolutions CUDA picks per batch size (about 1e-3 relative
+# each); a batch statistic moves logits by about their own scale.
+BATCH_TOLERANCE = 1e-2
 
 
 class ModelContractError(ValueError):

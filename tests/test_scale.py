@@ -241,3 +241,11 @@ def test_a_torchscript_model_runs_on_ray_with_the_records_of_its_python_twin(clu
     summary = _on_ray(setup, tmp_path / "script.jsonl", model=scripted)
     assert summary.records_written == IMAGES * SETTINGS
     assert _results(read_records(tmp_path / "script.jsonl")) == _results(setup["reference"])
+
+
+def test_the_cli_refuses_task_resources_no_node_has_before_writing_anything(cluster, tmp_path, capsys):
+    args = ["certify", "--model", "cifar10_resnet20", "--untrained", "--engine", "ray", "--gpus-per-task", "1"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--address", ray.get_runtime_context().gcs_address, "--out", str(tmp_path / "c.tsv")])
+    assert stopped.value.code == 2 and "--gpus-per-task 1: its 1 node(s) hold 2 CPUs" in capsys.readouterr().err
+    assert not (tmp_path / "c.tsv").exists()
