@@ -23,6 +23,7 @@ from dsmooth_core.cli import main
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.experiments import ExperimentSpec, RecordStore, evaluation_indices, read_records, run_experiment
 from dsmooth_core.models import ModelInfo, Normalized, wrap
+from dsmooth_core.models.user import ExportedNet
 from dsmooth_core.profiles import Calibration, build_profile
 from dsmooth_core.scale import ClusterUnavailableError, RayOptions, connect, run_experiment_on_ray
 from dsmooth_core.scale.cluster import probe_address
@@ -249,3 +250,13 @@ def test_the_cli_refuses_task_resources_no_node_has_before_writing_anything(clus
         main([*args, "--address", ray.get_runtime_context().gcs_address, "--out", str(tmp_path / "c.tsv")])
     assert stopped.value.code == 2 and "--gpus-per-task 1: its 1 node(s) hold 2 CPUs" in capsys.readouterr().err
     assert not (tmp_path / "c.tsv").exists()
+
+
+def test_a_torch_export_model_is_refused_on_ray_with_one_line(cluster, setup, tmp_path):
+    model = setup["model"]
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model.net, (torch.rand(2, *SHAPE),), dynamic_shapes=({0: batch},))
+    exported = wrap(ExportedNet(program), model.info)
+    with pytest.raises(ValueError, match=r"the model cannot be sent to Ray workers \(.*\); a torch.export"):
+        _on_ray(setup, tmp_path / "export.jsonl", model=exported)
+    assert not read_records(tmp_path / "export.jsonl")

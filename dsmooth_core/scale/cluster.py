@@ -27,7 +27,7 @@ _joined: dict[str, str | None] = {}  # the address this process joined, under "a
 
 
 class ClusterUnavailableError(ValueError):
-    """Ray is not installed, or no Ray cluster answers at the address given."""
+    """Ray is not installed, no Ray cluster answers at the address given, or none of its nodes can run the tasks."""
 
 
 @dataclass(frozen=True)
