@@ -104,7 +104,8 @@ class AuditReach:
     @classmethod
     def of(cls, settings: AuditSettings) -> AuditReach:
         n, level = settings.n, settings.level
-        min_n = max(1, math.ceil(1 - math.log2(level)))  # from 2^(1 - n) <= level, then exact at the edge
+        # from 2^(1 - n) <= alpha / max_tests (in logs: the level itself may underflow), then exact at the edge
+        min_n = max(1, math.ceil(1 - math.log2(settings.alpha) + math.log2(settings.max_tests)))
         while min_n > 1 and top_two_significant(min_n - 1, 0, level):
             min_n -= 1
         while not top_two_significant(min_n, 0, level):
@@ -394,7 +395,7 @@ def audit(
 def _rounded_up(value: float) -> str:
     """``value`` to three significant digits, rounded up, so the bound a message names is enough."""
     step = 10.0 ** (math.floor(math.log10(value)) - 2)
-    return f"{math.ceil(value / step) * step:.3g}"
+    return f"{math.ceil(value / step) * step:.3g}" if step > 0 else repr(value)  # subnormal: exact
 
 
 def _unseen(

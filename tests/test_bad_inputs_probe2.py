@@ -81,6 +81,8 @@ def test_the_smallest_n_and_alpha_the_message_names_do_let_the_audit_look(linear
     assert AuditSettings(n=reach.min_n).reach().able and not AuditSettings(n=reach.min_n - 1).reach().able
     assert AuditSettings(n=10, alpha=0.0313).reach().able and not AuditSettings(n=10, alpha=0.031).reach().able
     assert AuditSettings(n=1002, alpha=1e-300).reach().able
+    smallest = AuditSettings(alpha=5e-324).reach()  # alpha / 16 underflows to 0: still an answer, not a crash
+    assert not smallest.able and smallest.min_n == 1075 and "use n >= 1075" in smallest.reason()
 
 
 def test_normal_settings_still_find_the_known_bound(linear_certificate):
