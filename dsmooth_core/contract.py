@@ -19,7 +19,6 @@ from torch import nn
 
 from dsmooth_core.device import is_out_of_memory, model_device
 
-PROBE_BATCHES = (2, 3)  # two sizes: a program traced with a fixed batch size fails on one of them
 # How the TorchScript interpreter's errors begin (torch.jit.Error, or RuntimeError for failed operators).
 _SCRIPT_FAILURE = "The following operation failed in the TorchScript interpreter."
 # How far one image's logits may move between batches, as a share of their scale (at least 1): rounding,
@@ -134,9 +133,9 @@ def check_finite_logits(model: nn.Module, logits: torch.Tensor) -> None:
 def probe(model: nn.Module, shape: tuple[int, ...], images: torch.Tensor | None = None) -> int:
     """Run two probe batches through ``model``; return its number of classes.
 
-    The batches (sizes 2 and 3) hold a grey image, a squared ramp (another mean) and the first of the
-    caller's ``images`` (the images actually certified or attacked; a ramp without them) in different
-    company and positions.
+    The batches (sizes 2 and 3: a program traced with a fixed batch size fails on one) hold a grey
+    image, a squared ramp (another mean) and the first of the caller's ``images`` (the images
+    actually certified or attacked; a ramp without them) in different company and positions.
     Checks the output is finite logits of shape (batch, classes), with as many classes as the model
     declares, that the model accepts more than one batch size, and that an image's logits do not
     depend on the other images in its batch (the votes on a batch of noisy copies must be draws of
