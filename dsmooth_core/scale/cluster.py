@@ -157,9 +157,12 @@ def live_node_resources(ray: ModuleType) -> list[dict[str, float]]:
 def ship_torchscript(ray: ModuleType) -> None:
     """Let TorchScript modules travel to Ray workers: pickle refuses them, but ``torch.jit.save`` writes
     them as bytes that ``torch.jit.load`` reads back (the user trusted the program to run on the driver)."""
-    ray.util.register_serializer(
-        torch.jit.RecursiveScriptModule, serializer=_script_to_bytes, deserializer=_script_from_bytes
-    )
+    try:
+        ray.util.register_serializer(
+            torch.jit.RecursiveScriptModule, serializer=_script_to_bytes, deserializer=_script_from_bytes
+        )
+    except Exception:  # a connection without this hook (Ray Client): such a model is refused when it is sent
+        return
 
 
 def _script_to_bytes(module: torch.jit.ScriptModule) -> bytes:
