@@ -11,7 +11,9 @@ the mean logit margin instead.
 
 What it can and cannot show: a violation refutes the certificate (up to the audit's and the
 certificate's own failure probabilities); "consistent" only says this attack found nothing inside
-the region, never that the certificate is right.
+the region, never that the certificate is right. "Inconclusive" says the audit could not look: its
+PREDICT test, at n draws and level alpha / max_tests, cannot name any class even when every draw
+agrees (so no attack could succeed), or it abstained on every candidate it judged.
 
 Statistics: each candidate is judged by PREDICT at level ``alpha / max_tests``, so by Bonferroni
 the chance that any reported success is a Monte Carlo fluke is at most ``alpha`` for the whole
@@ -29,14 +31,16 @@ from dataclasses import dataclass
 import torch
 
 from dsmooth_core.certify import ABSTAIN, Certificate, check_same_noise, predict
-from dsmooth_core.contract import check_alpha, check_count, model_contract
+from dsmooth_core.contract import check_alpha, check_count, check_finite_logits, model_contract
 from dsmooth_core.device import model_device
 from dsmooth_core.noise import AnisotropicGaussian, SmoothingNoise
 from dsmooth_core.progress import ProgressCallback, report
 from dsmooth_core.projections import Whitening, project_l1, project_l2
+from dsmooth_core.stats import top_two_significant
 
 CONSISTENT = "consistent"
 VIOLATION = "violation"
+INCONCLUSIVE = "inconclusive"
 # The first budget lies this fraction inside the certified radius, which is an open ball.
 _INSIDE = 1.0 - 1e-6
 # Fraction of coordinates an l1 step moves: steepest ascent in l1 is sparse.
@@ -70,12 +74,82 @@ class AuditSettings:
         """Most PREDICT calls one audit makes: the certified radius, the doublings, the bisection."""
         return 1 + self.growth_steps + self.bisection_steps
 
+    @property
+    def level(self) -> float:
+        """Each PREDICT's level (Bonferroni over the audit's candidates)."""
+        return self.alpha / self.max_tests
+
+    def reach(self) -> AuditReach:
+        """Whether this budget can find a violation at all, and what would let it."""
+        return AuditReach.of(self)
+
+
+@dataclass(frozen=True)
+class AuditReach:
+    """What PREDICT at the audit's n and per-candidate level can see, before any draw is made.
+
+    PREDICT names a class only when a two-sided binomial test separates the top two vote counts.
+    Its smallest p-value, all n draws for one class, is 2^(1 - n); when that exceeds alpha / max_tests
+    PREDICT abstains on every candidate, so the attack cannot succeed and finding nothing means nothing.
+    """
+
+    able: bool
+    votes_needed: int | None  # fewest of the n draws a new class must win (the rest to one other class)
+    min_n: int  # smallest n that can name a class at this alpha and number of candidates
+    min_alpha: float  # smallest family-wise alpha that can at this n (>= 1: none can)
+    n: int
+    alpha: float
+    max_tests: int
+
+    @classmethod
+    def of(cls, settings: AuditSettings) -> AuditReach:
+        n, level = settings.n, settings.level
+        # from 2^(1 - n) <= alpha / max_tests (in logs: the level itself may underflow), then exact at the edge
+        min_n = max(1, math.ceil(1 - math.log2(settings.alpha) + math.log2(settings.max_tests)))
+        while min_n > 1 and top_two_significant(min_n - 1, 0, level):
+            min_n -= 1
+        while not top_two_significant(min_n, 0, level):
+            min_n += 1
+        votes_needed = None
+        if top_two_significant(n, 0, level):
+            low, high = n // 2, n  # the p-value falls as the split grows more lopsided
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (low, middle) if top_two_significant(middle, n - middle, level) else (middle, high)
+            votes_needed = high
+        return cls(
+            able=votes_needed is not None,
+            votes_needed=votes_needed,
+            min_n=min_n,
+            min_alpha=settings.max_tests * 2.0 ** (1 - n),
+            n=n,
+            alpha=settings.alpha,
+            max_tests=settings.max_tests,
+        )
+
+    def reason(self) -> str:
+        """Why the audit cannot look, and the smallest change that lets it; empty when it can."""
+        if self.able:
+            return ""
+        fix = f"use n >= {self.min_n}"
+        if self.min_alpha < 1:
+            fix += f" or alpha >= {_rounded_up(self.min_alpha)}"
+        return (
+            f"PREDICT with n = {self.n} draws at level alpha / {self.max_tests} candidates = "
+            f"{self.alpha / self.max_tests:.3g} cannot name any class even when all draws agree, so no "
+            f"perturbation can be found; {fix}"
+        )
+
+    def share(self) -> str:
+        """The vote share a new class needs before PREDICT names it, for messages."""
+        return "" if self.votes_needed is None else f"{self.votes_needed}/{self.n} draws"
+
 
 @dataclass(frozen=True)
 class AuditResult:
     """The verdict, both bounds in the certificate's metric, and the perturbation behind the upper one."""
 
-    verdict: str  # CONSISTENT or VIOLATION
+    verdict: str  # CONSISTENT, VIOLATION or INCONCLUSIVE
     method: str
     metric: str
     certified_class: int
@@ -87,10 +161,15 @@ class AuditResult:
     predict_calls: int
     alpha: float
     seconds: float
+    reason: str = ""  # why an INCONCLUSIVE audit could not look, and what would let it
 
     @property
     def violated(self) -> bool:
         return self.verdict == VIOLATION
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.verdict == INCONCLUSIVE
 
 
 class _Region:
@@ -159,12 +238,15 @@ class _Auditor:
         self.total = settings.max_tests * self.unit
         self.done = 0
         self.calls = 0
+        self.decided = 0  # PREDICT calls that named a class rather than abstaining
 
     def losses(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two losses to ascend on the same m draws: -log of the soft smoothed classifier's probability
         of the certified class, and the mean logit margin of the best other class over it."""
         draws = self.noise.sample(self.settings.draws, tuple(self.x.shape), self.generator, self.device)
-        logits = self.model((self.x + delta).to(self.device).unsqueeze(0) + draws).double()
+        logits = self.model((self.x + delta).to(self.device).unsqueeze(0) + draws)
+        check_finite_logits(self.model, logits)  # NaN would steer the search silently
+        logits = logits.double()
         # log of the mean softmax, through logsumexp so a confident model's gradient does not underflow early
         log_probs = torch.log_softmax(logits, dim=1)[:, self.label]
         soft = math.log(len(log_probs)) - torch.logsumexp(log_probs, dim=0)
@@ -214,6 +296,7 @@ class _Auditor:
             forward,
         )
         self._advance(s.n)
+        self.decided += prediction != ABSTAIN
         return prediction
 
     def attempt(self, budget: float) -> tuple[torch.Tensor, int] | None:
@@ -243,7 +326,8 @@ def audit(
 
     ``noise`` must be the distribution the certificate was computed with. The search tries the
     certified radius, doubles the budget until the attack succeeds (at most ``growth_steps`` times),
-    then bisects between the largest failed and the smallest successful budget.
+    then bisects between the largest failed and the smallest successful budget. A budget whose
+    PREDICT cannot name any class (``settings.reach()``) is not run: the verdict is INCONCLUSIVE.
     """
     if certificate.abstained:
         raise ValueError("an abstention certifies nothing, so there is nothing to audit")
@@ -252,10 +336,14 @@ def audit(
         raise ValueError(f"the certified radius must be positive and finite to audit it, got {certificate.radius}")
     # eval mode for the PGD gradients, so they and PREDICT judge one fixed classifier (each PREDICT runs on a
     # fresh shifted wrapper, so it still checks its own contract: about 15 ms against its n forward passes)
-    with model_contract(model, tuple(x.shape)):
+    radius = certificate.radius
+    reach = settings.reach()
+    if not reach.able:
+        report(progress, 1, 1)
+        return _unseen(certificate, settings, reach.reason(), searched=0.0, calls=0, seconds=0.0)
+    with model_contract(model, tuple(x.shape), x.unsqueeze(0)):
         start = time.perf_counter()
         auditor = _Auditor(model, x, noise, certificate.prediction, settings, generator, progress)
-        radius = certificate.radius
 
         def distance(delta: torch.Tensor) -> float:
             return float(noise.distance(delta))
@@ -279,6 +367,13 @@ def audit(
             else:
                 found = attempt
         report(progress, auditor.total, auditor.total)
+        seconds = time.perf_counter() - start
+        if found is None and not auditor.decided:
+            reason = (
+                f"PREDICT abstained on all {auditor.calls} candidates (it needs {reach.share()} for one class "
+                f"at n = {settings.n}), so the audit saw no prediction at all; raise n"
+            )
+            return _unseen(certificate, settings, reason, searched=searched, calls=auditor.calls, seconds=seconds)
         bound = distance(found[0]) if found is not None else math.inf
         return AuditResult(
             verdict=VIOLATION if bound < radius else CONSISTENT,
@@ -292,5 +387,32 @@ def audit(
             searched_up_to=searched,
             predict_calls=auditor.calls,
             alpha=settings.alpha,
-            seconds=time.perf_counter() - start,
+            seconds=seconds,
         )
+
+
+def _rounded_up(value: float) -> str:
+    """``value`` to three significant digits, rounded up, so the bound a message names is enough."""
+    step = 10.0 ** (math.floor(math.log10(value)) - 2)
+    return f"{math.ceil(value / step) * step:.3g}" if step > 0 else repr(value)  # subnormal: exact
+
+
+def _unseen(
+    certificate: Certificate, settings: AuditSettings, reason: str, *, searched: float, calls: int, seconds: float
+) -> AuditResult:
+    """The INCONCLUSIVE result of an audit that could not look: no bound, nothing refuted or supported."""
+    return AuditResult(
+        verdict=INCONCLUSIVE,
+        method=certificate.method,
+        metric=certificate.metric,
+        certified_class=certificate.prediction,
+        certified_radius=certificate.radius,
+        empirical_bound=math.inf,
+        perturbation=None,
+        new_prediction=None,
+        searched_up_to=searched,
+        predict_calls=calls,
+        alpha=settings.alpha,
+        seconds=seconds,
+        reason=reason,
+    )

@@ -19,7 +19,12 @@ from torch import nn
 
 from dsmooth_core.device import is_out_of_memory, model_device
 
-PROBE_BATCHES = (2, 3)  # two sizes: a program traced with a fixed batch size fails on one of them
+# How the TorchScript interpreter's errors begin (torch.jit.Error, or RuntimeError for failed operators).
+_SCRIPT_FAILURE = "The following operation failed in the TorchScript interpreter."
+# How far one image's logits may move between batches, as a share of their scale (at least 1): rounding,
+# not dependence. Loose enough for the TF32 convolutions CUDA picks per batch size (about 1e-3 relative
+# each); a batch statistic moves logits by about their own scale.
+BATCH_TOLERANCE = 1e-2
 
 
 class ModelContractError(ValueError):
@@ -30,6 +35,14 @@ class NonFiniteLogitsError(ModelContractError):
     """The model returned NaN or infinite logits, which are no vote for any class."""
 
 
+class ModelRuntimeError(ModelContractError):
+    """The model's own code failed while running (its message says what failed, on one line)."""
+
+
+class BatchDependenceError(ModelContractError):
+    """The model's logits for an image depend on the other images in its batch."""
+
+
 def model_name(model: nn.Module) -> str:
     """The name a message should use for ``model``: its ModelInfo name, else its class name."""
     info = getattr(model, "info", None)
@@ -37,9 +50,19 @@ def model_name(model: nn.Module) -> str:
 
 
 def first_line(exc: BaseException) -> str:
-    """The exception's type and the first line of its message (torch's run to dozens of lines)."""
+    """The exception's type and the first line of its message (torch's run to dozens of lines); for an
+    error inside TorchScript code, the error itself and where, not the interpreter's traceback."""
     lines = str(exc).strip().splitlines()
+    if is_script_failure(exc):
+        where = next((line.strip() for line in lines if line.strip().startswith("File ")), "")
+        error = lines[-1].strip().removeprefix("builtins.")
+        return f"{error} (in its TorchScript code{', ' + where if where else ''})"
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def is_script_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the TorchScript interpreter, whose message is a traceback of the program."""
+    return str(exc).startswith(_SCRIPT_FAILURE)
 
 
 def check_alpha(alpha: object) -> float:
@@ -107,30 +130,28 @@ def check_finite_logits(model: nn.Module, logits: torch.Tensor) -> None:
         )
 
 
-def probe(model: nn.Module, shape: tuple[int, ...]) -> int:
-    """Run grey probe batches of two sizes through ``model``; return its number of classes.
+def probe(model: nn.Module, shape: tuple[int, ...], images: torch.Tensor | None = None) -> int:
+    """Run two probe batches through ``model``; return its number of classes.
 
+    The batches (sizes 2 and 3: a program traced with a fixed batch size fails on one) hold a grey
+    image, a squared ramp (another mean) and the first of the caller's ``images`` (the images
+    actually certified or attacked; a ramp without them) in different company and positions.
     Checks the output is finite logits of shape (batch, classes), with as many classes as the model
-    declares, and that the model accepts more than one batch size.
+    declares, that the model accepts more than one batch size, and that an image's logits do not
+    depend on the other images in its batch (the votes on a batch of noisy copies must be draws of
+    one classifier).
     """
     device = model_device(model)
     info = getattr(model, "info", None)
     declared = getattr(info, "num_classes", None)
-    classes = None
-    for size in PROBE_BATCHES:
-        batch = torch.full((size, *shape), 0.5, device=device)
-        try:
-            with torch.no_grad():
-                out = model(batch)
-        except Exception as exc:  # user models may raise anything; say which call failed and why
-            if is_out_of_memory(exc):
-                raise
-            raise ModelContractError(
-                f"model {model_name(model)} failed on a probe batch of shape {tuple(batch.shape)} "
-                f"({first_line(exc)}). "
-                "It must accept float batches (B, C, H, W) of any size B (for torch.export, mark dimension 0 "
-                "as dynamic)."
-            ) from exc
+    grey = torch.full(shape, 0.5, device=device)
+    ramp = torch.linspace(0, 1, grey.numel(), device=device).view(shape)
+    used = images[0].to(device, torch.float32) if images is not None and len(images) else ramp
+    small, large = (
+        _probe_batch(model, torch.stack([grey, used])),
+        _probe_batch(model, torch.stack([used, ramp.square(), grey])),
+    )
+    for size, out in ((2, small), (3, large)):
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != size or out.shape[1] < 2:
             found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ModelContractError(
@@ -141,12 +162,46 @@ def probe(model: nn.Module, shape: tuple[int, ...]) -> int:
             raise ModelContractError(
                 f"model {model_name(model)} declares {declared} classes but returned {out.shape[1]} logits"
             )
-        if classes is not None and out.shape[1] != classes:
-            raise ModelContractError(f"model {model_name(model)} returned a different number of logits per batch size")
-        classes = int(out.shape[1])
         check_finite_logits(model, out)
-    assert classes is not None
-    return classes
+    if small.shape[1] != large.shape[1]:
+        raise ModelContractError(f"model {model_name(model)} returned a different number of logits per batch size")
+    check_batch_independent(model, small, large[[2, 0]])
+    return int(small.shape[1])
+
+
+def _probe_batch(model: nn.Module, batch: torch.Tensor) -> object:
+    try:
+        with torch.no_grad():
+            return model(batch)
+    except Exception as exc:  # user models may raise anything; say which call failed and why
+        if is_out_of_memory(exc):
+            raise
+        raise ModelContractError(
+            f"model {model_name(model)} failed on a probe batch of shape {tuple(batch.shape)} "
+            f"({first_line(exc)}). "
+            "It must accept float batches (B, C, H, W) of any size B (for torch.export, mark dimension 0 "
+            "as dynamic)."
+        ) from exc
+
+
+def check_batch_independent(model: nn.Module, one: torch.Tensor, other: torch.Tensor) -> None:
+    """Refuse a model whose logits for the same images differ between two batches by more than rounding.
+
+    The tolerance is ``BATCH_TOLERANCE`` of the logits' scale (at least 1), or 8 units of the logits'
+    precision where that is coarser: batched kernels round differently for different batch sizes.
+    """
+    tolerance = max(BATCH_TOLERANCE, 8 * torch.finfo(one.dtype).eps) if one.is_floating_point() else BATCH_TOLERANCE
+    one, other = one.double(), other.double()
+    scale = max(1.0, float(one.abs().max()), float(other.abs().max()))
+    gap = float((one - other).abs().max())
+    if gap > tolerance * scale:
+        raise BatchDependenceError(
+            f"model {model_name(model)} gave the same image different logits in different batches "
+            f"(by {gap:.3g}, above the {tolerance * scale:.3g} that rounding allows): its output depends on "
+            "the other images in the batch (batch statistics, a batch mean, a BatchNorm kept in train mode), "
+            "so votes on a batch of noisy copies would not be draws of one classifier. Make each image's "
+            "logits depend on that image only."
+        )
 
 
 @contextmanager
@@ -172,8 +227,10 @@ _CHECKED: ContextVar[dict[tuple[int, tuple[int, ...]], int] | None] = ContextVar
 
 
 @contextmanager
-def model_contract(model: nn.Module, image_shape: tuple[int, ...]) -> Iterator[int]:
+def model_contract(model: nn.Module, image_shape: tuple[int, ...], images: torch.Tensor | None = None) -> Iterator[int]:
     """Eval mode for the body, after checking the image shape and probing the model; yields its class count.
+
+    ``images`` (B, C, H, W), the ones the body will use, join the probe (see :func:`probe`).
 
     Inside an enclosing contract for the same model and shape (a loop of certify calls, tuning's
     certificates, the certify command's images) the check is not repeated, and neither is the switch
@@ -186,7 +243,7 @@ def model_contract(model: nn.Module, image_shape: tuple[int, ...]) -> Iterator[i
         return
     with evaluating(model):
         check_input_shape(model, image_shape)
-        classes = probe(model, tuple(image_shape))
+        classes = probe(model, tuple(image_shape), images)
         token = _CHECKED.set({**checked, key: classes})
         try:
             yield classes

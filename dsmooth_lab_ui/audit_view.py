@@ -22,6 +22,11 @@ from dsmooth_lab_ui.images import signed_to_uint8, to_uint8, upscale
 JOB = "audit"
 # The audit's draws come from another stream than the certificate's (same seed setting, new draws).
 AUDIT_SEED_OFFSET = 1_000_003
+# The widgets' limits: at 50 draws and alpha 1e-9, PREDICT can still name a class at the Bonferroni level of
+# any realistic number of candidates (below 2^49 alpha); fewer draws or a smaller alpha make audits blind.
+MIN_N = 50
+MIN_ALPHA = 1e-9
+MAX_ALPHA = 0.5
 EXPLAIN = (
     "The certificate is a lower bound on the smoothed classifier's robust radius. The audit runs PGD on "
     "the Monte Carlo soft smoothed classifier (average softmax over noise draws) inside a ball of the "
@@ -43,13 +48,15 @@ class AuditView:
 
 def _settings(batch_size: int) -> AuditSettings | None:
     c = st.columns(5)
-    n = c[0].number_input("PREDICT draws per candidate", min_value=10, value=500, step=100, key="aud_n")
-    alpha = c[1].number_input("alpha (whole audit)", value=0.001, format="%.4g", key="aud_alpha")
+    n = c[0].number_input("PREDICT draws per candidate", min_value=MIN_N, value=500, step=100, key="aud_n")
+    alpha = c[1].number_input(
+        "alpha (whole audit)", min_value=MIN_ALPHA, max_value=MAX_ALPHA, value=0.001, format="%.4g", key="aud_alpha"
+    )
     draws = c[2].number_input("Noise draws per gradient", min_value=1, value=16, key="aud_draws")
     steps = c[3].number_input("PGD steps per budget", min_value=1, value=10, key="aud_steps")
     bisection = c[4].number_input("Bisection steps", min_value=0, value=5, key="aud_bisection")
     try:
-        return AuditSettings(
+        settings = AuditSettings(
             n=int(n),
             alpha=float(alpha),
             draws=int(draws),
@@ -60,6 +67,12 @@ def _settings(batch_size: int) -> AuditSettings | None:
     except ValueError as exc:
         st.error(str(exc), icon=":material/error:")
         return None
+    reach = settings.reach()
+    if not reach.able:  # the minimums above rule this out unless the bisection steps run to hundreds of thousands
+        st.warning(f"This audit would be inconclusive: {reach.reason()}.", icon=":material/warning:")
+    else:
+        st.caption(f"PREDICT names a new class only when it wins at least {reach.share()} of a candidate.")
+    return settings
 
 
 def _run(model, x, record: state.CertifyRecord, noise: SmoothingNoise, settings: AuditSettings) -> None:
@@ -95,7 +108,9 @@ def _show(view: AuditView, x: torch.Tensor, classes: tuple[str, ...]) -> None:
         f"**{result.method}**: certified R = {result.certified_radius:.4g}, empirical bound {bound} ({metric}); "
         f"{result.predict_calls} PREDICT calls, {result.seconds:.1f} s."
     )
-    if result.violated:
+    if result.inconclusive:
+        st.warning(f"{summary} Inconclusive: the audit could not look. {result.reason}.", icon=":material/help:")
+    elif result.violated:
         st.error(
             f"{summary} Violation: a perturbation of size {result.empirical_bound:.4g} < R changes the smoothed "
             f"prediction to {classes[result.new_prediction]}. The certificate is refuted (unless it was one of "

@@ -18,8 +18,9 @@ from dsmooth_core.progress import ProgressCallback, report
 
 @torch.inference_mode()
 def class_probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    """Softmax of the base model's logits for one (C,H,W) image in [0, 1]."""
+    """Softmax of the base model's logits for one (C,H,W) image in [0, 1]; NaN logits are refused, not shown."""
     logits = model(x.to(model_device(model), torch.float32).unsqueeze(0))
+    check_finite_logits(model, logits)
     return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
 
 

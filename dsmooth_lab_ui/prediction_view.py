@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from dsmooth_core.contract import NonFiniteLogitsError
 from dsmooth_lab_ui import figures, resources, state
 from dsmooth_lab_ui.images import to_uint8, upscale
 
@@ -22,7 +23,11 @@ def prediction_section(model) -> None:
         st.info("Choose an image above (or upload one) to see the model's prediction.", icon=":material/info:")
         return
     x = resources.model_input(model, image)
-    probs = resources.probabilities(model, image, x)
+    try:
+        probs = resources.probabilities(model, image, x)
+    except NonFiniteLogitsError as exc:  # a "nan%" prediction would look like a result
+        st.error(f"No prediction for this image: {exc}", icon=":material/error:")
+        return
     classes = model.info.class_names
     label = resources.effective_label(model, image)
     top = int(np.argmax(probs))

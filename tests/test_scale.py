@@ -23,8 +23,10 @@ from dsmooth_core.cli import main
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.experiments import ExperimentSpec, RecordStore, evaluation_indices, read_records, run_experiment
 from dsmooth_core.models import ModelInfo, Normalized, wrap
+from dsmooth_core.models.user import ExportedNet
 from dsmooth_core.profiles import Calibration, build_profile
 from dsmooth_core.scale import ClusterUnavailableError, RayOptions, connect, run_experiment_on_ray
+from dsmooth_core.scale.cluster import probe_address
 from dsmooth_lab_ui import jobs
 from tests import apptest_jobs
 from tests.fakedata import write_fake_cifar10
@@ -217,3 +219,44 @@ def test_the_experiments_page_hands_its_run_to_a_ray_cluster(cluster, tmp_path, 
     assert any("6 new records for 2 images" in s.value for s in page.success)
     assert len(read_records(tmp_path / "records.jsonl")) == 6
     assert "--engine ray --address" in page.code[0].value
+
+
+def test_a_ray_head_speaks_the_protocol_the_address_probe_expects(cluster):
+    probe_address(ray.get_runtime_context().gcs_address, timeout=2)  # an HTTP server fails it (test_bad_inputs_probe2)
+
+
+@pytest.mark.parametrize("options", [RayOptions(cpus_per_task=64), RayOptions(gpus_per_task=1)])
+def test_task_resources_no_node_has_are_refused_before_any_task_waits(cluster, setup, tmp_path, options):
+    started = time.perf_counter()
+    with pytest.raises(ClusterUnavailableError, match="no node of the Ray cluster can run a task"):
+        run_experiment_on_ray(
+            setup["model"], setup["test"], setup["indices"], setup["profile"], setup["spec"],
+            RecordStore(tmp_path / "r.jsonl"), options=options, batch_size=8,
+        )  # fmt: skip
+    assert time.perf_counter() - started < 30 and not read_records(tmp_path / "r.jsonl")
+
+
+def test_a_torchscript_model_runs_on_ray_with_the_records_of_its_python_twin(cluster, setup, tmp_path):
+    model = setup["model"]
+    scripted = wrap(torch.jit.script(model.net), model.info)  # same weights and info, code as TorchScript
+    summary = _on_ray(setup, tmp_path / "script.jsonl", model=scripted)
+    assert summary.records_written == IMAGES * SETTINGS
+    assert _results(read_records(tmp_path / "script.jsonl")) == _results(setup["reference"])
+
+
+def test_the_cli_refuses_task_resources_no_node_has_before_writing_anything(cluster, tmp_path, capsys):
+    args = ["certify", "--model", "cifar10_resnet20", "--untrained", "--engine", "ray", "--gpus-per-task", "1"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--address", ray.get_runtime_context().gcs_address, "--out", str(tmp_path / "c.tsv")])
+    assert stopped.value.code == 2 and "--gpus-per-task 1: its 1 node(s) hold 2 CPUs" in capsys.readouterr().err
+    assert not (tmp_path / "c.tsv").exists()
+
+
+def test_a_torch_export_model_is_refused_on_ray_with_one_line(cluster, setup, tmp_path):
+    model = setup["model"]
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model.net, (torch.rand(2, *SHAPE),), dynamic_shapes=({0: batch},))
+    exported = wrap(ExportedNet(program), model.info)
+    with pytest.raises(ValueError, match=r"the model cannot be sent to Ray workers \(.*\); a torch.export"):
+        _on_ray(setup, tmp_path / "export.jsonl", model=exported)
+    assert not read_records(tmp_path / "export.jsonl")

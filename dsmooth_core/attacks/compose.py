@@ -71,7 +71,7 @@ def square_then_fgsm(
     steps_per_chunk = max(config.n_queries - 2, 0) + 1
     total = len(starts) * steps_per_chunk
     chunks = []
-    with model_contract(model, tuple(x.shape[1:])) as classes:
+    with model_contract(model, tuple(x.shape[1:]), x) as classes:
         if y.dtype.is_floating_point or y.dtype == torch.bool or int(y.min()) < 0 or int(y.max()) >= classes:
             raise ValueError(f"y must hold integer labels in [0, {classes}), the model's classes")
         for index, start in enumerate(starts):

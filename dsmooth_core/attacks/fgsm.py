@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dsmooth_core.attacks._checks import check_batch, check_positive
+from dsmooth_core.attacks._model import checked_logits
 from dsmooth_core.device import model_device
 
 
@@ -17,13 +18,13 @@ def input_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     """Gradient of the cross-entropy at the true labels w.r.t. ``x`` (on the model's device).
 
     The loss is summed, not averaged, so an image's gradient does not shrink with the batch size.
-    A model whose output ignores the input yields a zero gradient.
+    A model whose output ignores the input yields a zero gradient; non-finite logits are refused.
     """
     check_batch(x, y)
     device = model_device(model)
     inputs = x.detach().to(device).requires_grad_(True)
     with torch.enable_grad():
-        loss = F.cross_entropy(model(inputs), y.to(device), reduction="sum")
+        loss = F.cross_entropy(checked_logits(model, inputs), y.to(device), reduction="sum")
         (grad,) = torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
     return grad
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from dsmooth_core.attacks._checks import check_batch, check_count, check_p_init, check_positive
-from dsmooth_core.attacks._model import margin_loss
+from dsmooth_core.attacks._model import checked_logits, margin_loss
 from dsmooth_core.attacks._streams import below, draw_keys, random_words, signs
 from dsmooth_core.contract import check_generator, check_pixels, model_contract
 from dsmooth_core.device import model_device
@@ -80,7 +80,7 @@ def square_attack(
     check_pixels(x, batched=True)
     check_batch(x, y)
     keys = draw_keys(check_generator(generator), x.shape[0])
-    with model_contract(model, tuple(x.shape[1:])):
+    with model_contract(model, tuple(x.shape[1:]), x):
         return square_attack_keyed(
             model,
             x,
@@ -111,12 +111,12 @@ def square_attack_keyed(
     iterations = max(n_queries - 2, 0)
     with torch.no_grad():
         best = clean.clone()
-        margin = margin_loss(model(clean), labels)
+        margin = margin_loss(checked_logits(model, clean), labels)
         queries = torch.ones(clean.shape[0], dtype=torch.long, device=device)
         active = _not_fooled(margin)
         if n_queries >= 2 and active.numel():
             best[active] = _stripes(clean[active], keys[active], eps)
-            margin[active] = margin_loss(model(best[active]), labels[active])
+            margin[active] = margin_loss(checked_logits(model, best[active]), labels[active])
             queries[active] += 1
         for iteration in range(iterations):
             active = _not_fooled(margin)
@@ -125,7 +125,7 @@ def square_attack_keyed(
                 break
             side = square_side(p_selection(p_init, iteration, n_queries), height, width)
             candidate = _propose(clean[active], best[active], keys[active], iteration, side, eps)
-            candidate_margin = margin_loss(model(candidate), labels[active])
+            candidate_margin = margin_loss(checked_logits(model, candidate), labels[active])
             queries[active] += 1
             improved = candidate_margin < margin[active]
             best[active[improved]] = candidate[improved]

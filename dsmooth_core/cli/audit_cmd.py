@@ -4,6 +4,8 @@ Each line sets the certified radius (a lower bound on the robust radius) against
 bound the attack found (an upper bound), both in the method's own metric. ``violation`` means a
 perturbation inside the certified region changed PREDICT's answer: the certificate is refuted.
 ``consistent`` means the attack found nothing inside it, which never proves the certificate.
+``inconclusive`` means the audit could not look (its PREDICT could name no class at --audit-n and
+--audit-alpha); the printed line says what would let it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import sys
 from pathlib import Path
 
 from dsmooth_core.appendfile import check_writable_file
@@ -96,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
     )
     methods = list(dict.fromkeys(args.methods))
     certifying = [CertifySettings(m, args.sigma, args.n0, args.n, args.alpha, args.batch, args.seed) for m in methods]
+    reach = settings.reach()
+    if not reach.able:
+        print(f"note: every audit will be inconclusive: {reach.reason()}", file=sys.stderr)
     check_writable_file(args.out)
     model = load_cifar_model(args)
     data = load_cifar10(args.split, args.data_dir)
@@ -118,30 +124,32 @@ def run(args: argparse.Namespace) -> int:
         with resumable_tsv(args.out, COLUMNS, ("idx", "method"), "audit", tsv, about) as (done, write):
             todo = [(i, c, noise) for i in indices for c, noise in noises if (str(i), noise.name) not in done]
             for count, (index, certifying_settings, noise) in enumerate(todo, 1):
-                row = _audit_row(model, data, index, certifying_settings, noise, settings)
+                row, why = _audit_row(model, data, index, certifying_settings, noise, settings)
                 write(row)
                 print(
                     f"[{count}/{len(todo)}] idx {index} {row[2]}: radius {float(row[5]):.4f}, "
-                    f"empirical bound {row[8]} ({row[3]}): {row[7]}"
+                    f"empirical bound {row[8]} ({row[3]}): {row[7]}{why}"
                 )
     return 0
 
 
 def _audit_row(
     model: Normalized, data: ImageSet, index: int, c: CertifySettings, noise: SmoothingNoise, settings: AuditSettings
-) -> tuple:
-    """Certify image ``index`` and attack its certificate: one TSV row."""
+) -> tuple[tuple, str]:
+    """Certify image ``index`` and attack its certificate: one TSV row, and why an audit was inconclusive."""
     x, label = data.tensor([index])[0], int(data.labels[index])
     generator = image_generator(c.seed, index, model_device(model))
     cert = certify(model, x, noise, c.n0, c.n, c.alpha, c.batch, generator)
     if cert.abstained:
         verdict, bound, new, searched, calls, seconds = ABSTAINED, "nan", "", "nan", 0, cert.seconds
+        why = ""
     else:
         result = audit(model, x, noise, cert, settings, generator)
         verdict, bound, searched = result.verdict, repr(result.empirical_bound), repr(result.searched_up_to)
         new = "" if result.new_prediction is None else result.new_prediction
         calls, seconds = result.predict_calls, cert.seconds + result.seconds
-    return (
+        why = f" ({result.reason})" if result.inconclusive else ""
+    row = (
         index,
         label,
         cert.method_name,  # the display name, as in files written before
@@ -156,3 +164,4 @@ def _audit_row(
         calls,
         f"{seconds:.4f}",
     )
+    return row, why

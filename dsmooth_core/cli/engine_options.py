@@ -8,6 +8,7 @@ import time
 
 from dsmooth_core.progress import ProgressCallback
 from dsmooth_core.scale import RayOptions, connect
+from dsmooth_core.scale.cluster import check_task_fits, live_node_resources, require_ray
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +38,7 @@ def ray_options(args: argparse.Namespace) -> RayOptions | None:
         chunk_size=args.chunk_size,
     )
     connect(options.address)
+    check_task_fits(options, live_node_resources(require_ray()))  # before any file is written or model loaded
     return options
 
 

@@ -61,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.k < 1:  # checked before the attack, which would otherwise run for nothing
+        raise ValueError(f"--k is the number of directions the profile keeps, at least 1; got {args.k}")
     if args.out is not None:
         check_writable_file(args.out)
     attack = attack_config(args)

@@ -27,7 +27,8 @@ def to_model_input(
 
     Small inputs (at most 64 px) are resized straight to ``(H, W)`` with antialiasing. Larger ones
     have their shorter side resized to ``resize_size`` (default ``H / 0.875``, i.e. 256 for 224)
-    and are then centre-cropped. Tensors are ``(C, H, W)`` or ``(H, W)``, uint8 or float in ``[0, 1]``.
+    and are then centre-cropped. Tensors are ``(C, H, W)`` or ``(H, W)``, uint8 or float in ``[0, 1]``;
+    other values are refused (the final clamp only removes the resize's overshoot).
     """
     channels, height, width = input_shape
     x = _to_float_chw(img, channels)
@@ -59,7 +60,7 @@ def _to_float_chw(img: Image.Image | torch.Tensor, channels: int) -> torch.Tenso
         x = x.unsqueeze(0) if x.dim() == 2 else x
         if x.dim() != 3:
             raise ValueError(f"expected an image tensor (C, H, W) or (H, W), got shape {tuple(x.shape)}")
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else _check_unit_range(x.float())
     if x.shape[0] == channels:
         return x
     if x.shape[0] == 1 and channels == 3:
@@ -67,6 +68,17 @@ def _to_float_chw(img: Image.Image | torch.Tensor, channels: int) -> torch.Tenso
     if x.shape[0] == 3 and channels == 1:
         return torch.einsum("c,chw->hw", torch.tensor(_LUMA), x).unsqueeze(0)
     raise ValueError(f"cannot turn a {x.shape[0]}-channel image into {channels} channels")
+
+
+def _check_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Refuse pixels outside [0, 1] rather than clamp them: an image in [0, 255] would turn white silently."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("the image holds NaN or infinite values; pixels must be finite numbers in [0, 1]")
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        hint = " (an image in [0, 255]? divide it by 255, or pass it as uint8)" if high > 1 else ""
+        raise ValueError(f"a float image must hold pixels in [0, 1], got values from {low:.4g} to {high:.4g}{hint}")
+    return x
 
 
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -55,10 +55,12 @@ def record_key(identity: Mapping[str, Any]) -> str:
 
 def read_records(path: str | Path) -> list[Record]:
     """Every record of one JSON-lines file, plain or gzipped (``.gz``, for archived runs); an empty list
-    when the file does not exist."""
+    when the file does not exist. Anything but a regular file (a device, a pipe) is refused."""
     path = Path(path)
     if not path.exists():
         return []
+    if not path.is_file():  # a device such as /dev/zero or /dev/full never ends: reading it would fill the memory
+        raise ValueError(f"{path} is not a regular file; records are read from (and written to) a .jsonl file")
     records = []
     with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as f:
         for number, line in enumerate(f, 1):
@@ -124,7 +126,11 @@ class RecordStore:
             self._depth -= 1
             raise
         self._lock = stack
-        records = read_records(self.path)
+        try:
+            records = read_records(self.path)
+        except BaseException:
+            self.__exit__(None, None, None)  # a refused file keeps no lock
+            raise
         self._keys = {record["key"] for record in records}  # what other runs added meanwhile
         self.without_identity = sum("model_identity" not in record for record in records)
         return self

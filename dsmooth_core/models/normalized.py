@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from dsmooth_core.contract import ModelRuntimeError, first_line, is_script_failure
+from dsmooth_core.device import is_out_of_memory
 from dsmooth_core.models.info import ModelInfo, state_dict_hash
 
 
@@ -37,7 +39,12 @@ class Normalized(nn.Module):
         """Logits for a batch of ``[0, 1]`` images."""
         if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
             raise ValueError(f"expected a (B, {self.mean.shape[1]}, H, W) batch, got {tuple(x.shape)}")
-        return self.net((x - self.mean) / self.std)
+        try:
+            return self.net((x - self.mean) / self.std)
+        except Exception as exc:
+            if not is_script_failure(exc) or is_out_of_memory(exc):  # out of memory: the caller halves its batch
+                raise
+            raise ModelRuntimeError(f"model '{self.info.name}' failed: {first_line(exc)}") from exc
 
 
 def wrap(net: nn.Module, info: ModelInfo) -> Normalized:

@@ -8,13 +8,22 @@ them on its first chunk and keeps them for the next ones, so a model is loaded o
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 
+from dsmooth_core.contract import first_line
 from dsmooth_core.device import model_device
-from dsmooth_core.scale.cluster import RayOptions, require_ray, worker_device
+from dsmooth_core.scale.cluster import (
+    RayOptions,
+    check_task_fits,
+    live_node_resources,
+    require_ray,
+    ship_torchscript,
+    worker_device,
+)
 
 WAIT_SECONDS = 1.0  # how often the driver looks up from waiting (progress, a request to stop)
 ChunkWork = Callable[..., list]
@@ -38,8 +47,10 @@ def map_chunks(
     closing the generator (or an exception in ``heartbeat``) cancels the tasks still in flight.
     """
     ray = require_ray()
+    check_task_fits(options, live_node_resources(ray))  # before any task waits forever for a node
+    ship_torchscript(ray)
     # in a list: workers fetch it themselves; models travel on the CPU, whatever device the driver used
-    refs = {name: [ray.put(_on_cpu(value))] for name, value in shared.items()}
+    refs = {name: [_put(ray, name, value)] for name, value in shared.items()}
     # max_calls=0 keeps GPU workers (Ray recycles them after each task by default), and their loaded model
     task = ray.remote(max_calls=0)(_run_chunk).options(
         num_cpus=options.cpus_per_task,
@@ -77,6 +88,17 @@ def _slots(ray: Any, options: RayOptions) -> int:
     if options.gpus_per_task:
         slots = min(slots, resources.get("GPU", 0) / options.gpus_per_task)
     return max(1, int(slots))
+
+
+def _put(ray: Any, name: str, value: Any) -> Any:
+    """``value`` in the object store, or a one-line refusal when it cannot be pickled for the workers."""
+    try:
+        return ray.put(_on_cpu(value))
+    except (TypeError, RuntimeError, pickle.PicklingError) as exc:  # what pickle raises on such objects
+        raise ValueError(
+            f"the {name} cannot be sent to Ray workers ({first_line(exc)}); a torch.export (.pt2) model runs "
+            "with --engine local only (a state dict or TorchScript file runs on Ray)"
+        ) from exc
 
 
 def _on_cpu(value: Any) -> Any:
