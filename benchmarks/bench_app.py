@@ -323,7 +323,7 @@ def main() -> None:
             "target": "<= 1.3",
         },
         {
-            "what": f"certify (3 methods, n0 = {N0}, n = {N})",
+            "what": f"certify (3 methods, n0 = {N0}, n = {N:,})",
             "app s": round(certify, 2),
             "library s": round(library_certify, 2),
             "app/library": round(certify / library_certify, 2),
