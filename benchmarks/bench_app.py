@@ -13,7 +13,8 @@ Prints ``app/library`` ratios of the median times for attack and certify (target
 median warm page switch (target < 1 s), and the time of 4 sessions certifying at once against one
 (each with its own seed, so no session reuses another's result). Needs CIFAR-10 in
 ``DSMOOTH_DATA_DIR`` and Chromium at /usr/bin/chromium. Timings on a shared machine are noisy: run
-it on a quiet one. Run: ``make bench``, or ``PYTHONPATH=. .venv/bin/python benchmarks/bench_app.py``.
+it on a quiet one. Writes the figures to ``benchmarks/results/bench_app-<time>.json``.
+Run: ``make bench``, or ``PYTHONPATH=. .venv/bin/python benchmarks/bench_app.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_results import add_results_option, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -270,6 +273,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--library", choices=["attack", "certify"], help="run this work through the library only")
     parser.add_argument("--seeds", default="0", help="seeds, comma-separated (with --library; attack uses the first)")
+    add_results_option(parser)
     args = parser.parse_args()
     if args.library:
         print(json.dumps(library(args.library, [int(seed) for seed in args.seeds.split(",")])))
@@ -309,6 +313,43 @@ def main() -> None:
     )
     if not correct:
         print(f"app p_lower {measured['p_lower']}\nlibrary p_lower {expected}")
+    switches = measured["switches"]
+    rows = [
+        {
+            "what": "attack (Square + FGSM, 1,000 queries)",
+            "app s": round(attack, 2),
+            "library s": round(library_attack, 2),
+            "app/library": round(attack / library_attack, 2),
+            "target": "<= 1.3",
+        },
+        {
+            "what": f"certify (3 methods, n0 = {N0}, n = {N:,})",
+            "app s": round(certify, 2),
+            "library s": round(library_certify, 2),
+            "app/library": round(certify / library_certify, 2),
+            "target": "<= 1.3",
+        },
+    ]
+    sessions = [
+        {
+            "warm page switch, median s": round(statistics.median(switches), 2),
+            "max s": round(max(switches), 2),
+            "switches": len(switches),
+            "target": "median < 1 s",
+            "4 sessions at once s": round(measured["four"], 1),
+            "4 sessions / one": round(measured["four"] / certify, 2),
+            f"all {len(seeds)} certifications equal the library's": correct,
+        }
+    ]
+    settings = {
+        "image": f"CIFAR-10 test #{IMAGE_INDEX}",
+        "sigma": SIGMA,
+        "alpha": ALPHA,
+        "batch": BATCH,
+        "seeds": "medians of 3 seeds; each library run in a fresh process just before the app's run",
+    }
+    tables = {"the app against the library": rows, "page switches and 4 sessions": sessions}
+    write_result(args.results, "bench_app", settings, tables, ["Chromium, the server and the library on one machine"])
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ For a ResNet-20 on CIFAR-10-sized inputs, prints samples per second for each met
 to the bare forward of the model as given (contiguous) and to the bare forward in the best layout
 (``channels_last``, the layout ``certify`` runs in, ``dsmooth_core.layout``). Target on CPU: ratio to
 the best layout >= 0.95 for every method.
+Writes the table to ``benchmarks/results/bench_certify-<time>.json`` (``docs/PERFORMANCE.md``).
 Run: ``make bench``, or
 ``PYTHONPATH=. .venv/bin/python benchmarks/bench_certify.py [--n 4000] [--batch 500] [--threads 1]``.
 """
@@ -16,6 +17,7 @@ import time
 from functools import partial
 
 import torch
+from bench_results import add_results_option, write_result
 
 from dsmooth_core import LowRankCovariance, certify
 from dsmooth_core.compiled import compiled_forward
@@ -58,6 +60,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--compile", action="store_true", help="also time certify with the compiled forward")
+    add_results_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,8 +106,10 @@ def main() -> None:
             runs[f"{noise.name} compiled"] = partial(
                 certify, fast, x, noise, args.n0, args.n, 0.001, args.batch, generator_for(model, 1)
             )
-    for name, run in runs.items():  # warm-up
-        print(f"warm-up {name}: {timed(run):.1f} s", flush=True)
+    warm_up = {}
+    for name, run in runs.items():  # warm-up; for a compiled run this includes the compilation
+        warm_up[name] = timed(run)
+        print(f"warm-up {name}: {warm_up[name]:.1f} s", flush=True)
     # Interleave the timings so that a busy or throttled machine slows every contender alike;
     # each round's ratio compares runs made seconds apart, and the median round is reported.
     rounds = [{name: timed(run) for name, run in runs.items()} for _ in range(args.repeats)]
@@ -112,11 +117,36 @@ def main() -> None:
         f"device {device}, threads {torch.get_num_threads()}, n0+n = {total}, batch {args.batch}, {args.repeats} rounds"
     )
     print(f"{'':28s}  {'samples/s':>10s}  {'/ as given':>10s}  {'/ best layout':>13s}")
+    rows = []
     for name in runs:
         rate = total / statistics.median(r[name] for r in rounds)
         given_ratio = statistics.median(r["raw forward, as given"] / r[name] for r in rounds)
         best_ratio = statistics.median(r["raw forward, best layout"] / r[name] for r in rounds)
         print(f"{name:28s}  {rate:10,.0f}  {given_ratio:10.3f}  {best_ratio:13.3f}")
+        rows.append(
+            {
+                "run": name,
+                "samples/s": round(rate),
+                "/ forward as given": round(given_ratio, 3),
+                "/ forward in best layout": round(best_ratio, 3),
+                "first run s": round(warm_up[name], 1),
+            }
+        )
+    settings = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "n0 + n": total,
+        "batch": args.batch,
+        "k": args.k,
+        "rounds": args.repeats,
+        "model": "ResNet-20, untrained weights, CIFAR-10 input size",
+    }
+    notes = [
+        "ratio = certify's samples/s over the raw forward's, median of interleaved rounds",
+        "first run s: the untimed warm-up run (with --compile, the compiled runs' includes the compilation)",
+        "target on CPU: every method >= 0.95 of the forward in the best layout",
+    ]
+    write_result(args.results, "bench_certify", settings, {"certify against the bare forward": rows}, notes)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ CIFAR-10 test images (random images, with a note, when DSMOOTH_DATA_DIR holds no
 ImageNet-size input with a torchvision ResNet-50 of random weights. For each it prints seconds per
 image, the model's raw forward rate at the same batch size, the share of certify's time spent drawing
 noise, and peak GPU memory. Targets (issue 16): under 0.5 s per CIFAR-10 image for every method.
-Without CUDA it says so and exits with status 0 (nothing to measure).
+Without CUDA it says so and exits with status 0 (nothing to measure, no file written); with CUDA it
+writes the figures to ``benchmarks/results/bench_gpu-<time>.json``.
 Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_gpu.py`` (or ``benchmarks/run_gpu_checks.sh``).
 """
 
@@ -19,6 +20,7 @@ from functools import partial
 from typing import TypeVar
 
 import torch
+from bench_results import Rows, add_results_option, write_result
 
 from dsmooth_core import LowRankCovariance, bundled, certify
 from dsmooth_core.data import DataUnavailableError, data_dir, load_cifar10
@@ -111,11 +113,12 @@ def measure(
     n0: int,
     n: int,
     batch: int,
-) -> None:
+) -> Rows:
     shape = tuple(images.shape[1:])
     rate = forward_rate(model, shape, batch, n0 + n)
     print(f"\n{label}: {len(images)} image(s) of shape {shape}, n0 = {n0}, n = {n:,}, batch {batch}")
     print(f"  raw forward: {rate:,.0f} samples/s ({(n0 + n) / rate:.3f} s per image at this n)")
+    rows: Rows = [{"method": "raw forward", "s/image": round((n0 + n) / rate, 3), "samples/s": round(rate)}]
     for name, noise in noises.items():
         certify(model, images[0], noise, 10, batch, 0.001, batch, generator_for(model, 0))  # warm-up
         torch.cuda.reset_peak_memory_stats()
@@ -133,6 +136,19 @@ def measure(
             f"{(n0 + n) / per_image:,.0f} samples/s = {(n0 + n) / per_image / rate:.2f} of the forward, "
             f"noise {share:.0%} of the time, peak {peak:.2f} GiB, abstained {abstained}/{len(images)}"
         )
+        rows.append(
+            {
+                "method": name,
+                "s/image": round(per_image, 3),
+                "median s/image": round(statistics.median(times), 3),
+                "samples/s": round((n0 + n) / per_image),
+                "/ forward": round((n0 + n) / per_image / rate, 2),
+                "noise share": f"{share:.0%}",
+                "peak GiB": round(peak, 2),
+                "abstained": f"{abstained}/{len(images)}",
+            }
+        )
+    return rows
 
 
 def main(device_name: str = "cuda") -> int:
@@ -143,6 +159,7 @@ def main(device_name: str = "cuda") -> int:
     parser.add_argument("--batch", type=int, default=10_000, help="CIFAR-10 batch size")
     parser.add_argument("--imagenet-images", type=int, default=1, help="0 skips the ResNet-50 part")
     parser.add_argument("--imagenet-batch", type=int, default=500)
+    add_results_option(parser)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("bench_gpu: no CUDA device on this machine; nothing measured (run it where a GPU is available).")
@@ -155,7 +172,9 @@ def main(device_name: str = "cuda") -> int:
     covariance, cov_note = cifar_covariance()
     print(f"ResNet-20: {weights_note}; {data_note}; DSmooth: {cov_note}, k = {covariance.k}")
     noises = {m: make_noise(m, 0.25, covariance) for m in METHODS}
-    measure("ResNet-20 on CIFAR-10", model, images, noises, args.n0, args.n, args.batch)
+    label = "ResNet-20 on CIFAR-10"
+    tables = {label: measure(label, model, images, noises, args.n0, args.n, args.batch)}
+    notes = [f"ResNet-20: {weights_note}; {data_note}; DSmooth: {cov_note}, k = {covariance.k}"]
 
     if args.imagenet_images:
         import torchvision
@@ -169,7 +188,12 @@ def main(device_name: str = "cuda") -> int:
         big_covariance = random_covariance(shape, 50)
         big = {m: make_noise(m, 0.25, big_covariance) for m in METHODS}
         print("\nResNet-50 (random weights) on random ImageNet-size inputs; DSmooth: random covariance, k = 50")
-        measure("ResNet-50, ImageNet size", resnet50, inputs, big, args.n0, args.n, args.imagenet_batch)
+        label = "ResNet-50, ImageNet size"
+        tables[label] = measure(label, resnet50, inputs, big, args.n0, args.n, args.imagenet_batch)
+        notes.append("ResNet-50: random weights, random inputs; DSmooth: random covariance, k = 50")
+    settings = {"n0": args.n0, "n": args.n, "batch": args.batch, "imagenet batch": args.imagenet_batch}
+    notes.append("target (issue 16): under 0.5 s per CIFAR-10 image for every method")
+    write_result(args.results, "bench_gpu", settings, tables, notes)
     return 0
 
 

@@ -5,6 +5,7 @@ with one thread, then on a local Ray instance with 1 worker and with 2 workers (
 each time, Ray's overhead on 1 worker (target <= 10 %) and its speed-up on 2, and fails if any record
 differs from the in-process one (wall-clock seconds aside). Each engine first runs a tiny warm-up,
 timed apart for Ray: it starts the workers and imports torch in them, a cost paid once per cluster.
+Writes the figures to ``benchmarks/results/bench_scale-<time>.json``.
 Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/bench_scale.py [--images 16] [--n 1000]``.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
+from bench_results import add_results_option, write_result
 
 from dsmooth_core import LowRankCovariance
 from dsmooth_core.attacks import AttackConfig
@@ -64,6 +66,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=100, help="Square queries per image")
     parser.add_argument("--batch", type=int, default=400)
     parser.add_argument("--chunk-size", type=int, default=4)
+    add_results_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)  # as each one-CPU Ray worker
     model, data, profile = inputs(args.images, k=10)
@@ -85,11 +88,13 @@ def main() -> int:
     warm_up = dataclasses.replace(spec, n0=10, ns=(10,))
     run("warm-up in-process", run_experiment, indices[:2], warm_up)  # first-call costs, as the workers' warm-up
     times = {"in-process": run("in-process", run_experiment)}
+    warm_ups: dict[str, float] = {}
     for workers in (1, 2):
         connect(None, num_cpus=workers)
         on_ray = lambda *a, **k: run_experiment_on_ray(*a, options=RayOptions(chunk_size=args.chunk_size), **k)  # noqa: E731
         warm = run(f"warm-up {workers}", on_ray, indices[: 2 * workers], warm_up)
         times[f"Ray, {workers} worker(s)"] = run(f"ray{workers}", on_ray)
+        warm_ups[f"Ray, {workers} worker(s)"] = warm
         print(f"Ray with {workers} worker(s): warm-up (start workers, import torch) {warm:.1f} s")
         ray.shutdown()
 
@@ -105,6 +110,36 @@ def main() -> int:
     print(f"Ray overhead on 1 worker: {one / times['in-process'] - 1:+.1%} (target <= +10%)")
     print(f"speed-up on 2 workers over 1: {one / two:.2f}x; over in-process: {times['in-process'] / two:.2f}x")
     print(f"records identical across engines: {same}")
+    rows = [
+        {
+            "engine": name,
+            "seconds": round(seconds, 1),
+            "s/image": round(seconds / args.images, 2),
+            "warm-up s (once per cluster)": round(warm_ups[name], 1) if name in warm_ups else "",
+        }
+        for name, seconds in times.items()
+    ]
+    summary = [
+        {
+            "Ray overhead on 1 worker": f"{one / times['in-process'] - 1:+.1%}",
+            "target": "<= +10%",
+            "speed-up, 2 workers over 1": f"{one / two:.2f}x",
+            "speed-up, 2 workers over in-process": f"{times['in-process'] / two:.2f}x",
+            "records identical across engines": same,
+        }
+    ]
+    settings = {
+        "images": args.images,
+        "settings per image": len(spec.settings(profile.covariance.k)),
+        "records": len(reference),
+        "n0": args.n0,
+        "n": args.n,
+        "queries": args.queries,
+        "batch": args.batch,
+        "chunk size": args.chunk_size,
+        "model": "ResNet-20, untrained weights, random images",
+    }
+    write_result(args.results, "bench_scale", settings, {"wall time per engine": rows, "summary": summary})
     shutil.rmtree(folder)
     return 0 if same else 1
 

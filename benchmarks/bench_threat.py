@@ -4,7 +4,7 @@ Prints, for a ResNet-20 (untrained weights) on CIFAR-sized images, the attack's 
 second next to the raw batched forward passes per second, then the time and peak resident memory of
 ``LowRankCovariance.fit`` at CIFAR size and at ImageNet size (synthetic perturbations), each fit in
 its own process so its peak memory is its own. Targets on CPU: CIFAR fit < 5 s; ImageNet-size fit
-< 30 s and < 4 GB.
+< 30 s and < 4 GB. Writes the figures to ``benchmarks/results/bench_threat-<time>.json``.
 Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_threat.py [--images 64] [--queries 100] [--device cpu]``.
 """
 
@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from bench_results import Rows, add_results_option, write_result
 
 from dsmooth_core import LowRankCovariance
 from dsmooth_core.attacks import PRESETS, square_then_fgsm
@@ -40,7 +41,7 @@ def resnet20(device: torch.device) -> torch.nn.Module:
     return wrap(build_architecture("resnet20"), info).to(device)
 
 
-def attack_throughput(images: int, queries: int, device: torch.device) -> None:
+def attack_throughput(images: int, queries: int, device: torch.device) -> Rows:
     """Queries/s of Square + FGSM against forwards/s of the same model on the same batch."""
     model = resnet20(device)
     x = torch.rand(images, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
@@ -60,6 +61,18 @@ def attack_throughput(images: int, queries: int, device: torch.device) -> None:
     print(f"  fooled {int(result.success.sum())}/{images}, {spent} queries in {seconds:.2f} s")
     print(f"  attack {spent / seconds:,.0f} queries/s; raw forward {forwards:,.0f} images/s (batch {images})")
     print(f"  ratio {spent / seconds / forwards:.2f} (queries include FGSM's forward+backward)")
+    return [
+        {
+            "images": images,
+            "query budget": queries,
+            "eps_inf": round(config.eps_inf, 4),
+            "fooled": int(result.success.sum()),
+            "queries spent": spent,
+            "seconds": round(seconds, 2),
+            "queries/s": round(spent / seconds),
+            "raw forward images/s": round(forwards),
+        }
+    ]
 
 
 def fit_in_subprocess(n: int, shape: tuple[int, ...], k: int) -> dict[str, float]:
@@ -91,7 +104,8 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def covariance_fits() -> None:
+def covariance_fits() -> Rows:
+    rows: Rows = []
     for label, n, shape, k, seconds_target, gib_target in FITS:
         d = torch.Size(shape).numel()
         m = fit_in_subprocess(n, shape, k)
@@ -107,6 +121,21 @@ def covariance_fits() -> None:
         if gib_target is not None:
             memory += f" (target < {gib_target:g} GiB) {'OK' if peak < gib_target else 'MISSED'}"
         print(memory)
+        rows.append(
+            {
+                "size": label,
+                "N": n,
+                "d": d,
+                "k": k,
+                "seconds": round(m["seconds"], 2),
+                "target s": f"< {seconds_target:g}",
+                "CPU s (all threads)": round(m["cpu"], 2),
+                "peak RSS GiB": round(peak, 2),
+                "input GiB": round(m["input"] / GIB, 2),
+                "target GiB": f"< {gib_target:g}" if gib_target is not None else "",
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -117,6 +146,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--skip-attack", action="store_true")
     parser.add_argument("--fit-worker", help=argparse.SUPPRESS)
+    add_results_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,9 +154,15 @@ def main() -> None:
         fit_worker(args.fit_worker)
         return
     print(f"threads {torch.get_num_threads()}")
+    tables: dict[str, Rows] = {}
     if not args.skip_attack:
-        attack_throughput(args.images, args.queries, torch.device(args.device))
-    covariance_fits()
+        tables["attack (Square + FGSM, conventional preset)"] = attack_throughput(
+            args.images, args.queries, torch.device(args.device)
+        )
+    tables["covariance fit (synthetic perturbations, each fit in its own process)"] = covariance_fits()
+    settings = {"threads": torch.get_num_threads(), "device": args.device, "model": "ResNet-20, untrained weights"}
+    notes = ["attack queries include FGSM's forward and backward"]
+    write_result(args.results, "bench_threat", settings, tables, notes)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 16 in one command: the CUDA-only tests, then benchmarks/bench_gpu.py.
 # Usage (from the repository root): benchmarks/run_gpu_checks.sh [output file]
-# Everything printed also goes to the output file (default gpu_checks.txt); the exit status is
-# that of the tests (the benchmark measures, it does not pass or fail).
+# Everything printed also goes to the output file (default gpu_checks.txt), and the benchmark's
+# figures to benchmarks/results/bench_gpu-<time>.json (commit it, then python docs/make_performance.py);
+# the exit status is that of the tests (the benchmark measures, it does not pass or fail).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu_checks.txt}"
