@@ -48,9 +48,10 @@ def _certified_app() -> AppTest:
     info = ModelInfo("mean-brightness", "custom", (3, 32, 32), ("dark", "bright"), "test")
     x = prepare_image(Image.fromarray(at.session_state[state.IMAGE].pixels), info)
     model = wrap(MeanBrightness(float(x.mean()) - MARGIN), info)
-    card = ModelCard("mean.pt", "test", "0" * 64, 0, (3, 32, 32), info.class_names, "self", (), "none")
-    at.session_state[state.UPLOADED_MODELS] = {"mean": (model, card)}
-    at.session_state[state.MODEL] = state.ModelChoice("mean.pt", upload="mean")
+    identity = model.info.identity
+    card = ModelCard("mean.pt", "test", "0" * 64, 0, (3, 32, 32), info.class_names, "self", (), "none", identity)
+    at.session_state[state.UPLOADED_MODELS] = {identity: (model, card)}
+    at.session_state[state.MODEL] = state.ModelChoice("mean.pt", upload=identity)
     at.switch_page(nav.CERTIFY).run()
     at.multiselect(key="cert_methods").set_value(["RandSmooth", "LSmooth"])
     at.number_input(key="cert_n0").set_value(10)

@@ -199,9 +199,11 @@ def test_the_model_page_shows_no_nan_percent_for_a_model_nan_on_this_image(app_e
     at.session_state[state.PROFILE_DEFAULT_TRIED] = True
     at.run()
     info = ModelInfo("nan-when-bright", "custom", CIFAR, ("dark", "bright"), "test")
-    card = ModelCard("bright.pt", "test", "1" * 64, 0, CIFAR, info.class_names, "self", (), "none")
-    at.session_state[state.UPLOADED_MODELS] = {"bright": (wrap(_NanWhenBright(), info), card)}
-    at.session_state[state.MODEL] = state.ModelChoice("bright.pt", upload="bright")
+    model = wrap(_NanWhenBright(), info)
+    identity = model.info.identity
+    card = ModelCard("bright.pt", "test", "1" * 64, 0, CIFAR, info.class_names, "self", (), "none", identity)
+    at.session_state[state.UPLOADED_MODELS] = {identity: (model, card)}
+    at.session_state[state.MODEL] = state.ModelChoice("bright.pt", upload=identity)
     pixels = np.full((32, 32, 3), 240, dtype=np.uint8)
     at.session_state[state.IMAGE] = state.ImageChoice("bright-square", "test", "a bright square", pixels)
     at.switch_page(nav.MODEL_IMAGE).run()
@@ -235,7 +237,7 @@ def test_the_app_shows_an_inconclusive_audit_as_inconclusive(app_env):
     assert at.number_input(key="aud_alpha").min == audit_view.MIN_ALPHA
     record = at.session_state[state.CERTIFY]
     noise, cert = next((noise, cert) for noise, cert in record.results if noise.name == "RandSmooth")
-    model = at.session_state[state.UPLOADED_MODELS]["mean"][0]
+    model = next(iter(at.session_state[state.UPLOADED_MODELS].values()))[0]
     x = prepare_image(Image.fromarray(at.session_state[state.IMAGE].pixels), model.info)
     blind = audit(model, x, noise, cert, AuditSettings(n=10), torch.Generator().manual_seed(0))  # below the widget
     view = audit_view.AuditView(record.model_key, record.image_id, cert, blind)
