@@ -3,14 +3,15 @@
 Builds ``st.navigation`` from the one page list, ``dsmooth_lab_ui.nav.PAGES`` (the pages/ folder is
 not scanned), sets the session's defaults (bundled model, a CIFAR-10 test image when the data is
 present, the bundled threat profile when it exists), draws the sidebar shared by all pages and shows
-the session's background job (``dsmooth_lab_ui.jobs``) above every page.
+the session's background job (``dsmooth_lab_ui.jobs``) above every page. Each page's settings live in
+the URL (``dsmooth_lab_ui.links``): restored when a page opens from a link, written back after every run.
 Run with ``streamlit run app.py``.
 """
 
 import streamlit as st
 import torch
 
-from dsmooth_lab_ui import boundary, choices, jobs, nav, sidebar, state, threads
+from dsmooth_lab_ui import boundary, choices, jobs, links, nav, sidebar, state, threads
 
 st.set_page_config(page_title="DSmooth Lab", page_icon=":material/verified_user:", layout="wide")
 
@@ -24,9 +25,17 @@ boundary.guarded(jobs.collect, "Storing the finished job's result")
 choices.ensure_defaults()
 
 page = st.navigation(nav.navigation_pages())
+page_path = links.path_of(page)
 side = st.sidebar.empty()
+share = st.sidebar.container()  # the page's link, filled after the page has run (so it holds this run's state)
+# a page opened from a link takes the link's settings before anything is drawn; notes say what was dropped
+for note in links.opened(page_path):
+    st.warning(note, icon=":material/link_off:")
 # drawn first, so a page that calls st.stop still has its sidebar; each part in an error boundary
 boundary.guarded(lambda: sidebar.render(side.container()), "The sidebar")
 boundary.guarded(jobs.panel, "The job panel")  # the session's running job, with progress and Cancel, on every page
 boundary.guarded(page.run, f"The page {page.title!r}")
 boundary.guarded(lambda: sidebar.render(side.container()), "The sidebar")  # again, with what the page changed
+boundary.guarded(lambda: links.sync(page_path), "Writing the page's link")  # the address bar holds the link
+with share:
+    boundary.guarded(lambda: links.copy_link_control(page_path), "The page's link")
