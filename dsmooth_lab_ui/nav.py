@@ -67,7 +67,7 @@ def ensure_app() -> None:
     if state.MODEL in st.session_state:
         return
     try:
-        st.switch_page("app.py")
+        st.switch_page("app.py", query_params=st.query_params.to_dict())  # a link's settings survive the hand-over
     except StreamlitAPIException:  # run standalone (no app.py beside it): set the session up here
         state.init()
         choices.ensure_defaults()
