@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import streamlit as st
 
@@ -30,6 +30,7 @@ from dsmooth_lab_ui import choices, gallery, nav, resources, state, widgets
 
 LAST_PAGE = "dsl_links_page"  # the page of the last run: a different one now means the page just opened
 NOTES = "dsl_links_notes"  # (page path, notes) from the last restore, shown while that page stays open
+PAGE_PARAM = "page"  # a page's URL path: app.py switches to it (a link that reached the wrong page on the way)
 WRITTEN = "dsl_links_written"  # the query parameters sync wrote last: still in the URL after a page switch
 UPLOAD = "upload"  # the value a link carries for a model, image or profile that cannot be shared
 MAX_DRAWS = 10_000_000  # a link asking for more noise draws than this is a typo, not a lesson
@@ -593,6 +594,7 @@ def opened(page_path: str) -> list[str]:
     that are still those the previous page wrote are no link either (they could set this page's
     inputs of the same name, e.g. another page's seed).
     """
+    _follow_page_param(page_path)
     if st.session_state.get(LAST_PAGE) != page_path:
         st.session_state[LAST_PAGE] = page_path
         params = _params()
@@ -605,6 +607,28 @@ def opened(page_path: str) -> list[str]:
 def path_of(page: Any) -> str:
     """The nav path (``nav.PAGES``) of the ``st.Page`` that ``st.navigation`` returned, found by its unique title."""
     return next((p.path for p in nav.PAGES if p.title == page.title), page.title)
+
+
+def _follow_page_param(page_path: str) -> None:
+    """Go to the page a ``page`` parameter names, with the link's other parameters (a rerun, if not there)."""
+    if PAGE_PARAM not in st.query_params:
+        return
+    rest = {key: value for key, value in _params().items() if key != PAGE_PARAM}
+    wanted = st.query_params[PAGE_PARAM]
+    target = next((p.path for p in nav.PAGES if Path(p.path).stem == wanted), None)
+    if target is not None and target != page_path:
+        st.switch_page(target, query_params=rest)
+    st.query_params.from_dict(rest)
+
+
+def handover_params() -> dict[str, str]:
+    """The URL's parameters plus the page it asked for, for a page that hands over to app.py.
+
+    On a server's very first run, a link to a page runs that page's file alone (Streamlit's legacy
+    multipage mode) and ``nav.ensure_app`` switches to app.py, which would open the default page.
+    """
+    stem = urlsplit(st.context.url or "").path.rstrip("/").rpartition("/")[2]
+    return {**_params(), **({PAGE_PARAM: stem} if stem else {})}
 
 
 def url_path(page_path: str) -> str:
