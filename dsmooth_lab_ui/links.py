@@ -31,6 +31,7 @@ from dsmooth_lab_ui import choices, gallery, nav, resources, state, widgets
 LAST_PAGE = "dsl_links_page"  # the page of the last run: a different one now means the page just opened
 NOTES = "dsl_links_notes"  # (page path, notes) from the last restore, shown while that page stays open
 PAGE_PARAM = "page"  # a page's URL path: app.py switches to it (a link that reached the wrong page on the way)
+DRAWN = "dsl_links_drawn"  # the page whose Copy-link control this run drew (app.py then draws none)
 WRITTEN = "dsl_links_written"  # the query parameters sync wrote last: still in the URL after a page switch
 UPLOAD = "upload"  # the value a link carries for a model, image or profile that cannot be shared
 MAX_DRAWS = 10_000_000  # a link asking for more noise draws than this is a typo, not a lesson
@@ -595,6 +596,7 @@ def opened(page_path: str) -> list[str]:
     inputs of the same name, e.g. another page's seed).
     """
     _follow_page_param(page_path)
+    st.session_state.pop(DRAWN, None)
     if st.session_state.get(LAST_PAGE) != page_path:
         st.session_state[LAST_PAGE] = page_path
         params = _params()
@@ -662,7 +664,12 @@ def unshareable(page_path: str) -> list[str]:
 
 
 def copy_link_control(page_path: str) -> None:
-    """The page's link with its copy button; states that depend on an upload say they cannot be shared."""
+    """The page's link with its copy button; states that depend on an upload say they cannot be shared.
+
+    app.py draws it in the sidebar after every page (``sidebar_control``); a page that draws it itself,
+    where it suits the page better, replaces that one.
+    """
+    st.session_state[DRAWN] = page_path
     relative = url_for(page_path)
     base = st.context.url  # the page's address in the user's browser, without its query
     query = urlencode(values(page_path))
@@ -672,3 +679,10 @@ def copy_link_control(page_path: str) -> None:
     st.caption("Opened elsewhere, it shows the same settings; the same button then gives the same numbers.")
     for note in unshareable(page_path):
         st.caption(f":material/warning: {note}")
+
+
+def sidebar_control(page_path: str, container: Any) -> None:
+    """app.py's Copy-link control in ``container``, after the page ran, unless the page drew its own."""
+    if st.session_state.get(DRAWN) != page_path:
+        with container:
+            copy_link_control(page_path)

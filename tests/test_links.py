@@ -307,3 +307,26 @@ def test_url_for_links_a_page_with_the_current_state_and_overrides() -> None:
     assert certify == "certify?profile=none&methods=randsmooth%2Clsmooth&sigma=0.5&n=200&alpha=0.01"
     assert first == "./" and about == "about"
     assert links.url_path(nav.MODEL_IMAGE) == "" and links.url_path(nav.CERTIFY) == "certify"
+
+
+def test_a_page_parameter_opens_that_page_with_the_links_settings(app_env: Path) -> None:
+    at = fresh(nav.MODEL_IMAGE, {links.PAGE_PARAM: "certify", "sigma": "0.5"})
+    assert at.title[0].value == "Certify"
+    assert at.number_input(key="cert_sigma").value == 0.5 and links.PAGE_PARAM not in at.query_params
+    assert not link_notes(at)
+
+
+def _page_draws_its_own_control() -> None:
+    import streamlit as st
+
+    from dsmooth_lab_ui import links, nav
+
+    links.opened(nav.ABOUT)
+    links.copy_link_control(nav.ABOUT)  # the page's own, where it suits the page
+    links.sidebar_control(nav.ABOUT, st.sidebar.container())  # app.py's then draws nothing
+
+
+def test_a_page_that_draws_its_own_copy_link_control_gets_one() -> None:
+    at = AppTest.from_function(_page_draws_its_own_control).run()
+    clean(at)
+    assert [c.value for c in at.code] == ["about"] and not at.sidebar.get("code")
