@@ -68,7 +68,10 @@ class Group(Protocol):
 # ---------------------------------------------------------------- parsers: str -> value, ValueError when bad
 def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("not a whole number") from None
         if (low is not None and value < low) or (high is not None and value > high):
             raise ValueError(
                 f"must lie in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
@@ -80,7 +83,7 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[str], 
 
 def number(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
-        value = float(text)
+        value = _float(text)
         below = value <= low if open_low else value < low
         above = value >= high if open_high else value > high
         if not math.isfinite(value) or below or above:
@@ -89,6 +92,13 @@ def number(low: float, high: float, *, open_low: bool = False, open_high: bool =
         return value
 
     return parse
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
 
 
 def one_of(options: Iterable[Any]) -> Callable[[str], Any]:
@@ -107,7 +117,7 @@ def float_of(options: Iterable[float]) -> Callable[[str], float]:
     allowed = tuple(options)
 
     def parse(text: str) -> float:
-        value = float(text)
+        value = _float(text)
         if value not in allowed:
             raise ValueError(f"must be one of {', '.join(f'{v:g}' for v in allowed)}")
         return allowed[allowed.index(value)]
@@ -211,7 +221,7 @@ ATTACK_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 @dataclass(frozen=True)
 class Attack:
-    """The attack settings of ``widgets.attack_settings`` under a widget ``prefix``, URL names under ``prefix_name``.
+    """The attack settings of ``widgets.attack_settings`` under a widget ``prefix``, URL names under ``name_prefix``.
 
     Restored as a whole: the preset's values, then the link's fields over them; a combination the
     library refuses (``AttackConfig``) leaves the preset's values.

@@ -64,6 +64,10 @@ def test_the_option_strings_links_writes_are_the_pages_own(app_env: Path) -> Non
     assert set(links.PROFILE_SOURCES.values()) <= set(at.radio(key="profile_source").options)
     if has_profile():
         assert at.session_state[state.PROFILE].source == links.TUNED_SOURCE  # the app's default is "tuned"
+    if resources.bundled_paper_profile_available():
+        next(b for b in at.button if b.key == "profile_use_paper").click().run()
+        assert at.session_state[state.PROFILE].source == links.PAPER_SOURCE
+        assert link_of(at)["profile"] == "paper"
 
 
 # ---------------------------------------------------------------- sync: the address bar holds the page's state
