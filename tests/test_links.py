@@ -334,3 +334,15 @@ def test_a_page_that_draws_its_own_copy_link_control_gets_one() -> None:
     at = AppTest.from_function(_page_draws_its_own_control).run()
     clean(at)
     assert [c.value for c in at.code] == ["about"] and not at.sidebar.get("code")
+
+
+def test_an_imagenet_sample_link_selects_it(app_env: Path) -> None:
+    samples = sorted((app_env / "imagenet_sample").glob("*.JPEG"))
+    if not samples:
+        pytest.skip("no ImageNet sample in the data folder")
+    at = fresh(nav.MODEL_IMAGE, {"image": f"imagenet-sample:{samples[1].name}"})
+    clean(at)
+    assert not link_notes(at)
+    assert at.session_state[state.IMAGE].image_id == f"imagenet-sample:{samples[1].name}"
+    assert at.radio(key="image_source").value == links.IMAGE_SOURCES["imagenet"]
+    assert link_of(at)["image"] == f"imagenet-sample:{samples[1].name}"
