@@ -406,6 +406,55 @@ CALIBRATION = Fields(
 )
 CALIBRATION_ATTACK = Attack("prof_", "cal_", "conventional", (("n_queries", 100),))
 SHAPE_NAMES = ("norm", "k", "shrink")
+CALIBRATION_MAX_K = 512  # the Threat profile page's largest rank to fit
+PENDING_SHAPE = "dsl_links_pending_shape"  # a built profile's shape from a link, for when it is built
+
+
+def _shape_fields(params: Mapping[str, str], max_k: int) -> tuple[dict[str, Any], list[str]]:
+    """The link's normalization, k and shrinkage (those given and valid), and a note for each bad one."""
+    parsers = {
+        "normalization": ("norm", one_of(("det", "trace"))),
+        "k": ("k", integer(1, max_k)),
+        "shrinkage": ("shrink", number(0.0, 1.0)),
+    }
+    fields, notes = {}, []
+    for field, (name, parse) in parsers.items():
+        if name in params:
+            try:
+                fields[field] = parse(params[name])
+            except ValueError as exc:
+                notes.append(_dropped(name, params[name], str(exc)))
+    return fields, notes
+
+
+def _shape_values(choice: state.ProfileChoice) -> dict[str, str]:
+    return {"norm": choice.normalization, "k": str(choice.k), "shrink": _text(choice.shrinkage)}
+
+
+def _reshape(choice: state.ProfileChoice, fields: dict[str, Any]) -> list[str]:
+    """Give the profile in use the link's shape (its own for fields not given; no refit)."""
+    try:
+        wanted = ProfileShape(**{**dataclasses.asdict(choice.shape), **fields})
+    except InputRefused as exc:  # the parsers keep to the library's bounds; say so if one ever does not
+        return [f"The link's profile shape was refused ({exc}); the profile's own shape is used."]
+    if wanted != choice.shape:
+        state.put(state.PROFILE, dataclasses.replace(choice, shape=wanted))
+        for key in ("profile_k", "profile_shrinkage", "profile_normalization"):
+            st.session_state.pop(key, None)  # the shape controls start from the profile in use
+    return []
+
+
+def _apply_pending_shape() -> None:
+    """A link's shape for a built profile takes effect once that profile is built (any other drops it)."""
+    fields = st.session_state.get(PENDING_SHAPE)
+    choice: state.ProfileChoice | None = state.get(state.PROFILE)
+    if not fields or choice is None:
+        return
+    del st.session_state[PENDING_SHAPE]
+    if profile_kind(choice) == "built":
+        fitted_k = choice.profile.covariance.k  # the data may allow fewer directions than the link's k
+        for note in _reshape(choice, {**fields, "k": min(fields.get("k", fitted_k), fitted_k)}):
+            st.warning(note, icon=":material/link_off:")
 
 
 def profile_kind(choice: state.ProfileChoice | None) -> str:
@@ -446,7 +495,9 @@ class ProfileGroup:
         if kind == "built":
             state.put(state.PROFILE, None)
             st.session_state["profile_source"] = PROFILE_SOURCES["built"]
-            notes = CALIBRATION.restore(params) + CALIBRATION_ATTACK.restore(params)
+            fields, notes = _shape_fields(params, CALIBRATION_MAX_K)
+            st.session_state[PENDING_SHAPE] = fields or None  # applied when the build delivers (``opened``)
+            notes += CALIBRATION.restore(params) + CALIBRATION_ATTACK.restore(params)
             return [*notes, REBUILD]
         if kind not in ("tuned", "paper"):
             return [_dropped("profile", kind, "must be tuned, paper, built, none or upload")]
@@ -467,40 +518,16 @@ class ProfileGroup:
             choices.use_profile(profile, source)
             current = state.get(state.PROFILE)
         st.session_state["profile_source"] = PROFILE_SOURCES["bundled"]
-        notes, shape = [], dataclasses.asdict(ProfileShape.of(profile.covariance))
-        parsers = {
-            "normalization": ("norm", one_of(("det", "trace"))),
-            "k": ("k", integer(1, profile.covariance.k)),
-            "shrinkage": ("shrink", number(0.0, 1.0)),
-        }
-        for field, (name, parse) in parsers.items():
-            if name in params:
-                try:
-                    shape[field] = parse(params[name])
-                except ValueError as exc:
-                    notes.append(_dropped(name, params[name], str(exc)))
-        try:
-            wanted = ProfileShape(**shape)
-        except InputRefused as exc:  # the parsers keep to the library's bounds; say so if one ever does not
-            return [*notes, f"The link's profile shape was refused ({exc}); the saved shape is used."]
-        if wanted != current.shape:
-            state.put(state.PROFILE, dataclasses.replace(current, shape=wanted))
-            for key in ("profile_k", "profile_shrinkage", "profile_normalization"):
-                st.session_state.pop(key, None)  # the shape controls start from the profile in use
-        return notes
+        fields, notes = _shape_fields(params, profile.covariance.k)
+        return notes + _reshape(current, fields)
 
     def values(self) -> dict[str, str]:
         choice: state.ProfileChoice | None = state.get(state.PROFILE)
         kind = profile_kind(choice)
         if kind in ("tuned", "paper"):
-            return {
-                "profile": kind,
-                "norm": choice.normalization,
-                "k": str(choice.k),
-                "shrink": _text(choice.shrinkage),
-            }
+            return {"profile": kind, **_shape_values(choice)}
         if kind == "built":
-            return {"profile": kind, **CALIBRATION.values(), **CALIBRATION_ATTACK.values()}
+            return {"profile": kind, **_shape_values(choice), **CALIBRATION.values(), **CALIBRATION_ATTACK.values()}
         return {"profile": kind}
 
 
@@ -606,6 +633,7 @@ def opened(page_path: str) -> list[str]:
     inputs of the same name, e.g. another page's seed).
     """
     _follow_page_param(page_path)
+    _apply_pending_shape()
     st.session_state.pop(DRAWN, None)
     if st.session_state.get(LAST_PAGE) != page_path:
         st.session_state[LAST_PAGE] = page_path

@@ -221,6 +221,21 @@ def test_a_built_profile_link_restores_its_calibration_settings_and_asks_to_buil
     assert at.number_input(key="prof_n_queries").value == 10 and at.number_input(key="prof_seed").value == 2
 
 
+def test_a_built_profile_takes_the_links_shape_once_it_is_built(app_env: Path) -> None:
+    params = {"profile": "built", "cal_split": "train", "cal_n": "12", "cal_k": "4", "cal_keep": "nonzero"}
+    params |= {"cal_queries": "10", "norm": "det", "k": "2", "shrink": "0.5"}
+    at = fresh(nav.PROFILE, params)
+    assert at.session_state[state.PROFILE] is None
+    next(b for b in at.button if b.label == "Build the profile").click()
+    finish_job(at, TIMEOUT)
+    clean(at)
+    choice = at.session_state[state.PROFILE]
+    assert links.profile_kind(choice) == "built" and choice.profile.n_attacked == 12
+    assert (choice.normalization, choice.k, choice.shrinkage) == ("det", 2, 0.5)
+    link = link_of(at)
+    assert {name: link[name] for name in params} == params  # and its link says so
+
+
 # ---------------------------------------------------------------- bad and stale values: a note, the default
 BAD_LINKS = [
     (nav.MODEL_IMAGE, {"model": "no_such_net"}, "model"),
