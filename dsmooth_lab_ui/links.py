@@ -389,12 +389,13 @@ class ImageGroup:
         return {"image": UPLOAD if image.source == "upload" else image.image_id}
 
 
+CALIBRATION_MAX_K = 512  # the Threat profile page's largest rank to fit
 CALIBRATION = Fields(
     (
         Param("cal_split", "prof_split", one_of(["train", "test"])),
         Param("cal_n", "prof_n", integer(2, 5000)),
         Param("cal_subset_seed", "prof_subset_seed", integer(0)),
-        Param("cal_k", "prof_k", integer(1, 512)),
+        Param("cal_k", "prof_k", integer(1, CALIBRATION_MAX_K)),
         Param("cal_keep", "prof_keep", one_of(["successful", "nonzero"])),
         Param("cal_seed", "prof_seed", integer(0)),
         Param("cal_batch", "prof_batch", integer(1, 100_000)),
@@ -406,7 +407,6 @@ CALIBRATION = Fields(
 )
 CALIBRATION_ATTACK = Attack("prof_", "cal_", "conventional", (("n_queries", 100),))
 SHAPE_NAMES = ("norm", "k", "shrink")
-CALIBRATION_MAX_K = 512  # the Threat profile page's largest rank to fit
 PENDING_SHAPE = "dsl_links_pending_shape"  # a built profile's shape from a link, for when it is built
 
 
@@ -692,9 +692,9 @@ def unshareable(page_path: str) -> list[str]:
     """What this page's state holds that a link cannot carry (uploads)."""
     groups = PAGES.get(page_path, ())
     out = []
-    if MODEL in groups and ModelGroup().values().get("model") == UPLOAD:
+    if MODEL in groups and MODEL.values().get("model") == UPLOAD:
         out.append("The model is an upload: the link opens with the default model.")
-    if IMAGE in groups and ImageGroup().values().get("image") == UPLOAD:
+    if IMAGE in groups and IMAGE.values().get("image") == UPLOAD:
         out.append("The image is an upload: the link opens with the default image.")
     if PROFILE in groups and profile_kind(state.get(state.PROFILE)) == UPLOAD:
         out.append("The threat profile was loaded from a file: the link opens without it.")
