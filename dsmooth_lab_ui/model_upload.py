@@ -24,7 +24,7 @@ from dsmooth_core.models.model_file import (
     probe,
 )
 from dsmooth_core.models.user import ExportedNet
-from dsmooth_lab_ui import resources, state
+from dsmooth_lab_ui import programs, resources, state
 
 # Streamlit refuses larger files itself (server.maxUploadSize in .streamlit/config.toml).
 MAX_MODEL_MB = 200
@@ -87,6 +87,7 @@ def load_upload(file_name: str, data: bytes, options: ModelFileOptions) -> str:
     if key in models:
         return key
     model = load_model_file(data, options, name=file_name, device=resources.device())
+    programs.remember(model, data)  # a torch.export program goes to the job's worker as this file
     batch, labels, note = _probe_batch(model)
     predicted = probe(model, batch).tolist()
     names = model.info.class_names
