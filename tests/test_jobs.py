@@ -7,6 +7,7 @@ another session sees none of it.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -17,10 +18,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dsmooth_core import certify
-from dsmooth_core.models import DEFAULT_MODEL, load_model, prepare_image
+from dsmooth_core.models import CIFAR10_CLASSES, DEFAULT_MODEL, ModelInfo, load_model, prepare_image, wrap
 from dsmooth_core.noise import make_noise
 from dsmooth_lab_ui import gallery, jobs, nav, scheduler, state, threads
+from dsmooth_lab_ui.model_upload import ModelCard
 from tests.test_app_pages import APP, assert_clean, button, finish_job, new_app
+from tests.worker_work import HangsOnLargeBatches
 
 LONG_N = 6000  # RandSmooth draws: several seconds on one CPU thread
 BATCH = 100
@@ -186,10 +189,10 @@ def test_a_failing_job_keeps_its_message_and_stores_nothing() -> None:
 
 
 # ---------------------------------------------------------------- jobs in the app
-def _start_long_certify(at: AppTest, seed: int = 7) -> scheduler.Job:
+def _start_long_certify(at: AppTest, seed: int = 7, n: int = LONG_N) -> scheduler.Job:
     at.switch_page(nav.CERTIFY).run()
     at.multiselect(key="cert_methods").set_value(["RandSmooth"])
-    for key, value in (("cert_n0", 20), ("cert_n", LONG_N), ("cert_batch", BATCH), ("cert_seed", seed)):
+    for key, value in (("cert_n0", 20), ("cert_n", n), ("cert_batch", BATCH), ("cert_seed", seed)):
         at.number_input(key=key).set_value(value)
     at.run()
     button(at, "Certify").click()
@@ -247,6 +250,39 @@ def test_two_sessions_never_see_each_others_jobs_or_results(app_env: Path) -> No
     second.run()
     assert jobs.SESSION_JOB not in second.session_state
     assert second.session_state[state.CERTIFY] is None and not second.dataframe
+
+
+@pytest.mark.slow  # two sessions and a fresh worker after the kill: about 14 s
+def test_a_never_returning_upload_is_cancelled_within_seconds_and_another_sessions_job_runs(app_env: Path) -> None:
+    """A trusted TorchScript upload that spins for good on batches over 50 (the certify batch is 100)."""
+    scheduler.MANAGER.clear()
+    hung_session = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    info = ModelInfo("hangs.pt", "cifar10", (3, 32, 32), CIFAR10_CLASSES, "upload")
+    model = wrap(torch.jit.script(HangsOnLargeBatches(limit=50)), info)
+    card = ModelCard("hangs.pt", "TorchScript", "1" * 64, 0, (3, 32, 32), CIFAR10_CLASSES, "self", (), "none")
+    hung_session.session_state[state.UPLOADED_MODELS] = {"hangs": (model, card)}
+    hung_session.session_state[state.MODEL] = state.ModelChoice("hangs.pt", upload="hangs")
+    hung = _start_long_certify(hung_session, seed=17)
+    deadline = time.monotonic() + 120
+    while hung.step != "RandSmooth: noise draws" or hung.done < 20:  # the selection draws (batch 20) are done
+        assert hung.active and time.monotonic() < deadline, (hung.state, hung.error)
+        time.sleep(0.02)
+    assert hung.worker_pid not in (None, os.getpid())  # the program went to a worker as its bytes
+
+    other_session = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
+    other = _start_long_certify(other_session, seed=19, n=300)
+    assert other.state == scheduler.QUEUED and hung.state == scheduler.RUNNING
+    asked = time.monotonic()
+    hung_session.button(key="dsl_job_cancel").click().run()
+    assert hung.state == scheduler.CANCELLED and time.monotonic() - asked < 10
+    assert any("did not stop within 3 s of Cancel" in w.value for w in hung_session.warning)
+
+    assert finish_job(other_session) is other and other.state == scheduler.DONE, other.error
+    ((_, got),) = other_session.session_state[state.CERTIFY].results
+    bundled = load_model(DEFAULT_MODEL)
+    x = prepare_image(Image.fromarray(other_session.session_state[state.IMAGE].pixels), bundled.info)
+    want = certify(bundled, x, make_noise("randsmooth", 0.25), 20, 300, 0.001, BATCH, torch.Generator().manual_seed(19))
+    assert (got.prediction, got.radius, got.counts_estimation) == (want.prediction, want.radius, want.counts_estimation)
 
 
 def test_without_a_data_folder_the_first_page_shows_a_sample_and_its_prediction(

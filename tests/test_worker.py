@@ -184,6 +184,7 @@ def test_a_torchscript_model_runs_in_the_worker_and_gives_the_librarys_certifica
     )
 
 
+@pytest.mark.slow  # a fresh worker process: its imports take most of the 8-10 s
 def test_a_torch_export_model_runs_in_the_worker_from_its_file() -> None:
     data = user_models.export_bytes()
     model = load_user_model(data, trust_code=True)
@@ -202,6 +203,7 @@ def test_a_torch_export_model_runs_in_the_worker_from_its_file() -> None:
 
 
 # ---------------------------------------------------------------- the watchdog
+@pytest.mark.slow  # a fresh worker process: its imports take most of the 8-10 s
 def test_a_never_returning_model_is_cancelled_within_seconds_and_the_next_job_runs() -> None:
     """A trusted TorchScript model spins for good on batches over 50: Cancel ends its worker, the queue moves on."""
     manager = scheduler.JobManager(slots=1)
@@ -230,6 +232,7 @@ def test_a_never_returning_model_is_cancelled_within_seconds_and_the_next_job_ru
         manager.workers.close()
 
 
+@pytest.mark.slow  # a fresh worker process: its imports take most of the 8-10 s
 def test_a_stopped_worker_is_ended_by_the_no_progress_limit_and_the_next_job_runs() -> None:
     manager = scheduler.JobManager(slots=1, limits=watchdog.Limits(stall_seconds=1.5))
     try:
