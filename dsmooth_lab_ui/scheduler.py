@@ -33,7 +33,7 @@ import torch
 
 from dsmooth_core import Cancelled
 from dsmooth_lab_ui import memo, pool, watchdog
-from dsmooth_lab_ui.watchdog import ForcedCancel, Limits, Watch
+from dsmooth_lab_ui.watchdog import ForcedCancel, Limits, NoProgress, Watch
 
 RESULTS_KEPT = 256
 SLOTS_ENV = "DSMOOTH_JOB_SLOTS"
@@ -202,11 +202,13 @@ class JobManager:
             job.began.set()
             result = self._execute(job, self.limits or watchdog.from_environment())
         except ForcedCancel as exc:
-            if job.worker_pid is not None and job.kept == METHODS_KEPT:
-                job.kept = NOTHING_KEPT  # the finished methods were kept in the process that was ended
+            _forget_kept_methods(job)
             _finish(job, CANCELLED, error=str(exc))
         except Cancelled:
             _finish(job, CANCELLED)
+        except NoProgress as exc:
+            _forget_kept_methods(job)
+            _finish(job, FAILED, error=str(exc))
         except Exception as exc:  # shown on the page; nothing is delivered
             _finish(job, FAILED, error=str(exc) or type(exc).__name__)
         else:
@@ -256,6 +258,12 @@ def _in_thread(job: Job, limits: Limits) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def _forget_kept_methods(job: Job) -> None:
+    """A job ended by force in a worker: the methods it had finished were kept in the process that was killed."""
+    if job.worker_pid is not None and job.kept == METHODS_KEPT:
+        job.kept = NOTHING_KEPT
 
 
 def _finish(job: Job, state: str, result: Any = None, error: str | None = None) -> None:

@@ -275,7 +275,9 @@ def test_a_never_returning_upload_is_cancelled_within_seconds_and_another_sessio
     asked = time.monotonic()
     hung_session.button(key="dsl_job_cancel").click().run()
     assert hung.state == scheduler.CANCELLED and time.monotonic() - asked < 10
-    assert any("did not stop within 3 s of Cancel" in w.value for w in hung_session.warning)
+    [said] = [w.value for w in hung_session.warning if w.value.startswith("Cancelled:")]
+    assert "did not stop within 3 s of Cancel" in said and "worker process" in said and "was ended" in said
+    assert scheduler.NOTHING_KEPT in said and scheduler.METHODS_KEPT not in said  # they were kept in that process
 
     assert finish_job(other_session) is other and other.state == scheduler.DONE, other.error
     ((_, got),) = other_session.session_state[state.CERTIFY].results
