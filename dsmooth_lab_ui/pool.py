@@ -85,6 +85,7 @@ class Worker:
         self.ready = False  # its imports are done ("ready" came)
         self.busy = False  # a job was sent and its last message has not come back
         self.killed = False  # ended by the watchdog: the pool starts a fresh one in its place
+        self._sender: threading.Thread | None = None  # sends the current job's work
 
     @property
     def pid(self) -> int:
@@ -97,11 +98,17 @@ class Worker:
         """Run pickled work; report to ``progress``; raise as the work did, or as the watchdog ended it."""
         watch = Watch(limits)
         self.busy = True
-        self._send(("run", threads, data))
+        # sent beside the watch: a large payload fills the socket and waits for a worker that reads it,
+        # which a stopped or still-importing worker does not
+        self._sender = threading.Thread(target=self._send, args=(("run", threads, data),), daemon=True)
+        self._sender.start()
+        cancel_sent = False
         while True:
-            if cancelled.is_set() and watch.asked is None:
+            if cancelled.is_set():
                 watch.cancel_asked()
-                self._send(("cancel",))
+                if not cancel_sent and not self._sender.is_alive():  # one writer at a time on the socket
+                    self._send(("cancel",))
+                    cancel_sent = True
             if not self.ready:
                 watch.heard_from()  # still importing: no work to report yet
                 if time.monotonic() - self.started > START_SECONDS:
@@ -155,6 +162,8 @@ class Worker:
         self.killed = True
         self.process.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
         self.process.wait()
+        if self._sender is not None:
+            self._sender.join(5)  # its write fails now that the reader is gone
         self.conn.close()
 
     def clear(self) -> None:

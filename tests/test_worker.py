@@ -256,6 +256,22 @@ def test_a_stopped_worker_is_ended_by_the_no_progress_limit_and_the_next_job_run
         manager.workers.close()
 
 
+def test_a_worker_stopped_while_idle_fails_the_next_job_by_the_limit_and_the_one_after_runs() -> None:
+    """Its work is larger than the socket holds, so even sending it waits for a worker that never reads."""
+    manager = scheduler.JobManager(slots=1, limits=watchdog.Limits(stall_seconds=1.5))
+    try:
+        idle = _run(manager, functools.partial(worker_work.report_and_return_pid), "warm").result
+        os.kill(idle, signal.SIGSTOP)
+        large = bytes(8_000_000)
+        job = _run(manager, functools.partial(worker_work.return_length, large), "large", timeout=30)
+        assert job.state == scheduler.FAILED and "no progress report for 1.5 s" in job.error
+        assert job.worker_pid == idle and _gone(idle)
+        after = _run(manager, functools.partial(worker_work.return_length, large), "after")
+        assert after.state == scheduler.DONE and after.result == len(large), after.error
+    finally:
+        manager.workers.close()
+
+
 def test_work_in_a_thread_that_never_reports_is_closed_and_the_queue_moves_on() -> None:
     """Where no process is possible (work that does not pickle) the job is closed; its thread is left to end."""
     manager = scheduler.JobManager(slots=1, limits=watchdog.Limits(stall_seconds=1.0, cancel_grace_seconds=0.5))
