@@ -88,3 +88,58 @@ def test_the_worker_and_the_work_never_import_the_scheduler_or_the_panel() -> No
     graph, _ = _graph()
     for name in ("worker", "tasks"):
         assert not _reach(graph, name) & {"scheduler", "pool", "jobs"}, name
+
+
+# ---------------------------------------------------------------- the whole project, module by module
+PROJECT = Path(__file__).resolve().parents[1]
+PROJECT_PACKAGES = ("dsmooth_core", "dsmooth_lab_ui")
+
+
+def _project_modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the library and the app layer (packages by their __init__)."""
+    found = {}
+    for package in PROJECT_PACKAGES:
+        for path in (PROJECT / package).rglob("*.py"):
+            parts = list(path.relative_to(PROJECT).with_suffix("").parts)
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """Imports under ``if TYPE_CHECKING:`` never run, so they cannot close a circle."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(inner) for statement in node.body for inner in ast.walk(statement))
+    return skipped
+
+
+def _runtime_imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The project modules ``name`` imports when it runs: ``from a.b import c`` reaches a.b.c if it is a module."""
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = _type_checking_nodes(tree)
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    reached = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            reached.update(alias.name for alias in node.names if alias.name in known)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            for alias in node.names:
+                submodule = f"{module}.{alias.name}"
+                reached.add(submodule if submodule in known else module)
+    return (reached & known) - {name}
+
+
+def test_the_project_has_no_import_circle() -> None:
+    """Library and app layer together, each module a node: a circle anywhere fails, with its path."""
+    modules = _project_modules()
+    graph = {name: _runtime_imports(name, path, set(modules)) for name, path in modules.items()}
+    assert "dsmooth_core.certify" in graph["dsmooth_core"] and "dsmooth_core.contract" in graph["dsmooth_core.certify"]
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        raise AssertionError(f"import circle: {' -> '.join(exc.args[1])}") from None
