@@ -109,7 +109,7 @@ def test_a_radius_forty_times_too_large_is_refuted_with_the_perturbation_shown(a
 
 def test_cancel_stops_the_audit_and_keeps_nothing(app_env):
     at = _certified_app()
-    model, _ = at.session_state[state.UPLOADED_MODELS]["mean"]
+    [(model, _)] = at.session_state[state.UPLOADED_MODELS].values()
     model.net.delay = 0.2  # every model call of the audit now takes 0.2 s: long enough to cancel midway
     job = _start_audit(at, "LSmooth")
     assert job is not None and job.kind == audit_view.JOB

@@ -259,9 +259,10 @@ def test_a_never_returning_upload_is_cancelled_within_seconds_and_another_sessio
     hung_session = new_app(**{state.PROFILE_DEFAULT_TRIED: True}).run()
     info = ModelInfo("hangs.pt", "cifar10", (3, 32, 32), CIFAR10_CLASSES, "upload")
     model = wrap(torch.jit.script(HangsOnLargeBatches(limit=50)), info)
-    card = ModelCard("hangs.pt", "TorchScript", "1" * 64, 0, (3, 32, 32), CIFAR10_CLASSES, "self", (), "none")
-    hung_session.session_state[state.UPLOADED_MODELS] = {"hangs": (model, card)}
-    hung_session.session_state[state.MODEL] = state.ModelChoice("hangs.pt", upload="hangs")
+    identity = model.info.identity
+    card = ModelCard("hangs.pt", "TorchScript", "1" * 64, 0, (3, 32, 32), CIFAR10_CLASSES, "self", (), "none", identity)
+    hung_session.session_state[state.UPLOADED_MODELS] = {identity: (model, card)}
+    hung_session.session_state[state.MODEL] = state.ModelChoice("hangs.pt", upload=identity)
     hung = _start_long_certify(hung_session, seed=17)
     deadline = time.monotonic() + 120
     while hung.step != "RandSmooth: noise draws" or hung.done < 20:  # the selection draws (batch 20) are done
