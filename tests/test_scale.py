@@ -196,6 +196,9 @@ def test_the_cli_engines_write_the_same_rows_and_records(cluster, tmp_path, monk
 
 
 def test_the_experiments_page_hands_its_run_to_a_ray_cluster(cluster, tmp_path, monkeypatch):
+    # a worker started before this module's Ray instance lacks the instance's token (environment is read at
+    # spawn): the run must go to a worker started now, as an app started after its cluster would have
+    scheduler.MANAGER.workers.close()
     monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
     page = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "experiments.py"), default_timeout=120)
     page.session_state["model_name"] = "cifar10_resnet20"
