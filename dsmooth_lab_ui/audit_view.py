@@ -15,13 +15,12 @@ import torch
 from dsmooth_core import Certificate, SmoothingNoise
 from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.noise import method_class
+from dsmooth_core.seeds import derive_seed
 from dsmooth_core.settings import result_key
 from dsmooth_lab_ui import audit_figures, jobs, resources, state, tasks
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8, upscale
 
 JOB = "audit"
-# The audit's draws come from another stream than the certificate's (same seed setting, new draws).
-AUDIT_SEED_OFFSET = 1_000_003
 # The widgets' limits: at 50 draws and alpha 1e-9, PREDICT can still name a class at the Bonferroni level of
 # any realistic number of candidates (below 2^49 alpha); fewer draws or a smaller alpha make audits blind.
 MIN_N = 50
@@ -79,7 +78,7 @@ def _run(model, x, record: state.CertifyRecord, noise: SmoothingNoise, settings:
     """Start the audit of one certificate as a background job; its result lands in ``state.AUDIT``."""
     method = noise.name
     certificate = dict(record.results)[noise]
-    seed = record.settings[noise.key].seed + AUDIT_SEED_OFFSET
+    seed = derive_seed(record.settings[noise.key].seed, 0, "audit")  # draws apart from the certificate's
 
     def deliver(result: AuditResult) -> None:
         audits: dict[str, AuditView] = dict(state.get(state.AUDIT) or {})
