@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -573,6 +574,33 @@ NOISE = Fields(
 )
 MODEL, IMAGE, PROFILE = ModelGroup(), ImageGroup(), ProfileGroup()
 
+
+def number_list(text: str) -> str:
+    """One or more numbers as the Experiments page reads them (it parses and checks each itself)."""
+    if not re.fullmatch(r"[0-9eE.,+\- ]{1,200}", text) or not re.search(r"[0-9]", text):
+        raise ValueError("not a list of numbers")
+    return text
+
+
+# The records folder and the Ray address stay out: they name places on the server, not a setting to share.
+EXPERIMENTS = Fields(
+    (
+        Param("methods", "exp_methods", several(one_of(METHOD_NAMES)), lambda keys: ",".join(keys)),
+        Param("sigmas", "exp_sigmas", number_list),
+        Param("ks", "exp_ks", number_list),
+        Param("ns", "exp_ns", number_list),
+        Param("alphas", "exp_alphas", number_list),
+        Param("n0", "exp_n0", integer(1, MAX_DRAWS)),
+        Param("images", "exp_size", integer(1, 100_000)),
+        Param("calibration", "exp_calibration", integer(2, 100_000)),
+        Param("seed", "exp_seed", integer(0, MAX_SEED)),
+        Param("preset", "exp_attack", one_of(sorted(PRESETS))),
+        Param("queries", "exp_queries", integer(1, 1_000_000)),
+        Param("batch", "exp_batch", integer(1, 1_000_000)),
+        Param("gamma", "exp_gamma", number(0.0, 0.5)),
+    )
+)
+
 # Each page's shareable inputs, in restore order (the model before the image before what uses them).
 PAGES: dict[str, tuple[Group, ...]] = {
     nav.MODEL_IMAGE: (MODEL, IMAGE),
@@ -580,6 +608,7 @@ PAGES: dict[str, tuple[Group, ...]] = {
     nav.PROFILE: (MODEL, IMAGE, PROFILE),
     nav.NOISE: (MODEL, IMAGE, PROFILE, NOISE),
     nav.CERTIFY: (MODEL, IMAGE, PROFILE, CERTIFY),
+    nav.EXPERIMENTS: (MODEL, EXPERIMENTS),
     nav.ABOUT: (),
 }
 

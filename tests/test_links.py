@@ -167,6 +167,20 @@ def test_an_attack_link_restores_every_setting(app_env: Path) -> None:
     assert paper.number_input(key="atk_n_queries").value == 5000 and paper.selectbox(key="atk_preset").value == "paper"
 
 
+def test_an_experiments_link_restores_its_grid_but_no_server_paths(app_env: Path) -> None:
+    params = {"methods": "randsmooth,lsmooth", "sigmas": "0.25, 0.5", "ns": "200", "n0": "30", "images": "12"}
+    at = fresh(nav.EXPERIMENTS, {**params, "seed": "4", "preset": "paper", "gamma": "0.05"})
+    clean(at)
+    assert not link_notes(at)
+    assert at.multiselect(key="exp_methods").value == ["randsmooth", "lsmooth"]
+    assert at.text_input(key="exp_sigmas").value == "0.25, 0.5" and at.text_input(key="exp_ns").value == "200"
+    assert at.number_input(key="exp_n0").value == 30 and at.number_input(key="exp_size").value == 12
+    assert at.number_input(key="exp_seed").value == 4 and at.selectbox(key="exp_attack").value == "paper"
+    link = link_of(at)
+    assert {name: link[name] for name in params} == params
+    assert "folder" not in link and not any("ray" in name for name in link)
+
+
 def test_a_noise_link_restores_levels_seeds_and_votes(app_env: Path) -> None:
     params = {"sigmas": "0.05,0.5,2", "seed": "9", "votes_sigma": "2.0", "draws": "60", "votes_seed": "3"}
     at = fresh(nav.NOISE, params)
@@ -262,6 +276,8 @@ BAD_LINKS = [
     (nav.NOISE, {"sigmas": "0.3"}, "sigmas"),
     (nav.NOISE, {"draws": "5"}, "draws"),
     (nav.PROFILE, {"profile": "built", "cal_n": "1"}, "cal_n"),
+    (nav.EXPERIMENTS, {"sigmas": "0.25; rm -rf"}, "sigmas"),
+    (nav.EXPERIMENTS, {"preset": "nuclear"}, "preset"),
 ]
 
 
