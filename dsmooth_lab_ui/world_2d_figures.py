@@ -16,7 +16,7 @@ CLASS_COLORS = ("#4c78a8", "#f58518")
 # P(class 1) from 0 to 1: class 0's colour, white at the tie 1/2, class 1's colour
 _SHARE_SCALE = [[0.0, "#9ecae9"], [0.5, "#ffffff"], [1.0, "#ffbf79"]]
 CLICK_STEP = 0.025  # spacing of the invisible click targets, in plane units
-_SIZE = 380
+_WIDTH, _HEIGHT = 400, 440
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,24 @@ def region_chart(title: str, grid: Grid, shares: np.ndarray) -> go.Figure:
     """The region map: P(class 1) per cell (0/1 for the base classifier), white at the tie."""
     axis = {"range": [0, 1], "showgrid": False, "zeroline": False}
     heatmap = go.Heatmap(
-        z=shares, x=grid.axis, y=grid.axis, zmin=0, zmax=1, colorscale=_SHARE_SCALE, showscale=False, hoverinfo="skip"
+        z=shares,
+        x=grid.axis,
+        y=grid.axis,
+        zmin=0,
+        zmax=1,
+        colorscale=_SHARE_SCALE,
+        showscale=False,
+        hoverinfo="skip",
+        zsmooth="best",
     )
     layout = {
         "title": {"text": title, "font": {"size": 14}},
-        "width": _SIZE,
-        "height": _SIZE,
-        "margin": {"l": 30, "r": 10, "t": 40, "b": 30},
+        "width": _WIDTH,
+        "height": _HEIGHT,
+        "margin": {"l": 30, "r": 10, "t": 40, "b": 20},
         "clickmode": "event+select",
         "dragmode": False,
-        "legend": {"orientation": "h", "y": -0.08, "font": {"size": 11}},
+        "legend": {"orientation": "h", "y": -0.12, "font": {"size": 11}},
         "xaxis": {**axis, "constrain": "domain"},
         "yaxis": {**axis, "scaleanchor": "x", "scaleratio": 1},
     }

@@ -27,7 +27,10 @@ DATA_POINTS = 200
 N0 = 100
 DRAW_MODE = "Draw the ellipse"
 FIT_MODE = "Fit it to an attack (FGSM l2)"
+DEFAULT_SIGMA, DEFAULT_ANGLE, DEFAULT_RATIO = 0.08, 90, 3.0  # chosen so the three regions differ at the default point
 POINT_KEYS = ("world_u", "world_v")
+SHAPE_NAMES = {"randsmooth": "disc (l2 ball)", "lsmooth": "diamond (l1 ball)", "dsmooth": "ellipse (Mahalanobis ball)"}
+NOISE_NAMES = {"randsmooth": "N(0, sigma^2 I)", "lsmooth": "Laplace noise", "dsmooth": "N(0, sigma^2 St)"}
 CHART_KEYS = ("world_chart_base", "world_chart_randsmooth", "world_chart_lsmooth", "world_chart_dsmooth")
 
 
@@ -104,8 +107,8 @@ def covariance_controls(current: World) -> tuple[LowRankCovariance, np.ndarray |
     mode = st.radio("DSmooth's covariance", (DRAW_MODE, FIT_MODE), horizontal=True, key="world_cov_mode")
     if mode == DRAW_MODE:
         c1, c2 = st.columns(2)
-        angle = c1.slider("Long axis angle (degrees)", -90, 90, 45, step=5, key="world_angle")
-        ratio = c2.slider("Axis ratio (long / short std)", 1.0, 6.0, 3.0, step=0.25, key="world_ratio")
+        angle = c1.slider("Long axis angle (degrees)", -90, 90, DEFAULT_ANGLE, step=5, key="world_angle")
+        ratio = c2.slider("Axis ratio (long / short std)", 1.0, 6.0, DEFAULT_RATIO, step=0.25, key="world_ratio")
         return world_2d.ellipse_covariance(float(angle), float(ratio)), None
     eps2 = st.slider("FGSM l2 step eps2", 0.02, 0.3, 0.1, step=0.01, key="world_eps")
     perturbations = attack_cloud(current, current.key, float(eps2))
@@ -115,7 +118,7 @@ def covariance_controls(current: World) -> tuple[LowRankCovariance, np.ndarray |
             covariance = world_2d.fitted_covariance(perturbations)
     except ValueError as exc:
         st.warning(f"The attack's perturbations give no covariance ({exc}); the drawn ellipse is used instead.")
-        return world_2d.ellipse_covariance(45.0, 3.0), None
+        return world_2d.ellipse_covariance(DEFAULT_ANGLE, DEFAULT_RATIO), None
     long_axis = covariance.eigenvectors[:, 0]
     angle = math.degrees(math.atan2(float(long_axis[1]), float(long_axis[0])))
     notes = "".join(f" Note: {w.message}." for w in caught)
@@ -129,8 +132,8 @@ def covariance_controls(current: World) -> tuple[LowRankCovariance, np.ndarray |
 def point_controls() -> tuple[float, float]:
     st.caption("Click any chart to certify that point, or type it:")
     c1, c2 = st.columns(2)
-    u = c1.number_input("u", 0.0, 1.0, 0.3, step=0.01, format="%.3f", key=POINT_KEYS[0])
-    v = c2.number_input("v", 0.0, 1.0, 0.7, step=0.01, format="%.3f", key=POINT_KEYS[1])
+    u = c1.number_input("u", 0.0, 1.0, 0.35, step=0.01, format="%.3f", key=POINT_KEYS[0])
+    v = c2.number_input("v", 0.0, 1.0, 0.35, step=0.01, format="%.3f", key=POINT_KEYS[1])
     return float(u), float(v)
 
 
@@ -151,7 +154,7 @@ def shape_of(
         return world_2d_figures.CertificateShape(None, noise.color, "abstains: no certified region", None)
     regions = (shares > 0.5).astype(int)  # the smoothed class; a tie goes to class 0 as argmax does
     nearest = world_2d.nearest_other_class(noise, point, cert.prediction, regions, grid)
-    label = f"{noise.region_name}, R = {cert.radius:.3f} ({noise.metric_label})"
+    label = f"{SHAPE_NAMES[noise.key]}, R = {cert.radius:.3f} ({noise.metric_label})"
     return world_2d_figures.CertificateShape(world_2d.outline(noise, cert.radius, point), noise.color, label, nearest)
 
 
@@ -184,23 +187,24 @@ def charts(
     seed: int,
     cloud: np.ndarray | None,
 ) -> None:
-    """The base regions and one chart per method, two by two, with each method's certificate under its chart."""
+    """The three certificates side by side, then the base regions and one chart per method, two by two."""
     grid = world_2d.Grid(GRID_SIZE)
     base = world_2d_figures.region_chart("Base classifier f", grid, base_regions(current, current.key, GRID_SIZE))
     world_2d_figures.add_data(base, current.points, current.labels)
     world_2d_figures.add_point(base, point)
-    cells = [*st.columns(2), *st.columns(2)]
-    cells[0].plotly_chart(base, key=CHART_KEYS[0], on_select=lambda: take_click(CHART_KEYS[0]), selection_mode="points")
-    for cell, noise, chart_key in zip(cells[1:], noises, CHART_KEYS[1:], strict=True):
+    figures = [(base, CHART_KEYS[0])]
+    for column, noise, chart_key in zip(st.columns(3), noises, CHART_KEYS[1:], strict=True):
         noise_id = noise.identity()
         shares = smoothed_shares(current, current.key, noise, noise_id, GRID_SIZE, GRID_DRAWS, seed)
         cert = certificate(current, current.key, noise, noise_id, point, n, alpha, seed)
         shape = shape_of(noise, cert, point, shares, grid)
-        fig = world_2d_figures.region_chart(f"{noise.name}: g smoothed by its noise", grid, shares)
+        fig = world_2d_figures.region_chart(f"{noise.name}: f smoothed by {NOISE_NAMES[noise.key]}", grid, shares)
         if cloud is not None and noise.key == "dsmooth":
             world_2d_figures.add_cloud(fig, np.asarray(point) + cloud, "FGSM perturbations, moved to the point")
         world_2d_figures.add_point(fig, point)
         world_2d_figures.add_certificate(fig, point, shape)
-        with cell:
-            st.plotly_chart(fig, key=chart_key, on_select=lambda k=chart_key: take_click(k), selection_mode="points")
+        figures.append((fig, chart_key))
+        with column:
             certificate_summary(noise, cert, shape)
+    for cell, (fig, chart_key) in zip([*st.columns(2), *st.columns(2)], figures, strict=True):
+        cell.plotly_chart(fig, key=chart_key, on_select=lambda k=chart_key: take_click(k), selection_mode="points")

@@ -24,7 +24,7 @@ sigma = st.slider(
     "sigma (per-coordinate standard deviation, plane units; LSmooth matches its variance)",
     0.02,
     0.3,
-    0.08,
+    world_2d_view.DEFAULT_SIGMA,
     step=0.01,
     key="world_sigma",
 )

@@ -244,7 +244,10 @@ def test_page_shows_three_certificates_with_their_metrics_and_follows_the_point(
     ]
     # the page's numbers are the library's: the same world, noises and certify give the same radii
     current = world_2d_view.world(world_2d.DATASETS[0], world_2d.CLASSIFIERS[0], 0)
-    noises = world_2d.noises(0.08, world_2d.ellipse_covariance(45.0, 3.0))
+    noises = world_2d.noises(
+        world_2d_view.DEFAULT_SIGMA,
+        world_2d.ellipse_covariance(world_2d_view.DEFAULT_ANGLE, world_2d_view.DEFAULT_RATIO),
+    )
     for noise, shown in zip(noises, metrics.values(), strict=True):
         cert = world_2d.certify_point(current.model, (0.5, 0.2), noise, world_2d_view.N0, 10_000, 0.001, 0)
         assert shown == ("abstains" if cert.abstained else f"{cert.radius:.4f}")
