@@ -15,7 +15,7 @@ from dsmooth_lab_ui.world_2d import Grid, NearestOther
 CLASS_COLORS = ("#4c78a8", "#f58518")
 # P(class 1) from 0 to 1: class 0's colour, white at the tie 1/2, class 1's colour
 _SHARE_SCALE = [[0.0, "#9ecae9"], [0.5, "#ffffff"], [1.0, "#ffbf79"]]
-CLICK_STEP = 0.025  # spacing of the invisible click targets, in plane units
+CLICK_STEP = 0.04  # spacing of the invisible click targets, in plane units (more cost the browser time)
 _WIDTH, _HEIGHT = 400, 440
 
 
@@ -59,7 +59,6 @@ def region_chart(title: str, grid: Grid, shares: np.ndarray) -> go.Figure:
         colorscale=_SHARE_SCALE,
         showscale=False,
         hoverinfo="skip",
-        zsmooth="best",
     )
     layout = {
         "title": {"text": title, "font": {"size": 14}},
