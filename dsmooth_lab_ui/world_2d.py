@@ -58,7 +58,7 @@ class PlaneClassifier(nn.Module):
         return self.body(x.reshape(x.shape[0], 2))
 
 
-def train_classifier(points: np.ndarray, labels: np.ndarray, kind: str, seed: int, steps: int = 200) -> PlaneClassifier:
+def train_classifier(points: np.ndarray, labels: np.ndarray, kind: str, seed: int, steps: int = 120) -> PlaneClassifier:
     """A small MLP or a linear classifier fitted by full-batch Adam in a fraction of a second, seeded."""
     generator = torch.Generator().manual_seed(seed)
     if kind == "small MLP":
@@ -77,7 +77,7 @@ def train_classifier(points: np.ndarray, labels: np.ndarray, kind: str, seed: in
     model = PlaneClassifier(body)
     inputs = torch.from_numpy(points).reshape(-1, *SHAPE)
     targets = torch.from_numpy(labels).long()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     for _ in range(steps):
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(inputs), targets).backward()
