@@ -15,7 +15,10 @@ from dsmooth_lab_ui.world_2d import Grid, NearestOther
 CLASS_COLORS = ("#4c78a8", "#f58518")
 # P(class 1) from 0 to 1: class 0's colour, white at the tie 1/2, class 1's colour
 _SHARE_SCALE = [[0.0, "#9ecae9"], [0.5, "#ffffff"], [1.0, "#ffbf79"]]
-CLICK_STEP = 0.04  # spacing of the invisible click targets, in plane units (more cost the browser time)
+# Spacing of the invisible click targets, in plane units. Each target is an SVG node that Chromium
+# redraws with the chart: 676 of them on each of the four charts took most of their drawing time
+# (benchmarks/bench_world.py), so only the base chart carries them.
+CLICK_STEP = 0.04
 _WIDTH, _HEIGHT = 400, 440
 
 
@@ -47,8 +50,9 @@ def _click_targets() -> go.Scatter:
     )
 
 
-def region_chart(title: str, grid: Grid, shares: np.ndarray) -> go.Figure:
-    """The region map: P(class 1) per cell (0/1 for the base classifier), white at the tie."""
+def region_chart(title: str, grid: Grid, shares: np.ndarray, clickable: bool = False) -> go.Figure:
+    """The region map: P(class 1) per cell (0/1 for the base classifier), white at the tie; ``clickable``
+    adds the click targets."""
     axis = {"range": [0, 1], "showgrid": False, "zeroline": False}
     heatmap = go.Heatmap(
         z=shares,
@@ -72,7 +76,7 @@ def region_chart(title: str, grid: Grid, shares: np.ndarray) -> go.Figure:
         "yaxis": {**axis, "scaleanchor": "x", "scaleratio": 1},
     }
     # one constructor call: plotly validates the figure once instead of once per update
-    fig = go.Figure(data=[heatmap, _click_targets()], layout=layout)
+    fig = go.Figure(data=[heatmap, _click_targets()] if clickable else [heatmap], layout=layout)
     return fig
 
 

@@ -83,7 +83,7 @@ def attack_cloud(_world: World, world_key: tuple, eps2: float) -> torch.Tensor:
 
 
 def take_click(chart_key: str) -> None:
-    """``on_select`` of every chart: the clicked position becomes the point (before the number inputs draw)."""
+    """``on_select`` of the base chart: the clicked position becomes the point (before the number inputs draw)."""
     event = st.session_state.get(chart_key)
     points = event.selection.points if event is not None else []
     if points:
@@ -130,7 +130,7 @@ def covariance_controls(current: World) -> tuple[LowRankCovariance, np.ndarray |
 
 
 def point_controls() -> tuple[float, float]:
-    st.caption("Click any chart to certify that point, or type it:")
+    st.caption("Click the base classifier's chart to certify that point, or type it:")
     c1, c2 = st.columns(2)
     u = c1.number_input("u", 0.0, 1.0, 0.35, step=0.01, format="%.3f", key=POINT_KEYS[0])
     v = c2.number_input("v", 0.0, 1.0, 0.35, step=0.01, format="%.3f", key=POINT_KEYS[1])
@@ -189,10 +189,12 @@ def charts(
 ) -> None:
     """The three certificates side by side, then the base regions and one chart per method, two by two."""
     grid = world_2d.Grid(GRID_SIZE)
-    base = world_2d_figures.region_chart("Base classifier f", grid, base_regions(current, current.key, GRID_SIZE))
+    base = world_2d_figures.region_chart(
+        "Base classifier f (click to certify a point)", grid, base_regions(current, current.key, GRID_SIZE), True
+    )
     world_2d_figures.add_data(base, current.points, current.labels)
     world_2d_figures.add_point(base, point)
-    figures = [(base, CHART_KEYS[0])]
+    figures = []
     for column, noise, chart_key in zip(st.columns(3), noises, CHART_KEYS[1:], strict=True):
         noise_id = noise.identity()
         shares = smoothed_shares(current, current.key, noise, noise_id, GRID_SIZE, GRID_DRAWS, seed)
@@ -206,5 +208,7 @@ def charts(
         figures.append((fig, chart_key))
         with column:
             certificate_summary(noise, cert, shape)
-    for cell, (fig, chart_key) in zip([*st.columns(2), *st.columns(2)], figures, strict=True):
-        cell.plotly_chart(fig, key=chart_key, on_select=lambda k=chart_key: take_click(k), selection_mode="points")
+    cells = [*st.columns(2), *st.columns(2)]
+    cells[0].plotly_chart(base, key=CHART_KEYS[0], on_select=lambda: take_click(CHART_KEYS[0]), selection_mode="points")
+    for cell, (fig, chart_key) in zip(cells[1:], figures, strict=True):
+        cell.plotly_chart(fig, key=chart_key)
