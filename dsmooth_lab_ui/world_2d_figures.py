@@ -65,7 +65,7 @@ def region_chart(title: str, grid: Grid, shares: np.ndarray, clickable: bool = F
         hoverinfo="skip",
     )
     layout = {
-        "title": {"text": title, "font": {"size": 14}},
+        "title": {"text": title, "font": {"size": 14}, "x": 0.02, "xanchor": "left"},
         "width": _WIDTH,
         "height": _HEIGHT,
         "margin": {"l": 30, "r": 10, "t": 40, "b": 20},
