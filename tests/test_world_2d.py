@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from dsmooth_core.noise import AnisotropicGaussian, IsotropicGaussian, Laplace
 from dsmooth_lab_ui import world_2d, world_2d_view
+from tests.test_browser import CHROMIUM, LAUNCH_ARGS, app_server, wait_idle  # noqa: F401 (a fixture)
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGE = "pages/world_2d.py"
@@ -255,3 +256,34 @@ def test_page_shows_three_certificates_with_their_metrics_and_follows_the_point(
     assert "(l2)" in captions and "(l1)" in captions and "(Mahalanobis (St))" in captions
     charts = [element.proto.id for element in at.get("plotly_chart")]
     assert len(charts) == 4 and all(any(key in c for c in charts) for key in world_2d_view.CHART_KEYS)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium")
+def test_a_click_on_the_base_chart_certifies_that_point_in_a_real_browser(app_server: str) -> None:  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.set_default_timeout(120_000)
+            page.goto(app_server)
+            page.get_by_role("heading", level=1).first.wait_for()
+            wait_idle(page)
+            page.get_by_role("link", name="2-D world", exact=True).first.click()
+            page.get_by_role("heading", level=1).filter(has_text="2-D world").wait_for()
+            wait_idle(page)
+            before = page.locator('[data-testid="stMetric"]').all_inner_texts()
+            plot = page.locator('[data-testid="stPlotlyChart"]').first.locator(".nsewdrag").first.bounding_box()
+            page.mouse.click(plot["x"] + 0.7 * plot["width"], plot["y"] + 0.6 * plot["height"])  # (0.7, 0.4)
+            wait_idle(page)
+            u, v = (float(page.get_by_label(name, exact=True).input_value()) for name in ("u", "v"))
+            # the nearest click target (0.04 apart) to the click
+            assert abs(u - 0.7) <= 0.04 and abs(v - 0.4) <= 0.04, (u, v)
+            after = page.locator('[data-testid="stMetric"]').all_inner_texts()
+            assert len(after) == 3 and after != before
+            for metric, text in zip(("(l2)", "(l1)", "(Mahalanobis (St))"), after, strict=True):
+                assert metric in text, after
+        finally:
+            browser.close()
