@@ -257,6 +257,11 @@ def test_page_shows_three_certificates_with_their_metrics_and_follows_the_point(
     charts = [element.proto.id for element in at.get("plotly_chart")]
     assert len(charts) == 4 and all(any(key in c for c in charts) for key in world_2d_view.CHART_KEYS)
 
+    at.radio(key="world_cov_mode").set_value(world_2d_view.FIT_MODE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith("Fitted by the core to 200 FGSM perturbations") for c in at.caption)
+    assert [m.label for m in at.metric][2] == "DSmooth radius (Mahalanobis (St))"
+
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium")
