@@ -127,11 +127,11 @@ def attack_perturbations(model: nn.Module, points: np.ndarray, labels: np.ndarra
 
 
 def fitted_covariance(perturbations: torch.Tensor) -> LowRankCovariance:
-    """DSmooth's threat covariance fitted by the core (rank 1, the plane's full rank) to attack perturbations."""
+    """DSmooth's threat covariance fitted by the core to attack steps: k = 1 plus the residual, exact in d = 2."""
     if len(perturbations) < 2:
         raise ValueError("the attack moved fewer than 2 points; a covariance needs at least 2 perturbations")
     flat = perturbations.reshape(len(perturbations), -1).double()
-    # identical steps up to rounding (a linear classifier has one gradient) would fit the rounding errors
+    # steps identical up to rounding (all points of one class moved along one gradient) would fit rounding errors
     if float(flat.var(dim=0).sum()) <= _SAME_STEP * float(flat.pow(2).sum(dim=1).mean()):
         raise ValueError("all perturbations are identical (one gradient direction): their covariance is zero")
     return LowRankCovariance.fit(perturbations, k=1, metadata={"source": "FGSM l2 on the data set"})
