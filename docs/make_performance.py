@@ -42,6 +42,12 @@ BENCHMARKS = {
         "The app driven in Chromium (attack, certify, page switches, four sessions at once) against the "
         "same work through the library in a fresh process just before.",
     ),
+    "bench_world": (
+        "The 2-D world page's redraw",
+        "What each kind of change on the 2-D world page costs (target: under 0.5 s on 2 cores): the page's "
+        "work piece by piece with one torch thread, the app's server-side rerun under AppTest, and the wait "
+        "in Chromium from the change to the redrawn page.",
+    ),
     "bench_gpu": (
         "On a GPU",
         "Certification with the GPU's large n on a CUDA device, the bundled ResNet-20 and a "

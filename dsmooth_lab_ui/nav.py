@@ -35,6 +35,7 @@ PAGES: tuple[NavPage, ...] = (
     NavPage(NOISE, "Noise explorer", ":material/grain:"),
     NavPage(CERTIFY, "Certify", ":material/verified_user:"),
     NavPage(EXPERIMENTS, "Experiments", ":material/science:"),
+    NavPage("pages/world_2d.py", "2-D world", ":material/grid_on:"),
     NavPage(ABOUT, "About", ":material/menu_book:"),
 )
 TITLES = {path: title for path, title, _ in PAGES}
