@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -27,11 +27,11 @@ from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import MODEL_NAMES
 from dsmooth_core.noise import METHOD_CLASSES
 from dsmooth_core.settings import ProfileShape
-from dsmooth_lab_ui import choices, gallery, nav, resources, state, widgets
+from dsmooth_lab_ui import choices, gallery, nav, resources, state, widgets, world_2d, world_2d_view
 
 LAST_PAGE = "dsl_links_page"  # the page of the last run: a different one now means the page just opened
 NOTES = "dsl_links_notes"  # (page path, notes) from the last restore, shown while that page stays open
-PAGE_PARAM = "page"  # a page's URL path: app.py switches to it (a link that reached the wrong page on the way)
+PAGE_PARAM = nav.PAGE_PARAM
 DRAWN = "dsl_links_drawn"  # the page whose Copy-link control this run drew (app.py then draws none)
 WRITTEN = "dsl_links_written"  # the query parameters sync wrote last: still in the URL after a page switch
 UPLOAD = "upload"  # the value a link carries for a model, image or profile that cannot be shared
@@ -573,6 +573,23 @@ NOISE = Fields(
     )
 )
 MODEL, IMAGE, PROFILE = ModelGroup(), ImageGroup(), ProfileGroup()
+WORLD = Fields(
+    (
+        Param("data", "world_dataset", one_of(world_2d.DATASETS)),
+        Param("classifier", "world_classifier", one_of(world_2d.CLASSIFIERS)),
+        Param("seed", "world_seed", integer(0, 10_000)),
+        Param("sigma", "world_sigma", number(0.02, 0.3)),
+        Param("cov", "world_cov_mode", one_of(world_2d_view.COVARIANCE_MODES)),
+        Param("angle", "world_angle", integer(-90, 90)),
+        Param("ratio", "world_ratio", number(1.0, 6.0)),
+        Param("eps", "world_eps", number(0.02, 0.3)),
+        Param("u", "world_u", number(0.0, 1.0)),
+        Param("v", "world_v", number(0.0, 1.0)),
+        Param("n", "world_n", integer(100, 200_000)),
+        Param("alpha", "world_alpha", float_of(world_2d_view.ALPHAS)),
+        Param("cert_seed", "world_cert_seed", integer(0, 10_000)),
+    )
+)
 
 
 def number_list(text: str) -> str:
@@ -609,6 +626,7 @@ PAGES: dict[str, tuple[Group, ...]] = {
     nav.NOISE: (MODEL, IMAGE, PROFILE, NOISE),
     nav.CERTIFY: (MODEL, IMAGE, PROFILE, CERTIFY),
     nav.EXPERIMENTS: (MODEL, EXPERIMENTS),
+    nav.WORLD: (WORLD,),
     nav.ABOUT: (),
 }
 
@@ -688,16 +706,6 @@ def _follow_page_param(page_path: str) -> None:
     if target is not None and target != page_path:
         st.switch_page(target, query_params=rest)
     st.query_params.from_dict(rest)
-
-
-def handover_params() -> dict[str, str]:
-    """The URL's parameters plus the page it asked for, for a page that hands over to app.py.
-
-    On a server's very first run, a link to a page runs that page's file alone (Streamlit's legacy
-    multipage mode) and ``nav.ensure_app`` switches to app.py, which would open the default page.
-    """
-    stem = urlsplit(st.context.url or "").path.rstrip("/").rpartition("/")[2]
-    return {**_params(), **({PAGE_PARAM: stem} if stem else {})}
 
 
 def url_path(page_path: str) -> str:

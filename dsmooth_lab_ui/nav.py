@@ -6,6 +6,7 @@ Pages link to each other through the same constants, so a renamed page cannot le
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
@@ -19,6 +20,7 @@ NOISE = "pages/noise_explorer.py"
 CERTIFY = "pages/certify.py"
 EXPERIMENTS = "pages/experiments.py"
 ABOUT = "pages/about.py"
+WORLD = "pages/world_2d.py"
 
 
 class NavPage(NamedTuple):
@@ -35,7 +37,7 @@ PAGES: tuple[NavPage, ...] = (
     NavPage(NOISE, "Noise explorer", ":material/grain:"),
     NavPage(CERTIFY, "Certify", ":material/verified_user:"),
     NavPage(EXPERIMENTS, "Experiments", ":material/science:"),
-    NavPage("pages/world_2d.py", "2-D world", ":material/grid_on:"),
+    NavPage(WORLD, "2-D world", ":material/grid_on:"),
     NavPage(ABOUT, "About", ":material/menu_book:"),
 )
 TITLES = {path: title for path, title, _ in PAGES}
@@ -57,6 +59,20 @@ def need(message: str, page: str, label: str | None = None) -> None:
     link(page, label)
 
 
+PAGE_PARAM = "page"  # a page's URL path: app.py switches to it (a link that reached the wrong page on the way)
+
+
+def handover_params() -> dict[str, str]:
+    """The URL's parameters plus the page it asked for, for a page that hands over to app.py.
+
+    On a server's very first run, a link to a page runs that page's file alone (Streamlit's legacy
+    multipage mode) and :func:`ensure_app` switches to app.py, which would open the default page.
+    """
+    stem = urlsplit(st.context.url or "").path.rstrip("/").rpartition("/")[2]
+    params = {key: st.query_params[key] for key in st.query_params}  # the last value of a repeated key
+    return {**params, **({PAGE_PARAM: stem} if stem else {})}
+
+
 def ensure_app() -> None:
     """Call first on every page: make sure app.py has set the session up.
 
@@ -68,9 +84,7 @@ def ensure_app() -> None:
     if state.MODEL in st.session_state:
         return
     try:
-        from dsmooth_lab_ui import links  # links declares the pages' parameters with this module's paths
-
-        st.switch_page("app.py", query_params=links.handover_params())  # a link's page and settings survive
+        st.switch_page("app.py", query_params=handover_params())  # a link's page and settings survive
     except StreamlitAPIException:  # run standalone (no app.py beside it): set the session up here
         state.init()
         choices.ensure_defaults()

@@ -27,6 +27,8 @@ DATA_POINTS = 200
 N0 = 100
 DRAW_MODE = "Draw the ellipse"
 FIT_MODE = "Fit it to an attack (FGSM l2)"
+COVARIANCE_MODES = (DRAW_MODE, FIT_MODE)
+ALPHAS = (0.001, 0.01, 0.05)
 DEFAULT_SIGMA, DEFAULT_ANGLE, DEFAULT_RATIO = 0.08, 90, 3.0  # chosen so the three regions differ at the default point
 POINT_KEYS = ("world_u", "world_v")
 SHAPE_NAMES = {"randsmooth": "disc (l2 ball)", "lsmooth": "diamond (l1 ball)", "dsmooth": "ellipse (Mahalanobis ball)"}
@@ -104,7 +106,7 @@ def covariance_controls(current: World) -> tuple[LowRankCovariance, np.ndarray |
 
     Returns the covariance and, when fitted, the perturbations (to show around the chosen point).
     """
-    mode = st.radio("DSmooth's covariance", (DRAW_MODE, FIT_MODE), horizontal=True, key="world_cov_mode")
+    mode = st.radio("DSmooth's covariance", COVARIANCE_MODES, horizontal=True, key="world_cov_mode")
     if mode == DRAW_MODE:
         c1, c2 = st.columns(2)
         angle = c1.slider("Long axis angle (degrees)", -90, 90, DEFAULT_ANGLE, step=5, key="world_angle")
@@ -141,7 +143,7 @@ def certificate_controls() -> tuple[int, float, int]:
     with st.expander("Certificate settings (Cohen's CERTIFY, n0 = 100)"):
         c1, c2, c3 = st.columns(3)
         n = c1.number_input("n (estimation draws)", 100, 200_000, 10_000, step=1000, key="world_n")
-        alpha = c2.selectbox("alpha", (0.001, 0.01, 0.05), key="world_alpha")
+        alpha = c2.selectbox("alpha", ALPHAS, key="world_alpha")
         seed = c3.number_input("Certificate seed", 0, 10_000, 0, key="world_cert_seed")
     return int(n), float(alpha), int(seed)
 

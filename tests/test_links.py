@@ -78,10 +78,13 @@ def test_every_page_writes_its_state_and_shows_the_link(app_env: Path) -> None:
         clean(at)
         shown = link_of(at)
         assert {k: v if isinstance(v, str) else v[-1] for k, v in at.query_params.items()} == shown
-        if page == nav.ABOUT:
+        groups = links.PAGES[page]
+        if not groups:
             assert shown == {}
-        else:
-            assert shown["model"] == DEFAULT_MODEL and shown["image"] == at.session_state[state.IMAGE].image_id
+        if links.MODEL in groups:
+            assert shown["model"] == DEFAULT_MODEL
+        if links.IMAGE in groups:
+            assert shown["image"] == at.session_state[state.IMAGE].image_id
 
 
 def test_a_change_goes_into_the_url_and_a_rerun_does_not_undo_it(app_env: Path) -> None:
@@ -179,6 +182,18 @@ def test_an_experiments_link_restores_its_grid_but_no_server_paths(app_env: Path
     link = link_of(at)
     assert {name: link[name] for name in params} == params
     assert "folder" not in link and not any("ray" in name for name in link)
+
+
+def test_a_2d_world_link_restores_the_plane_the_noise_and_the_point(app_env: Path) -> None:
+    params = {"data": "two blobs", "classifier": "linear", "sigma": "0.12", "angle": "30", "u": "0.6", "v": "0.25"}
+    at = fresh(nav.WORLD, params)
+    clean(at)
+    assert not link_notes(at)
+    assert at.selectbox(key="world_dataset").value == "two blobs"
+    assert at.selectbox(key="world_classifier").value == "linear"
+    assert at.slider(key="world_sigma").value == 0.12 and at.slider(key="world_angle").value == 30
+    assert at.number_input(key="world_u").value == 0.6 and at.number_input(key="world_v").value == 0.25
+    assert {name: link_of(at)[name] for name in params} == params
 
 
 def test_a_noise_link_restores_levels_seeds_and_votes(app_env: Path) -> None:
