@@ -72,7 +72,9 @@ def test_cancel_stops_the_run_and_keeps_the_finished_records(page, tmp_path, mon
     original = scheduler.Progress.__call__
 
     def cancel_after_the_first_image(self, done: int, total: int) -> bool:
-        if self.job.step == "Attacking and certifying" and done >= total // 4:
+        # at the first report of progress: the worker reports at most every 0.25 s, so waiting for a share of the
+        # work let a loaded machine finish the run before the cancel reached it
+        if self.job.step == "Attacking and certifying" and done > 0:
             self.job.cancel.set()  # what the job panel's Cancel button does (jobs.request_cancel)
         return original(self, done, total)
 
