@@ -1,0 +1,195 @@
+"""The ONNX Runtime backend: same certificates as torch, a cache no other model can hit, a checked graph.
+
+Votes on the two backends come from the same noise draws, so they can only differ where a noisy
+input sits on a float near-tie between two classes (logits equal to ~1e-6, the graph's rounding):
+rare, so the counts may differ by at most ``VOTE_SLACK`` votes per class and the radii by 1%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from dsmooth_core import LowRankCovariance, certify
+from dsmooth_core.backends import OnnxForward, inference_model, onnx_graph
+from dsmooth_core.backends.agreement import GALLERY
+from dsmooth_core.backends.onnx_graph import graph_key, graph_path
+from dsmooth_core.cli.backend_options import with_backend
+from dsmooth_core.errors import InputRefused
+from dsmooth_core.models import ModelInfo, load_model, prepare_image, wrap
+from dsmooth_core.models.user import load_user_model
+from dsmooth_core.noise import make_noise
+from tests.user_models import torchscript_bytes
+
+VOTE_SLACK = 2  # votes per class, of n, that float near-ties may move
+SHAPE = (3, 8, 8)
+CLASSES = tuple(f"c{i}" for i in range(10))
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """One graph cache for the module's tests (so the ResNet-20 export is paid once), never the user's."""
+    folder = tmp_path_factory.getbasetemp() / "onnx_cache"
+    monkeypatch.setenv(onnx_graph.CACHE_ENV, str(folder))
+    return folder / "onnx"
+
+
+def tiny(seed: int = 0, mean: tuple[float, ...] = (0.5, 0.5, 0.5), shape: tuple[int, int, int] = SHAPE) -> nn.Module:
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(shape[0], 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 10)
+    )
+    return wrap(net, ModelInfo("tiny", "toy", shape, CLASSES, "test", mean=mean, std=(0.25,) * 3))
+
+
+def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(x)
+
+
+@pytest.mark.slow
+def test_certificates_equal_on_both_backends() -> None:
+    model = load_model("bundled-resnet20", "cpu")
+    fast, note = inference_model(model, "onnxruntime")
+    assert isinstance(fast, OnnxForward), note
+    x = prepare_image(Image.open(GALLERY / "cat_chelsea.png"), model.info)
+    g = torch.Generator().manual_seed(0)
+    covariance = LowRankCovariance.fit(0.1 * torch.randn(64, *model.info.input_shape, generator=g), k=8)
+    for method in ("randsmooth", "lsmooth", "dsmooth"):
+        noise = make_noise(method, 0.25, covariance)
+        slow_cert, fast_cert = (
+            certify(m, x, noise, 20, 200, 0.001, 110, torch.Generator().manual_seed(7)) for m in (model, fast)
+        )
+        assert slow_cert.prediction == fast_cert.prediction, method
+        for a, b in (
+            (slow_cert.counts_selection, fast_cert.counts_selection),
+            (slow_cert.counts_estimation, fast_cert.counts_estimation),
+        ):
+            assert max(abs(i - j) for i, j in zip(a, b, strict=True)) <= VOTE_SLACK, (method, a, b)
+        assert fast_cert.radius == pytest.approx(slow_cert.radius, rel=0.01), method
+        assert slow_cert.radius > 0, f"{method}: the test needs a certified image to compare radii"
+
+
+def test_cache_key_follows_weights_normalization_and_shape() -> None:
+    base = tiny()
+    assert graph_key(base, SHAPE) == graph_key(tiny(), SHAPE)  # the same model finds its graph again
+    assert graph_key(tiny(seed=1), SHAPE) != graph_key(base, SHAPE)
+    assert graph_key(tiny(mean=(0.4, 0.5, 0.5)), SHAPE) != graph_key(base, SHAPE)
+    assert graph_key(base, (3, 16, 16)) != graph_key(base, SHAPE)
+    changed = tiny()
+    with torch.no_grad():  # weights loaded after wrap: ModelInfo still names the old ones, the key must not
+        changed.net[0].bias.add_(0.1)
+    assert changed.info.identity == base.info.identity
+    assert graph_key(changed, SHAPE) != graph_key(base, SHAPE)
+
+
+def test_other_weights_never_reuse_a_graph(cache) -> None:
+    first, _ = inference_model(tiny(), "onnxruntime")
+    other = tiny()
+    with torch.no_grad():
+        other.net[-1].weight.mul_(-1)
+    second, note = inference_model(other, "onnxruntime")
+    assert isinstance(second, OnnxForward) and "exported" in note
+    assert len(list(cache.glob("*.onnx"))) >= 2
+    x = torch.rand(5, *SHAPE)
+    assert torch.allclose(logits(second, x), logits(other, x), atol=1e-5)
+    assert not torch.allclose(logits(first, x), logits(second, x), atol=1e-3)
+    again, note = inference_model(tiny(), "onnxruntime")
+    assert "graph from" in note and torch.allclose(logits(again, x), logits(first, x))
+
+
+@torch.library.custom_op("dsmooth_tests::wobble", mutates_args=())
+def wobble(x: torch.Tensor) -> torch.Tensor:
+    """A custom op with no ONNX translation, as a research model's own CUDA/C++ kernel would be."""
+    return torch.tanh(x) + 0.1 * x
+
+
+@wobble.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+class CustomOpHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return wobble(self.conv(x).mean(dim=(2, 3)))
+
+
+def test_an_unexportable_model_stays_on_torch_with_a_note() -> None:
+    model = wrap(CustomOpHead(), ModelInfo("custom op", "toy", SHAPE, CLASSES, "test"))
+    used, note = inference_model(model, "onnxruntime")
+    assert used is model
+    assert note.startswith("note: model 'custom op' cannot run on onnxruntime: torch.onnx could not export it")
+    assert note.endswith("using torch")
+    cert = certify(used, torch.rand(SHAPE), make_noise("randsmooth", 0.25), 10, 50, 0.01, 30, torch.Generator())
+    assert cert.n == 50
+
+
+def test_a_torchscript_upload_is_exported_or_kept_on_torch() -> None:
+    model = load_user_model(torchscript_bytes(), trust_code=True, name="script")
+    used, note = inference_model(model, "onnxruntime")
+    x = torch.rand(4, *model.info.input_shape)
+    assert torch.allclose(logits(used, x), logits(model, x), atol=1e-4), note
+    assert isinstance(used, OnnxForward) or "using torch" in note
+
+
+def test_a_graph_with_other_logits_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    impostor = tiny(seed=5)
+    real_export = onnx_graph.export_graph
+    monkeypatch.setattr("dsmooth_core.backends.export_graph", lambda model, shape: real_export(impostor, shape))
+    model = tiny(seed=6)
+    used, note = inference_model(model, "onnxruntime")
+    assert used is model
+    assert "differ from torch's" in note and "using torch" in note
+
+
+def test_a_damaged_cached_graph_is_exported_again() -> None:
+    model = tiny(seed=7)
+    inference_model(model, "onnxruntime")
+    path = graph_path(model, SHAPE)
+    other, _ = inference_model(tiny(seed=8), "onnxruntime")
+    path.write_bytes(other.graph)  # another model's valid graph under this model's key
+    used, note = inference_model(model, "onnxruntime")
+    assert isinstance(used, OnnxForward) and "replaced a cached graph" in note
+    x = torch.rand(3, *SHAPE)
+    assert torch.allclose(logits(used, x), logits(model, x), atol=1e-5)
+    path.write_bytes(b"not a graph")
+    used, note = inference_model(model, "onnxruntime")
+    assert isinstance(used, OnnxForward) and "replaced a cached graph" in note
+
+
+def test_gradients_pickling_and_threads() -> None:
+    model = tiny(seed=9)
+    fast, _ = inference_model(model, "onnxruntime", threads=None)
+    x = torch.rand(2, *SHAPE, requires_grad=True)
+    (grad,) = torch.autograd.grad(fast(x).sum(), x)  # gradient calls run the torch model
+    assert grad.abs().sum() > 0
+    copy = pickle.loads(pickle.dumps(fast))  # as a Ray worker receives it
+    assert torch.allclose(logits(copy, x.detach()), logits(model, x.detach()), atol=1e-5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert fast.session().get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(before)
+    pinned, _ = inference_model(model, "onnxruntime", threads=2)
+    assert pinned.session().get_session_options().intra_op_num_threads == 2
+
+
+def test_backend_choice_and_the_command_option() -> None:
+    model = tiny(seed=10)
+    assert inference_model(model, "torch")[0] is model
+    assert isinstance(inference_model(model, "auto")[0], OnnxForward)  # auto: onnxruntime on a CPU
+    with pytest.raises(ValueError, match="backend must be one of"):
+        inference_model(model, "tensorrt")
+    with pytest.raises(InputRefused, match="--compile"):
+        with_backend(model, argparse.Namespace(backend="onnxruntime", compile=True))
+    assert with_backend(model, argparse.Namespace(backend="auto", compile=True)) is model
