@@ -1,4 +1,7 @@
 # Two entry points on a fresh machine: `make run` starts the app, `make test` runs every test.
+# Both run from the checkout (the app and pytest put the repository on sys.path), so neither installs the
+# project into .venv: `pip install .` is for using the library elsewhere, and tests/test_package.py checks it
+# in a virtual environment of its own.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

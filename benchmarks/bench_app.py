@@ -66,10 +66,10 @@ def library(work: str, seeds: list[int]) -> dict:
     import torch
     from PIL import Image
 
-    from dsmooth_core import certify
+    from dsmooth_core import bundled, certify
     from dsmooth_core.attacks import PRESETS, square_then_fgsm
     from dsmooth_core.data import load_cifar10
-    from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, load_model, prepare_image
+    from dsmooth_core.models import DEFAULT_MODEL, load_model, prepare_image
     from dsmooth_core.noise import make_noise
     from dsmooth_core.profiles import ThreatProfile
     from dsmooth_lab_ui import threads
@@ -85,7 +85,7 @@ def library(work: str, seeds: list[int]) -> dict:
             model, x.unsqueeze(0), label, PRESETS["conventional"], generator=torch.Generator().manual_seed(seeds[0])
         )
         return {"seconds": time.perf_counter() - start}
-    covariance = ThreatProfile.load(BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile.pt").covariance  # as the app
+    covariance = ThreatProfile.load(bundled.PROFILE).covariance  # as the app
     torch.set_num_threads(threads.for_batch(BATCH))
     p_lower: dict[int, dict[str, float]] = {}
     start = time.perf_counter()

@@ -20,16 +20,16 @@ from typing import TypeVar
 
 import torch
 
-from dsmooth_core import LowRankCovariance, certify
+from dsmooth_core import LowRankCovariance, bundled, certify
 from dsmooth_core.data import DataUnavailableError, data_dir, load_cifar10
 from dsmooth_core.device import generator_for, model_device
 from dsmooth_core.layout import in_fastest_layout, input_format
-from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, ModelInfo, ModelUnavailableError, load_model, wrap
+from dsmooth_core.models import DEFAULT_MODEL, ModelInfo, ModelUnavailableError, load_model, wrap
 from dsmooth_core.noise import METHODS, SmoothingNoise, make_noise
 from dsmooth_core.profiles import ThreatProfile
 
 T = TypeVar("T")
-BUNDLED_PROFILE = BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile.pt"
+BUNDLED_PROFILE = bundled.PROFILE
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

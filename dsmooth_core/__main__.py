@@ -1,4 +1,4 @@
-"""``python -m dsmooth_core``: the command-line tools."""
+"""``python -m dsmooth_core``: the command-line tools, the same program as the ``dsmooth`` console command."""
 
 from dsmooth_core.cli import main
 

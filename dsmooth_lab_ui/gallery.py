@@ -1,7 +1,7 @@
-"""The offline sample gallery that ships with the app (assets/gallery), for machines without CIFAR-10.
+"""The offline sample gallery (package data in dsmooth_core/assets/gallery), for machines without CIFAR-10.
 
 Why: a newcomer without a data folder should see an image and be able to attack and certify it at
-once. The pictures are freely licensed samples from scikit-image (see assets/gallery/SOURCE.md),
+once. The pictures are freely licensed samples from scikit-image (see dsmooth_core/assets/gallery/SOURCE.md),
 not CIFAR-10 images: the shared CIFAR-10 files may not be committed. Each carries its CIFAR-10
 class when one applies; the others have no label, so the app works with the model's prediction.
 """
@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
 from PIL import Image
 
+from dsmooth_core import bundled
 from dsmooth_core.models import CIFAR10_CLASSES
 from dsmooth_lab_ui import state
 from dsmooth_lab_ui.images import upscale
 
-FOLDER = Path(__file__).resolve().parents[1] / "assets" / "gallery"
+FOLDER = bundled.GALLERY
 SOURCE = "sample gallery"
 
 
@@ -77,7 +77,7 @@ def picker() -> None:
     """The gallery on the Model & image page: every sample with a Select button."""
     st.caption(
         "Freely licensed sample pictures that ship with the app (scikit-image's CC0 / public-domain samples, "
-        "cut to 32x32; see assets/gallery/SOURCE.md). They are not CIFAR-10 images: only those with a "
+        "cut to 32x32; see dsmooth_core/assets/gallery/SOURCE.md). They are not CIFAR-10 images: only those with a "
         "CIFAR-10 class carry a true label; for the others the attack targets the model's own prediction. "
         "Set DSMOOTH_DATA_DIR to a folder with CIFAR-10 to browse the real test set."
     )

@@ -19,7 +19,7 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from dsmooth_core import pick_device
+from dsmooth_core import bundled, pick_device
 from dsmooth_core.batch_size import suggested_batch_size
 from dsmooth_core.data import (
     DataUnavailableError,
@@ -34,8 +34,8 @@ from dsmooth_core.models import BUNDLED_WEIGHTS, DEFAULT_MODEL, ModelUnavailable
 from dsmooth_core.profiles import ThreatProfile
 from dsmooth_lab_ui import compute, state
 
-BUNDLED_PROFILE = BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile.pt"  # tuned: the app's default
-BUNDLED_PAPER_PROFILE = BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile_paper.pt"  # det, k = 100, no shrinkage
+BUNDLED_PROFILE = bundled.PROFILE
+BUNDLED_PAPER_PROFILE = bundled.PAPER_PROFILE
 GALLERY_SEED = 0
 
 

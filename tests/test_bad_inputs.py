@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from dsmooth_core import IsotropicGaussian, LowRankCovariance, certify, predict
+from dsmooth_core import IsotropicGaussian, LowRankCovariance, bundled, certify, predict
 from dsmooth_core.attacks import PRESETS, square_then_fgsm
 from dsmooth_core.cli import main
 from dsmooth_core.cli.result_files import settings_path
@@ -29,7 +29,7 @@ from dsmooth_core.profiles import Calibration, ThreatProfile, build_profile
 from tests.fakedata import write_fake_cifar10
 
 SHAPE = (3, 4, 4)
-BUNDLED_PROFILE = BUNDLED_WEIGHTS.parent / "resnet20_cifar10_profile.pt"
+BUNDLED_PROFILE = bundled.PROFILE
 
 
 class _Linear(nn.Module):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dsmooth_core import bundled
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import DataUnavailableError, balanced_subset, load_cifar10
 from dsmooth_core.models import BUNDLED_CARD, DEFAULT_MODEL, load_model
@@ -53,10 +54,9 @@ def test_accuracy_matches_card_on_real_cifar10():
 def test_bundled_profiles_fit_the_bundled_weights_on_training_images():
     from dsmooth_core.profiles import ThreatProfile
     from dsmooth_core.tuning import axis_ratio
-    from dsmooth_lab_ui.resources import BUNDLED_PAPER_PROFILE, BUNDLED_PROFILE
 
     model = load_model(DEFAULT_MODEL)
-    tuned, paper = ThreatProfile.load(BUNDLED_PROFILE), ThreatProfile.load(BUNDLED_PAPER_PROFILE)
+    tuned, paper = ThreatProfile.load(bundled.PROFILE), ThreatProfile.load(bundled.PAPER_PROFILE)
     for profile in (tuned, paper):
         profile.check_matches(model)
         assert profile.split == "train"

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dsmooth_core.appendfile import FileBusyError
 from dsmooth_core.cli import attack_cmd, audit_cmd, certify_cmd, experiment_cmd, profile_cmd, train_cmd
 from dsmooth_core.data import DataUnavailableError
+from dsmooth_core.extras import MissingExtraError
 from dsmooth_core.models import ModelLoadError, ModelUnavailableError
 from dsmooth_core.progress import Cancelled
 
@@ -27,6 +28,7 @@ USER_ERRORS = (
     ModelLoadError,
     FileBusyError,
     Cancelled,
+    MissingExtraError,
 )
 DEBUG_FLAG = "--debug"
 REFUSED, FAILED = 2, 1
@@ -36,7 +38,7 @@ COMMANDS = (certify_cmd, train_cmd, experiment_cmd, attack_cmd, profile_cmd, aud
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every sub-command (also what the app's command lines are generated from)."""
-    parser = argparse.ArgumentParser(prog="python -m dsmooth_core", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dsmooth", description=__doc__)
     parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:

@@ -7,12 +7,15 @@ radius axis says which metric it is in: a Mahalanobis radius is never shown as a
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import plotly.graph_objects as go
-from plotly.colors import qualitative
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from dsmooth_core.experiments.analysis import Group, curve
+from dsmooth_core.extras import APP, require
 from dsmooth_core.noise import METHOD_CLASSES, method_class
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 AXIS_TITLES = {
     "radius": "radius r, each method in its own metric: DSmooth Mahalanobis of St, RandSmooth l2, LSmooth l1",
@@ -26,11 +29,16 @@ TITLES = {
 }
 
 
+def _plotly(module: str = "plotly.graph_objects") -> ModuleType:
+    """plotly, imported on first use: ``import dsmooth_core`` does not need it (the ``[app]`` extra)."""
+    return require(module, APP, "experiment charts")
+
+
 def _styles(groups: Sequence[Group]) -> list[tuple[str, str]]:
     """(colour, dash) per group: one colour per method when each method has one curve, else per curve."""
     if len({g.method for g in groups}) == len(groups):
         return [(method_class(g.method).color, "solid") for g in groups]
-    palette = qualitative.Plotly
+    palette = _plotly("plotly.colors").qualitative.Plotly
     return [(palette[i % len(palette)], method_class(g.method).dash) for i, g in enumerate(groups)]
 
 
@@ -38,6 +46,7 @@ def accuracy_figure(
     groups: Sequence[Group], field: str = "radius", *, gamma: float | None = None, title: str | None = None
 ) -> go.Figure:
     """Certified accuracy against radius (exact step curves), with the 1 - gamma lower bound dotted."""
+    go = _plotly()
     fig = go.Figure()
     for group, (colour, dash) in zip(groups, _styles(groups), strict=True):
         points = curve(group, field, gamma)
@@ -90,6 +99,7 @@ def _bar_colours(rows: Sequence[dict]) -> list[str]:
 
 def attack_figure(rows: Sequence[dict]) -> go.Figure:
     """Share of images certified against the attack, per configuration (lower bound as error bar)."""
+    go = _plotly()
     values = [row["certified_against_attack"] for row in rows]
     error = None
     if rows and "lower_bound" in rows[0]:
@@ -120,6 +130,7 @@ def attack_figure(rows: Sequence[dict]) -> go.Figure:
 
 def time_figure(rows: Sequence[dict]) -> go.Figure:
     """Mean seconds to certify one image per configuration, with the standard deviation (Tables 1-6)."""
+    go = _plotly()
     fig = go.Figure(
         go.Bar(
             x=[row["label"] for row in rows],

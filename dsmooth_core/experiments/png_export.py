@@ -14,8 +14,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import plotly.graph_objects as go
+from dsmooth_core.extras import APP, require
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 PNG_TIMEOUT_SECONDS = 120
 # argv: width, then (figure JSON, PNG path) pairs.
@@ -30,6 +34,7 @@ def export_png(
     figures: Sequence[go.Figure], paths: Sequence[Path], width: int, timeout: float = PNG_TIMEOUT_SECONDS
 ) -> None:
     """Write each figure to its PNG path; raise if kaleido fails or takes longer than ``timeout``."""
+    require("kaleido", APP, "PNG export")  # checked here: the child would only say "No module named kaleido"
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-c", _EXPORT_SCRIPT, str(width)]
         for index, (figure, path) in enumerate(zip(figures, paths, strict=True)):

@@ -11,9 +11,7 @@ import csv
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import plotly.graph_objects as go
+from typing import TYPE_CHECKING, Literal
 
 from dsmooth_core.experiments.analysis import (
     ABLATION_PARAMS,
@@ -28,6 +26,9 @@ from dsmooth_core.experiments.analysis import (
 from dsmooth_core.experiments.figures import ablation_figure, accuracy_figure, attack_figure, time_figure
 from dsmooth_core.experiments.png_export import export_png
 from dsmooth_core.experiments.records import Record
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 CURVES = {"certified_accuracy": "radius", "certified_accuracy_l2": "l2_inscribed", "certified_accuracy_l1": "l1_radius"}
 CHART_WIDTH = 1100

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from dsmooth_core import bundled
 from dsmooth_core.contract import first_line
 from dsmooth_core.layout import in_fastest_layout
 from dsmooth_core.models.architectures import (
@@ -38,9 +39,8 @@ if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
 DEFAULT_MODEL = "bundled-resnet20"
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "models"
-BUNDLED_WEIGHTS = ASSETS_DIR / "resnet20_cifar10.pt"
-BUNDLED_CARD = ASSETS_DIR / "resnet20_cifar10.json"
+BUNDLED_WEIGHTS = bundled.WEIGHTS
+BUNDLED_CARD = bundled.CARD
 UNTRAINED = "untrained"
 
 

@@ -1,4 +1,4 @@
-"""Scale out: certify on a Ray cluster (optional dependency ``ray``, see ``requirements-scale.txt``).
+"""Scale out: certify on a Ray cluster (optional ``ray``: the ``[scale]`` extra, or ``requirements-scale.txt``).
 
 The driver plans the run and writes every record itself; Ray workers only compute them, chunk by
 chunk, so the record files, resuming and sharding are those of the in-process engine.

@@ -11,6 +11,7 @@ from types import ModuleType
 import torch
 
 import dsmooth_core
+from dsmooth_core.extras import SCALE, MissingExtraError, require
 
 PROBE_SECONDS = 5.0  # Ray itself waits a minute or more on an address nobody listens on
 CLIENT_PORT = 10001  # Ray Client's default port, for ``ray://host`` without one
@@ -43,12 +44,9 @@ class RayOptions:
 def require_ray() -> ModuleType:
     """The ``ray`` module, or a message saying how to install it."""
     try:
-        import ray
-    except ImportError as exc:
-        raise ClusterUnavailableError(
-            "the Ray engine needs the optional package ray: pip install -r requirements-scale.txt"
-        ) from exc
-    return ray
+        return require("ray", SCALE, "the Ray engine")
+    except MissingExtraError as exc:
+        raise ClusterUnavailableError(str(exc)) from exc
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, timeout: float = PROBE_SECONDS) -> None:
