@@ -17,8 +17,8 @@ from torch import nn
 
 from dsmooth_core import LowRankCovariance, certify
 from dsmooth_core.backends import OnnxForward, inference_model, onnx_graph
-from dsmooth_core.backends.agreement import GALLERY
 from dsmooth_core.backends.onnx_graph import graph_key, graph_path
+from dsmooth_core.bundled import GALLERY
 from dsmooth_core.cli.backend_options import with_backend
 from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import ModelInfo, load_model, prepare_image, wrap

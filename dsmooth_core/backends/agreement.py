@@ -11,12 +11,12 @@ a wrong graph (other weights, a constant baked in by tracing) misses it by order
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 from PIL import Image
 from torch import nn
 
+from dsmooth_core.bundled import GALLERY
 from dsmooth_core.layout import in_layout, input_format
 from dsmooth_core.models.preprocess import prepare_image
 
@@ -24,7 +24,6 @@ TOLERANCE = 1e-4  # largest |logit difference| / max(1, largest |torch logit|)
 NOISE_LEVELS = (0.12, 0.25, 0.5, 1.0)  # the lab's sigmas, and one beyond
 DRAWS_PER_LEVEL = 2
 PROBE_SEED = 20260
-GALLERY = Path(__file__).resolve().parents[2] / "assets" / "gallery"
 
 
 class GraphDisagrees(ValueError):
