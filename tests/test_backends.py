@@ -20,7 +20,9 @@ from dsmooth_core.backends import OnnxForward, inference_model, onnx_graph
 from dsmooth_core.backends.onnx_graph import graph_key, graph_path
 from dsmooth_core.bundled import GALLERY
 from dsmooth_core.cli.backend_options import with_backend
+from dsmooth_core.device import model_device
 from dsmooth_core.errors import InputRefused
+from dsmooth_core.layout import input_format
 from dsmooth_core.models import ModelInfo, load_model, prepare_image, wrap
 from dsmooth_core.models.user import load_user_model
 from dsmooth_core.noise import make_noise
@@ -182,6 +184,21 @@ def test_gradients_pickling_and_threads() -> None:
         torch.set_num_threads(before)
     pinned, _ = inference_model(model, "onnxruntime", threads=2)
     assert pinned.session().get_session_options().intra_op_num_threads == 2
+
+
+def test_the_wrapper_runs_in_eval_mode_and_takes_contiguous_batches() -> None:
+    torch.manual_seed(11)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(192, 32), nn.Dropout(0.5), nn.Linear(32, 10))
+    model = wrap(net, ModelInfo("dropout", "toy", SHAPE, CLASSES, "test")).train()
+    fast, note = inference_model(model, "onnxruntime")
+    assert isinstance(fast, OnnxForward), note
+    assert model.training  # the caller's modes are given back after the export and the probe
+    x = torch.rand(4, *SHAPE, requires_grad=True)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    model.train()
+    assert torch.allclose(fast(x), expected)  # the torch path (gradients on) runs in eval mode too
+    assert input_format(fast) == torch.contiguous_format and model_device(fast).type == "cpu"
 
 
 def test_backend_choice_and_the_command_option() -> None:
