@@ -21,7 +21,7 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(BACKEND_ENV, "auto"),
         help="the forward's engine: onnxruntime (the model's ONNX graph on the CPU, checked against torch first; "
         "about 1.8x faster on a CPU), torch, or auto (onnxruntime on a CPU, torch on a GPU). "
-        f"Default: ${BACKEND_ENV}, else auto (now: %(default)s). "
+        f"Default: ${BACKEND_ENV}, else auto. "
         "Gradients (FGSM, the audit's PGD) always run on torch",
     )
 
