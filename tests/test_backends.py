@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dsmooth_core import LowRankCovariance, certify
+from dsmooth_core import LowRankCovariance, backends, certify
 from dsmooth_core.backends import OnnxForward, inference_model, onnx_graph
 from dsmooth_core.backends.onnx_graph import graph_key, graph_path
 from dsmooth_core.bundled import GALLERY
@@ -38,6 +38,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPa
     """One graph cache for the module's tests (so the ResNet-20 export is paid once), never the user's."""
     folder = tmp_path_factory.getbasetemp() / "onnx_cache"
     monkeypatch.setenv(onnx_graph.CACHE_ENV, str(folder))
+    monkeypatch.setattr(backends, "_CHECKED", {})  # each test starts from the disk cache
     return folder / "onnx"
 
 
@@ -101,8 +102,21 @@ def test_other_weights_never_reuse_a_graph(cache) -> None:
     x = torch.rand(5, *SHAPE)
     assert torch.allclose(logits(second, x), logits(other, x), atol=1e-5)
     assert not torch.allclose(logits(first, x), logits(second, x), atol=1e-3)
+    backends._CHECKED.clear()  # as another process would: read from the disk cache and probed
     again, note = inference_model(tiny(), "onnxruntime")
     assert "graph from" in note and torch.allclose(logits(again, x), logits(first, x))
+
+
+def test_a_process_checks_a_graph_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny(seed=3)
+    first, _ = inference_model(model, "onnxruntime")
+
+    def no_second_probe(*args: object) -> str:
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr("dsmooth_core.backends.check_agreement", no_second_probe)
+    again, _ = inference_model(tiny(seed=3), "onnxruntime")  # the same function: the graph checked before
+    assert isinstance(again, OnnxForward) and again.graph == first.graph
 
 
 @torch.library.custom_op("dsmooth_tests::wobble", mutates_args=())
@@ -131,6 +145,8 @@ def test_an_unexportable_model_stays_on_torch_with_a_note() -> None:
     assert used is model
     assert note.startswith("note: model 'custom op' cannot run on onnxruntime: torch.onnx could not export it")
     assert note.endswith("using torch")
+    again, note = inference_model(model, "onnxruntime")  # the refusal is remembered: no second export
+    assert again is model and "remembered in" in note
     cert = certify(used, torch.rand(SHAPE), make_noise("randsmooth", 0.25), 10, 50, 0.01, 30, torch.Generator())
     assert cert.n == 50
 
@@ -159,11 +175,13 @@ def test_a_damaged_cached_graph_is_exported_again() -> None:
     path = graph_path(model, SHAPE)
     other, _ = inference_model(tiny(seed=8), "onnxruntime")
     path.write_bytes(other.graph)  # another model's valid graph under this model's key
+    backends._CHECKED.clear()
     used, note = inference_model(model, "onnxruntime")
     assert isinstance(used, OnnxForward) and "replaced a cached graph" in note
     x = torch.rand(3, *SHAPE)
     assert torch.allclose(logits(used, x), logits(model, x), atol=1e-5)
     path.write_bytes(b"not a graph")
+    backends._CHECKED.clear()
     used, note = inference_model(model, "onnxruntime")
     assert isinstance(used, OnnxForward) and "replaced a cached graph" in note
 
@@ -184,6 +202,7 @@ def test_gradients_pickling_and_threads() -> None:
         torch.set_num_threads(before)
     pinned, _ = inference_model(model, "onnxruntime", threads=2)
     assert pinned.session().get_session_options().intra_op_num_threads == 2
+    assert fast.to("cpu") is fast and fast.to("meta") is model  # a GPU worker gets the torch model, moved
 
 
 def test_the_wrapper_runs_in_eval_mode_and_takes_contiguous_batches() -> None:

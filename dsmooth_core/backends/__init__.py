@@ -12,6 +12,7 @@ torch's logits, keeps torch, with a note saying why.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import torch
 from torch import nn
@@ -23,20 +24,31 @@ from dsmooth_core.contract import check_count, evaluating, first_line, model_nam
 from dsmooth_core.device import model_device
 
 BACKENDS = ("auto", "torch", "onnxruntime")
+BACKEND_ENV = "DSMOOTH_BACKEND"  # the default backend, for the commands and the app alike
+# Graphs checked in this process, by cache key: the key covers the weights as they are, so a graph that
+# agreed once agrees again, and a worker's later jobs skip the export, the file and the probe.
+_CHECKED: dict[str, tuple[bytes, str]] = {}
 
-__all__ = ["BACKENDS", "OnnxForward", "inference_model"]
+__all__ = ["BACKENDS", "BACKEND_ENV", "OnnxForward", "default_backend", "inference_model"]
+
+
+def default_backend() -> str:
+    """``$DSMOOTH_BACKEND`` (e.g. torch where exporting does not pay, as in the test suite), else auto."""
+    return os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
 
 
 def inference_model(
-    model: nn.Module, backend: str = "auto", threads: int | None = None, samples: torch.Tensor | None = None
+    model: nn.Module, backend: str | None = None, threads: int | None = None, samples: torch.Tensor | None = None
 ) -> tuple[nn.Module, str]:
-    """``model`` for inference on ``backend``, and a one-line note saying what runs the forward and why.
+    """``model`` for inference on ``backend`` (default :func:`default_backend`), and a one-line note
+    saying what runs the forward and why.
 
     ``threads``: ONNX Runtime's intra-op threads (default: follow ``torch.get_num_threads()``).
     ``samples``: real images ``(B, C, H, W)`` in [0, 1] for the agreement probe (default: the gallery).
     The returned module takes and returns what ``model`` does, carries its ``.info``, and must not be
     used after ``model``'s weights change (the graph holds a copy).
     """
+    backend = default_backend() if backend is None else backend
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if threads is not None:
@@ -59,29 +71,52 @@ def inference_model(
 
 
 def _onnx_forward(model: nn.Module, threads: int | None, samples: torch.Tensor | None) -> tuple[OnnxForward, str]:
-    """The checked graph of ``model``: from the cache when it still agrees with torch, else freshly exported."""
+    """The checked graph of ``model``: from the cache when it still agrees with torch, else freshly exported.
+
+    A refusal is remembered beside the graph's place (``<key>.refused``), so a model that cannot be
+    exported costs the attempt once, not at every job; deleting that file tries again.
+    """
     info = getattr(model, "info", None)
     if info is None:
         raise ExportFailed("it has no .info.input_shape to export for")
     shape = tuple(info.input_shape)
     with evaluating(model):
-        inputs = probe_inputs(model, samples)
         path = graph_path(model, shape)
+        if path.stem in _CHECKED:
+            graph, how = _CHECKED[path.stem]
+            return OnnxForward(model, graph, threads), how
+        refusal = path.with_suffix(".refused")
+        if refusal.is_file():
+            raise ExportFailed(f"{refusal.read_text().strip()} (remembered in {refusal})")
+        inputs = probe_inputs(model, samples)
         cached = read_cached(path)
         stale = ""
         if cached is not None:
             forward = OnnxForward(model, cached, threads)
             try:
-                return forward, f"graph from {path}; {check_agreement(model, forward, inputs)}"
+                how = f"graph from {path}; {check_agreement(model, forward, inputs)}"
+                _CHECKED[path.stem] = (cached, how)
+                return forward, how
             except Exception as exc:  # a damaged or stale file: export again, never trust it
                 stale = f" (replaced a cached graph that failed: {first_line(exc)})"
-        graph, exporter = export_graph(model, shape)
-        forward = OnnxForward(model, graph, threads)
         try:
-            agreement = check_agreement(model, forward, inputs)
-        except GraphDisagrees:
+            graph, exporter = export_graph(model, shape)
+            forward = OnnxForward(model, graph, threads)
+            agreement = _agreement(model, forward, inputs)
+        except (ExportFailed, GraphDisagrees) as exc:
+            write_cached(refusal, str(exc).encode())
             raise
-        except Exception as exc:  # ONNX Runtime could not load or run the graph
-            raise GraphDisagrees(f"ONNX Runtime could not run the exported graph ({first_line(exc)})") from exc
         saved = f"cached at {path}" if write_cached(path, graph) else "not cached (the cache folder is not writable)"
-        return forward, f"exported by the {exporter}, {saved}{stale}; {agreement}"
+        how = f"exported by the {exporter}, {saved}{stale}; {agreement}"
+        _CHECKED[path.stem] = (graph, how)
+        return forward, how
+
+
+def _agreement(model: nn.Module, forward: OnnxForward, inputs: torch.Tensor) -> str:
+    """:func:`check_agreement`, with ONNX Runtime's own failures (a graph it cannot load or run) as refusals."""
+    try:
+        return check_agreement(model, forward, inputs)
+    except GraphDisagrees:
+        raise
+    except Exception as exc:
+        raise GraphDisagrees(f"ONNX Runtime could not run the exported graph ({first_line(exc)})") from exc

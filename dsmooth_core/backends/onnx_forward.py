@@ -77,5 +77,13 @@ class OnnxForward(nn.Module):
         (logits,) = session.run(None, {session.get_inputs()[0].name: x.contiguous().numpy()})
         return torch.from_numpy(logits)
 
+    def to(self, *args: Any, **kwargs: Any) -> nn.Module:  # type: ignore[override]
+        """On the CPU, itself; to another device (a Ray worker's GPU), the torch model moved there, the
+        fast forward on that device."""
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None and device.type != "cpu":
+            return self.model.to(*args, **kwargs)
+        return self
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_sessions": {}}  # sessions cannot be pickled; the graph's bytes can

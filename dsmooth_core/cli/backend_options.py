@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from torch import nn
 
-from dsmooth_core.backends import BACKENDS, inference_model
+from dsmooth_core.backends import BACKEND_ENV, BACKENDS, default_backend, inference_model
 from dsmooth_core.errors import InputRefused
-
-BACKEND_ENV = "DSMOOTH_BACKEND"  # the default --backend, e.g. torch on a machine where exporting does not pay
 
 
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
-        default=os.environ.get(BACKEND_ENV, "auto"),
+        default=None,
         help="the forward's engine: onnxruntime (the model's ONNX graph on the CPU, checked against torch first; "
         "about 1.8x faster on a CPU), torch, or auto (onnxruntime on a CPU, torch on a GPU). "
         f"Default: ${BACKEND_ENV}, else auto. "
@@ -28,7 +25,7 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
 
 def with_backend(model: nn.Module, args: argparse.Namespace) -> nn.Module:
     """``model`` on the command's ``--backend``, with a line on stderr saying what runs the forward."""
-    backend = getattr(args, "backend", "torch")  # hand-built Namespaces may leave it out
+    backend = getattr(args, "backend", None) or default_backend()  # hand-built Namespaces may leave it out
     if getattr(args, "compile", False):
         if backend == "onnxruntime":
             raise InputRefused("--compile speeds up the torch forward; it cannot go with --backend onnxruntime")
