@@ -19,6 +19,7 @@ from dsmooth_core import LowRankCovariance, backends, certify
 from dsmooth_core.backends import OnnxForward, inference_model, onnx_graph
 from dsmooth_core.backends.onnx_graph import graph_key, graph_path
 from dsmooth_core.bundled import GALLERY
+from dsmooth_core.cli import main
 from dsmooth_core.cli.backend_options import with_backend
 from dsmooth_core.device import model_device
 from dsmooth_core.errors import InputRefused
@@ -26,7 +27,8 @@ from dsmooth_core.layout import input_format
 from dsmooth_core.models import ModelInfo, load_model, prepare_image, wrap
 from dsmooth_core.models.user import load_user_model
 from dsmooth_core.noise import make_noise
-from tests.user_models import torchscript_bytes
+from tests.fakedata import write_fake_cifar10
+from tests.user_models import export_bytes, torchscript_bytes
 
 VOTE_SLACK = 2  # votes per class, of n, that float near-ties may move
 SHAPE = (3, 8, 8)
@@ -223,9 +225,30 @@ def test_the_wrapper_runs_in_eval_mode_and_takes_contiguous_batches() -> None:
 def test_backend_choice_and_the_command_option() -> None:
     model = tiny(seed=10)
     assert inference_model(model, "torch")[0] is model
+    fast = inference_model(model, "onnxruntime")[0]
+    assert inference_model(fast, "auto")[0] is fast and inference_model(fast, "torch")[0] is model
     assert isinstance(inference_model(model, "auto")[0], OnnxForward)  # auto: onnxruntime on a CPU
     with pytest.raises(ValueError, match="backend must be one of"):
         inference_model(model, "tensorrt")
     with pytest.raises(InputRefused, match="--compile"):
         with_backend(model, argparse.Namespace(backend="onnxruntime", compile=True))
     assert with_backend(model, argparse.Namespace(backend="auto", compile=True)) is model
+
+
+CERTIFY = ["certify", "--n0", "10", "--n", "100", "--batch", "50", "--skip", "7", "--max", "2", "--device", "cpu"]
+PROGRAM = ["--trust-code", "--classes", "cifar10", "--input-size", "3,32,32"]
+
+
+def test_the_certify_command_on_both_backends(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
+    program = tmp_path / "net.pt2"
+    program.write_bytes(export_bytes())
+    rows = {}
+    for backend in ("onnxruntime", "torch"):
+        out = tmp_path / f"{backend}.tsv"
+        assert main([*CERTIFY, "--model-file", str(program), *PROGRAM, "--backend", backend, "--out", str(out)]) == 0
+        assert capsys.readouterr().err.startswith(f"forward: {backend}")
+        rows[backend] = [line.split("\t") for line in out.read_text().splitlines()[1:]]
+    for fast, slow in zip(rows["onnxruntime"], rows["torch"], strict=True):
+        assert fast[:3] == slow[:3]  # idx, label, prediction
+        assert float(fast[3]) == pytest.approx(float(slow[3]), rel=0.01)

@@ -53,8 +53,10 @@ def inference_model(
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if threads is not None:
         check_count("threads", threads)
-    if backend == "torch" or isinstance(model, OnnxForward):
-        return model, f"forward: {'onnxruntime' if isinstance(model, OnnxForward) else 'torch'}"
+    if isinstance(model, OnnxForward):
+        return (model.model, "forward: torch") if backend == "torch" else (model, "forward: onnxruntime")
+    if backend == "torch":
+        return model, "forward: torch"
     device = model_device(model)
     if device.type != "cpu":
         if backend == "auto":
@@ -84,7 +86,7 @@ def _onnx_forward(model: nn.Module, threads: int | None, samples: torch.Tensor |
         path = graph_path(model, shape)
         if path.stem in _CHECKED:
             graph, how = _CHECKED[path.stem]
-            return OnnxForward(model, graph, threads), how
+            return OnnxForward(model, graph, threads), f"checked earlier in this process: {how}"
         refusal = path.with_suffix(".refused")
         if refusal.is_file():
             raise ExportFailed(f"{refusal.read_text().strip()} (remembered in {refusal})")
