@@ -18,6 +18,7 @@ from torch import nn
 from dsmooth_core import LowRankCovariance, backends, certify
 from dsmooth_core.backends import OnnxForward, inference_model, onnx_graph
 from dsmooth_core.backends.onnx_graph import graph_key, graph_path
+from dsmooth_core.backends.throughput import affordable_n, forward_rate
 from dsmooth_core.bundled import GALLERY
 from dsmooth_core.cli import main
 from dsmooth_core.cli.backend_options import with_backend
@@ -252,3 +253,10 @@ def test_the_certify_command_on_both_backends(tmp_path, monkeypatch: pytest.Monk
     for fast, slow in zip(rows["onnxruntime"], rows["torch"], strict=True):
         assert fast[:3] == slow[:3]  # idx, label, prediction
         assert float(fast[3]) == pytest.approx(float(slow[3]), rel=0.01)
+
+
+def test_the_affordable_n_follows_the_measured_rate() -> None:
+    assert affordable_n(2000.0, seconds=5.0, methods=3, n0=100) == 2900  # 3 x (100 + 2900) draws at 0.9 x 2000/s
+    assert affordable_n(100.0, seconds=1.0) == 0
+    fast, _ = inference_model(tiny(seed=12), "onnxruntime")
+    assert forward_rate(fast, batch=20) > 0 and forward_rate(tiny(seed=12), batch=20) > 0
