@@ -4,7 +4,8 @@
 ``audit`` commands have always used; it stays because committed result files depend on it:
 ``docs/reproduction/records/bundled_card_randsmooth.tsv`` (the bundled model card's 70.4% in
 ``docs/BUNDLED_MODEL.md``) and ``docs/reproduction/candidate14/*.tsv`` were made with it, and a new rule
-would change their rows on a rerun.
+would change their rows on a rerun. ``audit`` shares it so that its certificates are the ones
+``certify`` writes for the same ``--seed``.
 """
 
 from __future__ import annotations

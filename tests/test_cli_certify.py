@@ -207,3 +207,16 @@ def test_settings_are_refused_before_any_model_is_loaded(data_dir, tmp_path, cap
     monkeypatch.setattr(certify_cmd, "load_cifar_model", lambda *a: pytest.fail("loaded a model for bad settings"))
     assert "sigma must be a positive finite number" in _refusal([*ARGS, "--sigma", "-1", "--out", "x.tsv"], capsys)
     assert "n0 must be at least 1" in _refusal([*ARGS, "--n0", "0", "--out", "x.tsv"], capsys)
+
+
+def test_the_noise_and_model_are_checked_once_per_command_not_per_image(data_dir, tmp_path, monkeypatch):
+    from dsmooth_core import contract
+    from dsmooth_core.noise import IsotropicGaussian
+
+    draws, probes = [], []
+    real_draws, real_probe = IsotropicGaussian.check_finite_draws, contract.probe
+    monkeypatch.setattr(IsotropicGaussian, "check_finite_draws", lambda *a: draws.append(1) or real_draws(*a))
+    monkeypatch.setattr(contract, "probe", lambda *a: probes.append(1) or real_probe(*a))
+    out = tmp_path / "cert.tsv"
+    assert _run([*ARGS, "--out", str(out), "--max", "3"]) == 0
+    assert len(_rows(out)) == 3 and len(draws) == 1 and len(probes) == 1

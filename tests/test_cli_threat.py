@@ -74,6 +74,7 @@ def test_attack_saves_what_the_library_computes(data_dir, tmp_path, capsys):
     assert int(saved["queries"].max()) <= 11  # 10 Square queries and FGSM's gradient
     meta = saved["metadata"]
     assert meta["model_name"] == "cifar10_resnet20" and meta["model_hash"] == model.info.weights_hash
+    assert meta["model_identity"] == model.info.identity
     assert (meta["dataset"], meta["split"], meta["seed"]) == ("cifar10", "test", 1)
     assert meta["attack"] == dataclasses.asdict(config) and meta["argv"][0] == "attack"
     printed = capsys.readouterr().out

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dsmooth_core import IsotropicGaussian, LowRankCovariance, at_level, certify
+from dsmooth_core.audit import AuditSettings
 from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import ModelInfo
 from dsmooth_core.noise import make_noise
@@ -69,6 +70,15 @@ def test_result_key_names_tensors_by_content():
     assert result_key("x", 1) != result_key("x", 1.5)
     with pytest.raises(TypeError, match="cannot name"):
         result_key(object())
+
+
+def test_result_key_names_noises_and_plain_dataclasses_by_what_shapes_them(fitted):
+    assert result_key(IsotropicGaussian(0.25)) == result_key(IsotropicGaussian(0.25))
+    assert result_key(IsotropicGaussian(0.25)) != result_key(IsotropicGaussian(0.5))
+    assert result_key(make_noise("dsmooth", 0.25, fitted)) != result_key(make_noise("lsmooth", 0.25))
+    shaped = make_noise("dsmooth", 0.25, fitted.with_shrinkage(0.5))
+    assert result_key(make_noise("dsmooth", 0.25, fitted)) != result_key(shaped)
+    assert result_key(AuditSettings()) != result_key(AuditSettings(n=999))  # a dataclass without identity()
 
 
 @pytest.fixture

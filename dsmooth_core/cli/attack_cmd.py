@@ -92,6 +92,7 @@ def attack_record(
         "metadata": {
             "model_name": model.info.name,
             "model_hash": model.info.weights_hash,
+            "model_identity": model.info.identity,
             "dataset": "cifar10",
             "split": split,
             "attack": asdict(config),
