@@ -43,6 +43,11 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def ratio(rounds: list[dict[str, float]], name: str, reference: str) -> float:
+    """Median over rounds of ``name``'s rate over ``reference``'s: runs seconds apart, so load shifts both alike."""
+    return statistics.median(r[reference] / r[name] for r in rounds)
+
+
 @torch.inference_mode()
 def _forward(model: torch.nn.Module, batches: list[torch.Tensor]) -> None:
     for batch in batches:
@@ -66,7 +71,7 @@ def main() -> None:
     given = wrap(build_architecture("resnet20"), model.info).to(device)  # contiguous, as built
     given.load_state_dict(model.state_dict())
     forwards: dict[str, torch.nn.Module] = {"torch eager, as given": given, "torch channels_last": model}
-    notes = ["rates are medians of interleaved rounds, so a busy machine slows every contender alike"]
+    notes = ["rates and per-round ratios are medians of interleaved rounds, so load slows every contender alike"]
     if device.type == "cpu":
         fast, note = inference_model(model, "onnxruntime")
         print(note)
@@ -113,7 +118,7 @@ def main() -> None:
                     "threads": torch.get_num_threads(),
                     "forward": name,
                     "images/s": round(rate[name]),
-                    "/ torch channels_last": round(rate[name] / rate["torch channels_last"], 2),
+                    "/ torch channels_last": round(ratio(rounds, name, "torch channels_last"), 2),
                 }
             )
         for backend in certifying:
@@ -126,8 +131,8 @@ def main() -> None:
                         "backend": backend,
                         "method": f"{noise.name} ({noise.metric})",
                         "samples/s": round(rate[name]),
-                        "/ best torch forward": round(rate[name] / rate[best], 2),
-                        "/ its backend's forward": round(rate[name] / rate[own], 3),
+                        "/ best torch forward": round(ratio(rounds, name, best), 2),
+                        "/ its backend's forward": round(ratio(rounds, name, own), 3),
                     }
                 )
         print(f"device {device}, threads {torch.get_num_threads()}, n0+n = {total}, batch {args.batch}")
