@@ -1,12 +1,14 @@
-"""Throughput of ``certify`` against the raw batched forward pass of the same model.
+"""Throughput of the forward backends, and of ``certify`` on each, for the bundled ResNet-20.
 
-For a ResNet-20 on CIFAR-10-sized inputs, prints samples per second for each method and two ratios:
-to the bare forward of the model as given (contiguous) and to the bare forward in the best layout
-(``channels_last``, the layout ``certify`` runs in, ``dsmooth_core.layout``). Target on CPU: ratio to
-the best layout >= 0.95 for every method.
-Writes the table to ``benchmarks/results/bench_certify-<time>.json`` (``docs/PERFORMANCE.md``).
+For each thread count, prints images per second of the raw batched forward on torch eager as given
+(contiguous), torch ``channels_last`` (the layout the lab loads models in, ``dsmooth_core.layout``),
+ONNX Runtime (``dsmooth_core.backends``) and, with ``--compile``, ``torch.compile``; then ``certify``'s
+samples per second for every method on each backend, against the best torch forward and against its
+own backend's forward. Targets on CPU (issue 23): certify on onnxruntime >= 1.8x the best torch
+forward, and >= 0.95 of onnxruntime's own forward.
+Writes the tables to ``benchmarks/results/bench_certify-<time>.json`` (``docs/PERFORMANCE.md``).
 Run: ``make bench``, or
-``PYTHONPATH=. .venv/bin/python benchmarks/bench_certify.py [--n 4000] [--batch 500] [--threads 1]``.
+``PYTHONPATH=. .venv/bin/python benchmarks/bench_certify.py [--n 4000] [--batch 500] [--threads 1 2]``.
 """
 
 from __future__ import annotations
@@ -14,27 +16,24 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
 
 import torch
 from bench_results import add_results_option, write_result
 
 from dsmooth_core import LowRankCovariance, certify
+from dsmooth_core.backends import OnnxForward, inference_model
 from dsmooth_core.compiled import compiled_forward
 from dsmooth_core.device import generator_for
-from dsmooth_core.layout import in_fastest_layout
-from dsmooth_core.models import (
-    CIFAR10_CLASSES,
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    ModelInfo,
-    build_architecture,
-    wrap,
-)
+from dsmooth_core.models import DEFAULT_MODEL, build_architecture, load_model, wrap
 from dsmooth_core.noise import make_noise
 
+METHODS = ("randsmooth", "lsmooth", "dsmooth")
+BEST_TORCH = ("torch eager, as given", "torch channels_last", "torch.compile, channels_last")
 
-def timed(fn) -> float:
+
+def timed(fn: Callable[[], object]) -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -42,6 +41,11 @@ def timed(fn) -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def ratio(rounds: list[dict[str, float]], name: str, reference: str) -> float:
+    """Median over rounds of ``name``'s rate over ``reference``'s: runs seconds apart, so load shifts both alike."""
+    return statistics.median(r[reference] / r[name] for r in rounds)
 
 
 @torch.inference_mode()
@@ -58,19 +62,25 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    parser.add_argument("--compile", action="store_true", help="also time certify with the compiled forward")
+    parser.add_argument("--threads", type=int, nargs="+", default=[0], help="CPU thread counts (0: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="also time the torch.compile forward")
     add_results_option(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    info = ModelInfo(
-        "resnet20", "cifar10", (3, 32, 32), CIFAR10_CLASSES, "untrained", mean=CIFAR10_MEAN, std=CIFAR10_STD
-    )
-    given = wrap(build_architecture("resnet20"), info).to(device)  # contiguous, as built
-    model = in_fastest_layout(wrap(build_architecture("resnet20"), info).to(device))
-    model.load_state_dict(given.state_dict())  # the same weights in the layout the lab loads models in
+    model = load_model(DEFAULT_MODEL, device)  # channels_last on a CPU or CUDA device, as the lab loads it
+    given = wrap(build_architecture("resnet20"), model.info).to(device)  # contiguous, as built
+    given.load_state_dict(model.state_dict())
+    forwards: dict[str, torch.nn.Module] = {"torch eager, as given": given, "torch channels_last": model}
+    notes = ["rates and per-round ratios are medians of interleaved rounds, so load slows every contender alike"]
+    if device.type == "cpu":
+        fast, note = inference_model(model, "onnxruntime")
+        print(note)
+        if isinstance(fast, OnnxForward):
+            forwards["onnxruntime"] = fast
+        notes.append(f"onnxruntime: {note}")
+    if args.compile:  # compiled once, for the full batches, during the warm-up below
+        forwards["torch.compile, channels_last"] = compiled_forward(model, args.batch)
+
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 32, 32, generator=g)
     perturbations = torch.randn(500, 3, 32, 32, generator=g) * torch.rand(3, 32, 32, generator=g)
@@ -79,74 +89,70 @@ def main() -> None:
     # One input buffer reused for every batch: the most favourable case for the bare forward.
     buffer = torch.rand(args.batch, 3, 32, 32, device=device)
     batches = [buffer[: min(args.batch, total - s)] for s in range(0, total, args.batch)]
-    fast_batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
-
-    @torch.inference_mode()
-    def forward_as_given() -> None:
-        for batch in batches:
-            given(batch).argmax(1)
-
-    @torch.inference_mode()
-    def forward_best_layout() -> None:
-        for batch in fast_batches:
-            model(batch).argmax(1)
-
-    runs = {"raw forward, as given": forward_as_given, "raw forward, best layout": forward_best_layout}
-    for method in ("randsmooth", "lsmooth", "dsmooth"):
-        noise = make_noise(method, 0.25, covariance)
-        gen = generator_for(model, 1)
-        runs[f"{noise.name} ({noise.metric})"] = partial(
-            certify, model, x, noise, args.n0, args.n, 0.001, args.batch, gen
-        )
-    if args.compile:  # compiled once, for the full batches, during the warm-up below
-        fast = compiled_forward(model, args.batch)
-        runs["compiled forward, best layout"] = partial(_forward, fast, fast_batches)
-        for method in ("randsmooth", "lsmooth", "dsmooth"):
-            noise = make_noise(method, 0.25, covariance)
-            runs[f"{noise.name} compiled"] = partial(
-                certify, fast, x, noise, args.n0, args.n, 0.001, args.batch, generator_for(model, 1)
+    layouts = {name: torch.channels_last if "channels_last" in name else torch.contiguous_format for name in forwards}
+    runs: dict[str, Callable[[], object]] = {
+        name: partial(_forward, m, [b.contiguous(memory_format=layouts[name]) for b in batches])
+        for name, m in forwards.items()
+    }
+    certifying = {"torch": model, **{k: v for k, v in forwards.items() if k in ("onnxruntime", BEST_TORCH[2])}}
+    noises = {method: make_noise(method, 0.25, covariance) for method in METHODS}
+    for backend, m in certifying.items():
+        for method, noise in noises.items():
+            gen = generator_for(model, 1)
+            runs[f"certify {method} on {backend}"] = partial(
+                certify, m, x, noise, args.n0, args.n, 0.001, args.batch, gen
             )
-    warm_up = {}
-    for name, run in runs.items():  # warm-up; for a compiled run this includes the compilation
-        warm_up[name] = timed(run)
-        print(f"warm-up {name}: {warm_up[name]:.1f} s", flush=True)
-    # Interleave the timings so that a busy or throttled machine slows every contender alike;
-    # each round's ratio compares runs made seconds apart, and the median round is reported.
-    rounds = [{name: timed(run) for name, run in runs.items()} for _ in range(args.repeats)]
-    print(
-        f"device {device}, threads {torch.get_num_threads()}, n0+n = {total}, batch {args.batch}, {args.repeats} rounds"
-    )
-    print(f"{'':28s}  {'samples/s':>10s}  {'/ as given':>10s}  {'/ best layout':>13s}")
-    rows = []
-    for name in runs:
-        rate = total / statistics.median(r[name] for r in rounds)
-        given_ratio = statistics.median(r["raw forward, as given"] / r[name] for r in rounds)
-        best_ratio = statistics.median(r["raw forward, best layout"] / r[name] for r in rounds)
-        print(f"{name:28s}  {rate:10,.0f}  {given_ratio:10.3f}  {best_ratio:13.3f}")
-        rows.append(
-            {
-                "run": name,
-                "samples/s": round(rate),
-                "/ forward as given": round(given_ratio, 3),
-                "/ forward in best layout": round(best_ratio, 3),
-                "first run s": round(warm_up[name], 1),
-            }
-        )
+
+    forward_rows, certify_rows = [], []
+    for threads in args.threads:
+        if threads:
+            torch.set_num_threads(threads)
+        for name, run in runs.items():  # warm-up (and the compilation, with --compile)
+            print(f"threads {torch.get_num_threads()}, warm-up {name}: {timed(run):.1f} s", flush=True)
+        rounds = [{name: timed(run) for name, run in runs.items()} for _ in range(args.repeats)]
+        rate = {name: total / statistics.median(r[name] for r in rounds) for name in runs}
+        best = max((name for name in forwards if name in BEST_TORCH), key=rate.__getitem__)
+        for name in forwards:
+            forward_rows.append(
+                {
+                    "threads": torch.get_num_threads(),
+                    "forward": name,
+                    "images/s": round(rate[name]),
+                    "/ torch channels_last": round(ratio(rounds, name, "torch channels_last"), 2),
+                }
+            )
+        for backend in certifying:
+            own = {"torch": "torch channels_last"}.get(backend, backend)
+            for method, noise in noises.items():
+                name = f"certify {method} on {backend}"
+                certify_rows.append(
+                    {
+                        "threads": torch.get_num_threads(),
+                        "backend": backend,
+                        "method": f"{noise.name} ({noise.metric})",
+                        "samples/s": round(rate[name]),
+                        "/ best torch forward": round(ratio(rounds, name, best), 2),
+                        "/ its backend's forward": round(ratio(rounds, name, own), 3),
+                    }
+                )
+        print(f"device {device}, threads {torch.get_num_threads()}, n0+n = {total}, batch {args.batch}")
+        for row in (*forward_rows, *certify_rows):
+            if row["threads"] == torch.get_num_threads():
+                print("  " + ", ".join(f"{key} {value}" for key, value in row.items() if key != "threads"))
     settings = {
         "device": str(device),
-        "threads": torch.get_num_threads(),
+        "threads": ", ".join(str(row["threads"]) for row in forward_rows[:: len(forwards)]),
         "n0 + n": total,
         "batch": args.batch,
         "k": args.k,
         "rounds": args.repeats,
-        "model": "ResNet-20, untrained weights, CIFAR-10 input size",
+        "model": "the bundled ResNet-20 (trained), CIFAR-10 input size",
     }
-    notes = [
-        "ratio = certify's samples/s over the raw forward's, median of interleaved rounds",
-        "first run s: the untimed warm-up run (with --compile, the compiled runs' includes the compilation)",
-        "target on CPU: every method >= 0.95 of the forward in the best layout",
+    notes += [
+        "targets on CPU: certify on onnxruntime >= 1.8x the best torch forward, >= 0.95 of its own backend's forward",
     ]
-    write_result(args.results, "bench_certify", settings, {"certify against the bare forward": rows}, notes)
+    tables = {"raw batched forward": forward_rows, "certify against the forwards": certify_rows}
+    write_result(args.results, "bench_certify", settings, tables, notes)
 
 
 if __name__ == "__main__":

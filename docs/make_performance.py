@@ -21,10 +21,11 @@ PAGE = ROOT / "docs" / "PERFORMANCE.md"
 BENCHMARKS = {
     "bench_certify": (
         "Certify against the bare forward",
-        "Samples per second of `certify` for each method against the raw batched forward of the same "
-        "ResNet-20, both as the model is given (contiguous) and in the layout `certify` runs it in "
-        "(`channels_last`, `dsmooth_core.layout`); the rounds are interleaved so a busy machine slows "
-        "every contender alike.",
+        "Images per second of the bundled ResNet-20's raw batched forward in torch as given, torch "
+        "`channels_last`, ONNX Runtime (`dsmooth_core.backends`) and, with `--compile`, the compiled "
+        "forward; then `certify` for each method on each backend, against the best torch forward and "
+        "against its own backend's forward. The rounds are interleaved so a busy machine slows every "
+        "contender alike.",
     ),
     "bench_threat": (
         "Building a threat profile",

@@ -25,6 +25,7 @@ from dsmooth_core import Certificate, SmoothingNoise, certify
 from dsmooth_core.attacks import AttackConfig, AttackResult, square_then_fgsm
 from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.audit import audit as audit_certificate
+from dsmooth_core.backends import inference_model
 from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.device import generator_for
 from dsmooth_core.experiments import (
@@ -77,6 +78,7 @@ def certificates(
     progress: Progress,
 ) -> list[tuple[SmoothingNoise, Certificate]]:
     """DCERT for each ``(noise, cache key)``; every method starts from the same seed."""
+    model, _ = inference_model(model)  # ONNX Runtime on a CPU, with the job's threads; else torch as given
     out: list[tuple[SmoothingNoise, Certificate]] = []
     for noise, key in runs:
 

@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The commands' and the app's tests run the torch forward (dsmooth_core.backends.default_backend):
+# exporting each test model to ONNX would cost seconds per model, and write into the user's cache.
+# tests/test_backends.py covers the onnxruntime backend.
+os.environ.setdefault("DSMOOTH_BACKEND", "torch")
 APP_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 

@@ -34,7 +34,7 @@ from tests.fakedata import write_fake_cifar10
 ROOT = Path(__file__).resolve().parents[1]
 # What the build sees: the project files, the app and tests included, so the wheel must leave them out itself.
 BUILD_SOURCES = ("pyproject.toml", "README.md", "app.py", "dsmooth_core", "dsmooth_lab_ui", "pages", "tests")
-CORE_DEPENDENCIES = {"torch", "torchvision", "numpy", "scipy", "pillow"}
+CORE_DEPENDENCIES = {"torch", "torchvision", "numpy", "scipy", "pillow", "onnxruntime", "onnx", "onnxscript"}
 EXTRAS = {"app": {"streamlit", "plotly", "kaleido"}, "scale": {"ray"}}
 OPTIONAL = set().union(*EXTRAS.values())
 MAX_FILE_BYTES = 2_000_000  # the repository's rule, bundled model folder excepted

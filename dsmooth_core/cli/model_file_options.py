@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from dsmooth_core.cli.backend_options import add_backend_argument
 from dsmooth_core.models import ARCHITECTURE_NAMES, COHEN_ARCHITECTURES, Normalized
 from dsmooth_core.models.model_file import CLASS_PRESETS, NORMALIZATION_PRESETS, ModelFileOptions, load_model_file
 
@@ -34,6 +35,7 @@ def add_model_file_options(parser: argparse.ArgumentParser) -> None:
         help=f"the input normalization the model expects: 'self' (it normalizes [0, 1] pixels itself), "
         f"{', '.join(NORMALIZATION_PRESETS)}, or mean/std as 'm1,m2,m3/s1,s2,s3' (default: %(default)s)",
     )
+    add_backend_argument(parser)
 
 
 def load_model_file_arg(args: argparse.Namespace, device: torch.device) -> Normalized | None:

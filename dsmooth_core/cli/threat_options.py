@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dsmooth_core.attacks import PRESETS, AttackConfig
+from dsmooth_core.cli.backend_options import with_backend
 from dsmooth_core.cli.common import WEIGHTS_HELP, resolve_device
 from dsmooth_core.cli.model_file_options import add_model_file_options, load_model_file_arg, require_cifar10
 from dsmooth_core.experiments.setup import load_experiment_model
@@ -85,4 +86,4 @@ def load_cifar_model(args: argparse.Namespace, what: str = "these commands attac
     if model is None:
         model = load_experiment_model(args.model, device, pretrained=not args.untrained, weights=args.weights)
     require_cifar10(model, what)
-    return model
+    return with_backend(model, args)

@@ -1,0 +1,89 @@
+"""A model whose gradient-free forward runs on ONNX Runtime's CPU execution provider.
+
+Calls that may need gradients (FGSM, the audit's PGD) and inputs the graph was not made for (another
+device or dtype) still run the torch model, so the wrapper can replace the model everywhere: certify,
+predict, Square's queries and the contract's probes take the fast path with no branch of their own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from dsmooth_core.contract import evaluating
+from dsmooth_core.models.info import ModelInfo
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
+
+
+def open_session(graph: bytes, threads: int) -> InferenceSession:
+    """A session with ``threads`` intra-op threads, one inter-op thread and sequential execution.
+
+    The intra-op count is the caller's thread budget (the lab's, or torch's), so on a machine shared
+    with a browser the graph uses the cores it was given and no more.
+    """
+    import onnxruntime as ort  # imported here: the torch backend must not need it
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: its optimiser notes are not the user's business
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+class OnnxForward(nn.Module):
+    """``model`` with its inference-only calls answered by its ONNX graph.
+
+    ``threads=None`` follows ``torch.get_num_threads()`` at every call (one session per count, made on
+    first use), so a job runner that sets torch's threads around a job sets the graph's as well.
+    Pickling (Ray workers) sends the graph's bytes; each process opens its own sessions.
+    """
+
+    def __init__(self, model: nn.Module, graph: bytes, threads: int | None = None) -> None:
+        super().__init__()
+        # Not registered as a submodule: the wrapper then shows no channels_last convolution, so certify
+        # hands it contiguous batches, the layout the graph takes (no copy either way, 20% of a forward
+        # on 2 cores); and it has no parameters, so it is seen on the CPU, where the graph runs.
+        object.__setattr__(self, "model", model)
+        self.graph = graph
+        self.threads = threads
+        self._sessions: dict[int, InferenceSession] = {}
+
+    @property
+    def info(self) -> ModelInfo:
+        """The wrapped model's description: name, input shape, classes, identity."""
+        return self.model.info
+
+    def extra_repr(self) -> str:
+        return f"model={self.info.name!r}, threads={self.threads or 'torch.get_num_threads()'}"
+
+    def session(self) -> InferenceSession:
+        """The session for the current thread budget (opened on first use)."""
+        threads = self.threads or torch.get_num_threads()
+        session = self._sessions.get(threads)
+        if session is None:
+            session = self._sessions[threads] = open_session(self.graph, threads)
+        return session
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
+            with evaluating(self.model):  # the contract's eval mode, which evaluating(self) cannot reach
+                return self.model(x)
+        session = self.session()
+        (logits,) = session.run(None, {session.get_inputs()[0].name: x.contiguous().numpy()})
+        return torch.from_numpy(logits)
+
+    def to(self, *args: Any, **kwargs: Any) -> nn.Module:  # type: ignore[override]
+        """On the CPU, itself; to another device (a Ray worker's GPU), the torch model moved there, the
+        fast forward on that device."""
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None and device.type != "cpu":
+            return self.model.to(*args, **kwargs)
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_sessions": {}}  # sessions cannot be pickled; the graph's bytes can
