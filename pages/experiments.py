@@ -9,7 +9,6 @@ line it shows is written from that CLI's parser.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +16,17 @@ import streamlit as st
 import torch
 
 from dsmooth_core.attacks import PRESETS
-from dsmooth_core.cli.command_line import command_line
 from dsmooth_core.data import data_dir
 from dsmooth_core.experiments import (
     ExperimentSpec,
     RunSummary,
     attack_config,
-    attack_table,
     evaluation_indices,
-    group_records,
     read_records,
-    report_figures,
-    time_table,
 )
 from dsmooth_core.noise import METHODS, method_class
 from dsmooth_core.scale import RayOptions
-from dsmooth_lab_ui import jobs, nav, resources, state, tasks
+from dsmooth_lab_ui import experiments_view, jobs, nav, resources, state, tasks
 from dsmooth_lab_ui.tasks import RECORDS_FILE
 
 JOB = "experiment"
@@ -129,62 +123,6 @@ def settings() -> tuple[ExperimentSpec, dict[str, Any]]:
     return spec, sizes
 
 
-def command(choice: state.ModelChoice, spec: ExperimentSpec, sizes: dict[str, Any]) -> str:
-    """The CLI line that runs this experiment (at full size, on a GPU, say)."""
-    values = {
-        "model": choice.name,
-        "untrained": not choice.pretrained,
-        "methods": spec.methods,
-        "sigmas": spec.sigmas,
-        "k": spec.ks,
-        "n0": spec.n0,
-        "n": spec.ns,
-        "alpha": spec.alphas,
-        "seed": spec.seed,
-        "attack": spec.attack_name,
-        "attack_queries": spec.attack.n_queries,
-        "eval_size": sizes["size"],
-        "calibration_size": sizes["calibration"],
-        "profile_dir": sizes["folder"] / "profiles",
-        "records": sizes["folder"] / RECORDS_FILE,
-    }
-    if sizes["ray"] is not None:
-        values |= {"engine": "ray", "address": sizes["ray"].address, "gpus_per_task": sizes["ray"].gpus_per_task}
-    return command_line(("experiment", "run"), values)
-
-
-def show(records: list[dict[str, Any]], gamma: float | None) -> None:
-    groups = group_records(records)
-    figures = report_figures(groups, gamma)
-    st.subheader("Certified against the attack")
-    st.caption(
-        "The share of images where the method returns the true label AND the attack's actual perturbation "
-        "lies inside its certified region, in the method's own metric: the one number that compares the "
-        "three methods on the same threat."
-    )
-    st.plotly_chart(figures.pop("certified_against_attack"), key="exp_chart_certified_against_attack")
-    st.dataframe(attack_table(groups, gamma), hide_index=True, key="exp_table_attack")
-    st.subheader("Certified accuracy")
-    st.caption(
-        "The first chart is the paper's Fig. 1: each method in its own metric, so radii are not comparable "
-        "across methods (DSmooth's Mahalanobis radius is not an l2 guarantee). The next two restate every "
-        "certificate as the largest l2 and l1 balls it contains."
-    )
-    time_figure = figures.pop("time_per_image")
-    for name, fig in figures.items():
-        st.plotly_chart(fig, key=f"exp_chart_{name}")
-    st.subheader("Time per image")
-    st.plotly_chart(time_figure, key="exp_chart_time_per_image")
-    st.dataframe(time_table(groups), hide_index=True, key="exp_table_time")
-    st.download_button(
-        "Download these records (JSON lines)",
-        "".join(json.dumps(r) + "\n" for r in records),
-        file_name="experiment-records.jsonl",
-        key="exp_download",
-        on_click="ignore",
-    )
-
-
 nav.ensure_app()
 jobs.collect()  # also when the page runs alone, without app.py (app.py delivers a job only once)
 st.title("Experiments")
@@ -243,7 +181,7 @@ if st.session_state.get(ERROR_NOTE):
     st.error(st.session_state[ERROR_NOTE])
 with st.expander("The same experiment from the command line"):
     if choice.upload is None:
-        st.code(command(choice, spec, sizes), language="bash")
+        st.code(experiments_view.command(choice, spec, sizes), language="bash")
         st.caption("Add --shard i/N to split it across machines, then: python -m dsmooth_core experiment analyse ...")
     else:  # the page does not know the file's path or every option stated at upload
         st.info(
@@ -262,6 +200,6 @@ except ValueError as exc:
 identity = model.info.identity  # records of the same weights with another normalization are another model's
 records = [r for r in saved if r.get("model_identity") == identity and r["idx"] in chosen and spec.selects(r)]
 if records:
-    show(records, sizes["gamma"])
+    experiments_view.show(records, sizes["gamma"])
 else:
     st.info("No records for these settings yet: run the experiment.")
