@@ -16,7 +16,8 @@ Rules:
 - Work that does not stop within the grace after Cancel, or sends no progress report for the
   stall limit, is ended by force (:mod:`dsmooth_lab_ui.watchdog`) and the queue moves on.
 - Each job runs with torch's intra-op threads chosen by :mod:`dsmooth_lab_ui.threads`.
-- Finished results are kept by their inputs' key (``cached``), so equal inputs need no new job.
+- Finished results are kept by their inputs' key (``cached``), so equal inputs need no new job; a job
+  whose equal was ahead of it in the queue takes that result when its turn comes instead of computing.
 """
 
 from __future__ import annotations
@@ -170,6 +171,34 @@ class JobManager:
                 return 0
             return self._running + self._waiting.index(job)
 
+    def place_in_line(self, job: Job) -> int | None:
+        """``job``'s place among the jobs that compute or wait (1: next to start), or ``None`` once it left the queue.
+
+        Why: a class of thirty pressing Certify within a minute waits minutes; each session is shown
+        where it stands (the panel's "3rd in line"), so a long wait is seen to move.
+        """
+        with self._cond:
+            return self._place(job)
+
+    def queue_moved(self, job: Job, drawn_place: int | None, seconds: float) -> bool:
+        """Whether ``job``'s place differs from ``drawn_place`` within ``seconds``; returns as soon as it does.
+
+        Why: the queued panel then redraws the moment a job ahead ends (or this one starts), not at its next poll.
+        """
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while self._place(job) == drawn_place:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)  # notified when a slot frees or a waiting job is cancelled
+            return True
+
+    def _place(self, job: Job) -> int | None:
+        if job not in self._waiting:
+            return None
+        return self._running + self._waiting.index(job) + 1
+
     def running_count(self) -> int:
         with self._cond:
             return self._running
@@ -195,6 +224,11 @@ class JobManager:
     def _run(self, job: Job) -> None:
         if not self._wait_for_slot(job):
             _finish(job, CANCELLED)
+            return
+        hit, result = self.cached(job.key) if job.cache else (False, None)
+        if hit:  # an equal job that was ahead in the queue computed it (a class pressing Certify with the defaults)
+            _finish(job, DONE, result=result)
+            self._release()
             return
         try:
             with job.lock:
