@@ -42,6 +42,13 @@ BENCHMARKS = {
         "The app driven in Chromium (attack, certify, page switches, four sessions at once) against the "
         "same work through the library in a fresh process just before.",
     ),
+    "bench_classroom": (
+        "A class on one server",
+        "Thirty browser sessions (Chromium contexts on the same machine) open the app within a minute and "
+        "each runs an attack and a certify with the defaults: the wait before each job starts, its run "
+        "time, the memory of the server, its workers and the browsers, and every result checked against "
+        "the library's.",
+    ),
     "bench_gpu": (
         "On a GPU",
         "Certification with the GPU's large n on a CUDA device, the bundled ResNet-20 and a "
