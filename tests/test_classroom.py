@@ -179,25 +179,28 @@ def test_percentiles_are_nearest_rank() -> None:
 
 
 def test_job_rows_count_how_each_job_was_served() -> None:
+    """Waits are over the jobs that queued; a result cached at the click is timed apart."""
     bench = _bench()
 
-    def job(how: str, wait: float, run: float, places: list[int]) -> dict:
-        return {"how": how, "wait s": wait, "run s": run, "places": places, "correct": True}
+    def session(number: int, attack: tuple, certify: tuple) -> dict:
+        raw = {"session": number, "opened at s": 0.0, "ended at s": 1.0}
+        for job, (how, wait, run, places) in (("attack", attack), ("certify", certify)):
+            raw[job] = {"how": how, "wait s": wait, "run s": run, "places": places, "correct": True}
+        return bench.flat(raw)
 
     sessions = [
-        {"attack": job("computed", 1.0, 9.0, []), "certify": job("computed", 2.0, 8.0, [2])},
-        {"attack": job("equal job's result", 5.0, 0.0, [3, 2]), "certify": job("cached", 0.5, 0.0, [])},
-        {"error": "TimeoutError: the page did not answer"},
+        session(0, ("computed", 1.0, 9.0, []), ("computed", 2.0, 8.0, [2])),
+        session(1, ("equal job's result", 5.0, 0.0, [3, 2]), ("cached", 30.0, 0.0, [])),
+        bench.flat({"session": 2, "opened at s": 0.0, "ended at s": 1.0, "error": "TimeoutError: no answer"}),
     ]
     attack, certify = bench.job_rows(sessions)
-    assert (attack["finished"], attack["computed"], attack["equal job's result"], attack["cached at once"]) == (
-        2,
-        1,
-        1,
-        0,
-    )
-    assert (attack["run (computed) median s"], attack["wait max s"], attack["most ahead shown"]) == (9.0, 5.0, 2)
-    assert (certify["computed"], certify["cached at once"], certify["most ahead shown"]) == (1, 1, 1)
+    served = ("finished", "correct", "computed", "equal job's result", "cached at the click")
+    assert [attack[key] for key in served] == [2, 2, 1, 1, 0]
+    assert (attack["wait median s"], attack["wait max s"], attack["run median s"]) == (3.0, 5.0, 9.0)
+    assert attack["most jobs ahead shown"] == 2
+    assert [certify[key] for key in served] == [2, 2, 1, 0, 1]
+    assert (certify["wait max s"], certify["cached: drawn after, max s"]) == (2.0, 30.0)  # not a queue wait
+    assert certify["most jobs ahead shown"] == 1
 
 
 def test_the_certify_line_is_parsed_as_the_page_prints_it() -> None:
