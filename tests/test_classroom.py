@@ -203,6 +203,28 @@ def test_job_rows_count_how_each_job_was_served() -> None:
     assert certify["most jobs ahead shown"] == 1
 
 
+def test_older_rows_are_read_by_their_run_times() -> None:
+    """A job whose running frame was missed ran (its run time is not 0); a certify showing the attack's
+    caption was cached at the click."""
+    bench = _bench()
+    row = {
+        "session": 0,
+        "attack how": "equal job's result",
+        "attack wait s": 12.0,
+        "attack run s": 4.0,
+        "attack places": [2],
+        "attack correct": True,
+        "certify how": "equal job's result",
+        "certify wait s": 9.0,
+        "certify run s": 4.0,
+        "certify places": [],
+        "certify correct": True,
+    }
+    attack, certify = bench.job_rows([row])
+    assert (attack["computed"], attack["wait max s"], attack["run max s"]) == (1, 8.0, 4.0)
+    assert (certify["cached at the click"], certify["computed"], certify["cached: drawn after, max s"]) == (1, 0, 9.0)
+
+
 def test_the_certify_line_is_parsed_as_the_page_prints_it() -> None:
     bench = _bench()
     line = (
