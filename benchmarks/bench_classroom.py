@@ -88,7 +88,9 @@ WATCH = """(done) => {
       }
       if (app.getAttribute('data-test-script-state') !== 'notRunning') return;
       const texts = Array.from(document.querySelectorAll('[data-testid="stMetric"], li')).map((e) => e.innerText);
-      if (texts.some((t) => pattern.test(t))) {
+      const alerts = Array.from(document.querySelectorAll('[data-testid="stAlert"]')).map((e) => e.innerText);
+      seen.failed = alerts.find((t) => /failed:|^Cancelled:/.test(t)) || null;
+      if (seen.failed !== null || texts.some((t) => pattern.test(t))) {
         seen.finished = performance.now();
         observer.disconnect();
         resolve(true);
@@ -225,6 +227,8 @@ async def press_and_time(page, button: str, done: str, title: str) -> dict:
     await page.get_by_role("button", name=button, exact=True).click()
     await page.evaluate("() => window.__dslFinished")
     seen = await page.evaluate("() => window.__dslSeen")
+    if seen["failed"]:  # reported as this session's error; the other sessions go on
+        raise RuntimeError(f"{button}: {seen['failed'].splitlines()[0]}")
     note = " ".join(await page.get_by_text(DONE_IN).all_inner_texts())
     match = re.search(f"{title}: {DONE_IN.pattern}", note)  # this job's own; the previous one's may still show
     run = float(match[1]) if match else 0.0  # no panel: the result came from the cache at once
@@ -472,7 +476,7 @@ def job_rows(sessions: list[dict]) -> list[dict[str, object]]:
 def _served(session: dict) -> dict:
     """How each job was served, from its run time: "done in 0.0 s" is an equal job's result.
 
-    Runs before 07:25 UTC on 2026-12-06 called a job whose running frame the page never drew an equal
+    Runs started before 07:20 UTC on 2026-12-06 called a job whose running frame the page never drew an equal
     job's result, with its wait up to its result (it is computed, and started its run time earlier), and
     read a certify cached at the click as an equal job's result when the attack's "done in" caption was
     still drawn (its run time is the attack's).

@@ -38,6 +38,17 @@ from dsmooth_lab_ui.watchdog import ForcedCancel, Limits, NoProgress, Watch
 
 RESULTS_KEPT = 256
 SLOTS_ENV = "DSMOOTH_JOB_SLOTS"
+# One job computes at a time unless DSMOOTH_JOB_SLOTS says otherwise. Measured with 30 browser sessions
+# that attack and certify within a minute on the 2-core machine (benchmarks/bench_classroom.py): with the
+# app's defaults, every student's job is the same, and 2 slots computed it twice at once (an equal job
+# takes the first one's result only when it queues behind it), each run 2-3 times slower, in the same
+# total time (267 s against 257 s), with a longer certify wait (p95 58 s against 29 s) and twice the
+# workers' memory (943 MB against 469 MB): results/bench_classroom-20261206T065224Z.json (1 slot) and
+# ...T065953Z.json (2). With a seed per student (every job real work, 200 queries, n = 200), 2 slots
+# ended sooner (261 s against 363 s, p95 waits 52 s against 91 s) but at a quarter of the other run's
+# machine load (load average 2.5 against 10.2 before it) and with twice the memory: ...T073738Z.json
+# (2 slots) and ...T071513Z.json (1); that gain is not the slots' alone. A server with more cores may set 2.
+DEFAULT_SLOTS = 1
 POLL = 0.1  # how often a thread-run job's own thread checks Cancel and the watchdog
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -311,11 +322,11 @@ def _finish(job: Job, state: str, result: Any = None, error: str | None = None) 
 
 
 def _slots() -> int:
-    raw = os.environ.get(SLOTS_ENV, "1")
+    raw = os.environ.get(SLOTS_ENV, str(DEFAULT_SLOTS))
     try:
         return max(1, int(raw))
     except ValueError:
-        return 1
+        return DEFAULT_SLOTS
 
 
 MANAGER = JobManager(_slots())
