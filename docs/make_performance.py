@@ -49,6 +49,13 @@ BENCHMARKS = {
         "work piece by piece with one torch thread, the app's server-side rerun under AppTest, and the wait "
         "in Chromium from the change to the redrawn page.",
     ),
+    "bench_classroom": (
+        "A class on one server",
+        "Thirty browser sessions (Chromium contexts on the same machine) open the app within a minute and "
+        "each runs an attack and a certify with the defaults: the wait before each job starts, its run "
+        "time, the memory of the server, its workers and the browsers, and every result checked against "
+        "the library's.",
+    ),
     "bench_gpu": (
         "On a GPU",
         "Certification with the GPU's large n on a CUDA device, the bundled ResNet-20 and a "

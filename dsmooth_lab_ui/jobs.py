@@ -130,7 +130,8 @@ def describe(job: Job) -> str:
     seconds = job.seconds()
     where = f"{step}: " if step else ""
     if state == QUEUED:
-        return f"{job.title}: queued, {MANAGER.ahead_of(job)} job(s) ahead (other sessions share the cores)"
+        place = queued_line(MANAGER.place_in_line(job))
+        return f"{place}. {job.title} starts when a slot frees (sessions share the cores)."
     if state == RUNNING:
         count = f"{done:,} / {total:,}" if total else "starting"
         return f"{job.title} ({where}{count}, {seconds:.0f} s, {job.threads} thread(s))"
@@ -141,6 +142,21 @@ def describe(job: Job) -> str:
         forced = f" {job.error}" if job.error else ""
         return f"Cancelled: {job.title} stopped{after}.{forced} {job.kept}"
     return f"{job.title} failed: {job.error}. {job.kept}"
+
+
+def queued_line(place: int | None) -> str:
+    """The waiting session's place, e.g. "Queued: 3rd in line (2 jobs ahead of yours)"."""
+    if place is None:  # it left the queue between the state read and this call
+        return "Queued: starting"
+    ahead = place - 1
+    jobs_ahead = "1 job" if ahead == 1 else f"{ahead} jobs"
+    return f"Queued: {ordinal(place)} in line ({jobs_ahead} ahead of yours)"
+
+
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st."""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
 
 
 def panel() -> None:
@@ -179,6 +195,12 @@ def _live(drawn_state: str, every: float) -> None:
         return
     with job.lock:
         fraction = job.done / job.total if job.total else 0.0
+    place = MANAGER.place_in_line(job) if drawn_state == QUEUED else None
     st.progress(min(max(fraction, 0.0), 1.0), text=describe(job))
-    if not getattr(_FULL_RUN, "drawing", False) and changed_within(job, drawn_state, every):
+    if getattr(_FULL_RUN, "drawing", False):
+        return
+    if drawn_state == QUEUED:
+        if MANAGER.queue_moved(job, place, every):  # a job ahead ended (a new place) or this one started
+            st.rerun()
+    elif changed_within(job, drawn_state, every):
         st.rerun()

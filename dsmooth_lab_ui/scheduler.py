@@ -16,7 +16,8 @@ Rules:
 - Work that does not stop within the grace after Cancel, or sends no progress report for the
   stall limit, is ended by force (:mod:`dsmooth_lab_ui.watchdog`) and the queue moves on.
 - Each job runs with torch's intra-op threads chosen by :mod:`dsmooth_lab_ui.threads`.
-- Finished results are kept by their inputs' key (``cached``), so equal inputs need no new job.
+- Finished results are kept by their inputs' key (``cached``), so equal inputs need no new job; a job
+  whose equal was ahead of it in the queue takes that result when its turn comes instead of computing.
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ from dsmooth_lab_ui.watchdog import ForcedCancel, Limits, NoProgress, Watch
 
 RESULTS_KEPT = 256
 SLOTS_ENV = "DSMOOTH_JOB_SLOTS"
+# One job computes at a time unless DSMOOTH_JOB_SLOTS says otherwise. Measured with 30 browser sessions
+# that attack and certify within a minute on the 2-core machine (benchmarks/bench_classroom.py): with the
+# app's defaults, every student's job is the same, and 2 slots computed it twice at once (an equal job
+# takes the first one's result only when it queues behind it), each run 2-3 times slower, in the same
+# total time (267 s against 257 s), with a longer certify wait (p95 58 s against 29 s) and twice the
+# workers' memory (943 MB against 469 MB): results/bench_classroom-20261206T065224Z.json (1 slot) and
+# ...T065953Z.json (2). With a seed per student (every job real work, 200 queries, n = 200), 2 slots
+# ended sooner (261 s against 363 s, p95 waits 52 s against 91 s) but at a quarter of the other run's
+# machine load (load average 2.5 against 10.2 before it) and with twice the memory: ...T073738Z.json
+# (2 slots) and ...T071513Z.json (1); that gain is not the slots' alone. A server with more cores may set 2.
+DEFAULT_SLOTS = 1
 POLL = 0.1  # how often a thread-run job's own thread checks Cancel and the watchdog
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -170,6 +182,34 @@ class JobManager:
                 return 0
             return self._running + self._waiting.index(job)
 
+    def place_in_line(self, job: Job) -> int | None:
+        """``job``'s place among the jobs that compute or wait (1: next to start), or ``None`` once it left the queue.
+
+        Why: a class of thirty pressing Certify within a minute waits minutes; each session is shown
+        where it stands (the panel's "3rd in line"), so a long wait is seen to move.
+        """
+        with self._cond:
+            return self._place(job)
+
+    def queue_moved(self, job: Job, drawn_place: int | None, seconds: float) -> bool:
+        """Whether ``job``'s place differs from ``drawn_place`` within ``seconds``; returns as soon as it does.
+
+        Why: the queued panel then redraws the moment a job ahead ends (or this one starts), not at its next poll.
+        """
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while self._place(job) == drawn_place:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)  # notified when a slot frees or a waiting job is cancelled
+            return True
+
+    def _place(self, job: Job) -> int | None:
+        if job not in self._waiting:
+            return None
+        return self._running + self._waiting.index(job) + 1
+
     def running_count(self) -> int:
         with self._cond:
             return self._running
@@ -195,6 +235,11 @@ class JobManager:
     def _run(self, job: Job) -> None:
         if not self._wait_for_slot(job):
             _finish(job, CANCELLED)
+            return
+        hit, result = self.cached(job.key) if job.cache else (False, None)
+        if hit:  # an equal job that was ahead in the queue computed it (a class pressing Certify with the defaults)
+            _finish(job, DONE, result=result)
+            self._release()
             return
         try:
             with job.lock:
@@ -277,11 +322,11 @@ def _finish(job: Job, state: str, result: Any = None, error: str | None = None) 
 
 
 def _slots() -> int:
-    raw = os.environ.get(SLOTS_ENV, "1")
+    raw = os.environ.get(SLOTS_ENV, str(DEFAULT_SLOTS))
     try:
         return max(1, int(raw))
     except ValueError:
-        return 1
+        return DEFAULT_SLOTS
 
 
 MANAGER = JobManager(_slots())
