@@ -248,7 +248,7 @@ def test_the_certify_command_on_both_backends(tmp_path, monkeypatch: pytest.Monk
     for backend in ("onnxruntime", "torch"):
         out = tmp_path / f"{backend}.tsv"
         assert main([*CERTIFY, "--model-file", str(program), *PROGRAM, "--backend", backend, "--out", str(out)]) == 0
-        assert capsys.readouterr().err.startswith(f"forward: {backend}")
+        assert capsys.readouterr().out.startswith(f"forward: {backend}")  # stdout: nothing to act on
         rows[backend] = [line.split("\t") for line in out.read_text().splitlines()[1:]]
     for fast, slow in zip(rows["onnxruntime"], rows["torch"], strict=True):
         assert fast[:3] == slow[:3]  # idx, label, prediction

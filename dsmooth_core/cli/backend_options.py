@@ -24,12 +24,15 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def with_backend(model: nn.Module, args: argparse.Namespace) -> nn.Module:
-    """``model`` on the command's ``--backend``, with a line on stderr saying what runs the forward."""
+    """``model`` on the command's ``--backend``: what runs the forward goes to stdout, a fallback's note to stderr.
+
+    Stderr carries only what the user should act on, so a refusal stays the one line it is.
+    """
     backend = getattr(args, "backend", None) or default_backend()  # hand-built Namespaces may leave it out
     if getattr(args, "compile", False):
         if backend == "onnxruntime":
             raise InputRefused("--compile speeds up the torch forward; it cannot go with --backend onnxruntime")
         backend = "torch"
     model, note = inference_model(model, backend)
-    print(note, file=sys.stderr)
+    print(note, file=sys.stderr if note.startswith("note:") else sys.stdout)
     return model
