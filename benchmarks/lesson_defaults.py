@@ -5,7 +5,7 @@ the methods differing. The default gallery image certifies at the radius ceiling
 methods, which teaches nothing. This script runs the bundled model, the "reachable" attack and
 DCERT for the three methods with the lesson's own settings (the same seeds and batch size the
 lesson's jobs use) on the offline sample gallery and, when ``DSMOOTH_DATA_DIR`` holds CIFAR-10, on
-the first CIFAR-10 test images, and writes every row and the pick to ``benchmarks/lesson_defaults.json``.
+every 100th CIFAR-10 test image (all classes), and writes every row and the pick to ``benchmarks/lesson_defaults.json``.
 
 A candidate qualifies when the base model gets it right (or, for an unlabelled sample, the
 label is the base model's own prediction), the attack fools the base model, every method certifies
@@ -113,7 +113,8 @@ def pick(rows: list[dict]) -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cifar-images", type=int, default=60, help="how many CIFAR-10 test images (from index 0)")
+    parser.add_argument("--cifar-images", type=int, default=100, help="how many CIFAR-10 test images")
+    parser.add_argument("--stride", type=int, default=100, help="every stride-th test image from index 0 (all classes)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -132,7 +133,7 @@ def main() -> None:
         print(f"no CIFAR-10 ({exc}): the gallery only")
         test = None
     if test is not None:
-        for index in range(args.cifar_images):
+        for index in range(0, min(args.cifar_images * args.stride, len(test.labels)), args.stride):
             x = prepare_image(Image.fromarray(test.images[index]), model.info)
             candidates.append(("cifar10-test", str(index), x, int(test.labels[index])))
     rows = []
@@ -148,7 +149,7 @@ def main() -> None:
     picks = {source: pick([r for r in rows if r["source"] == source]) for source in ("gallery", "cifar10-test")}
     payload = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": f"python benchmarks/lesson_defaults.py --cifar-images {args.cifar_images}",
+        "command": f"python benchmarks/lesson_defaults.py --cifar-images {args.cifar_images} --stride {args.stride}",
         "data dir": os.environ.get("DSMOOTH_DATA_DIR"),
         "model": model.info.name,
         "model identity": model.info.identity,
@@ -156,6 +157,10 @@ def main() -> None:
         "settings": s._asdict(),
         "rule": " ".join(__doc__.split("\n\n")[2].split()),
         "picks": {k: (None if v is None else f"{v['source']}:{v['image']}") for k, v in picks.items()},
+        # step 1's example of a mistake: the first CIFAR-10 image the base model gets wrong
+        "mistake": next(
+            (f"{r['source']}:{r['image']}" for r in rows if r["source"] != "gallery" and not r["base correct"]), None
+        ),
         "rows": rows,
     }
     args.output.write_text(json.dumps(payload, indent=1) + "\n")

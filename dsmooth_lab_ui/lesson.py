@@ -33,6 +33,7 @@ from dsmooth_lab_ui import (
     reports,
     resources,
     state,
+    widgets,
 )
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8
 
@@ -106,7 +107,8 @@ def start() -> list[str]:
         return []
     st.session_state[STARTED] = True
     if st.query_params:
-        return links.restore(PAGE)
+        shown = st.session_state.get(links.NOTES) or (None, [])  # what the app said when it read the link
+        return [note for note in links.restore(PAGE) if note not in shown[1]]
     try:
         state.put(state.IMAGE, default_image())
     except (DataUnavailableError, OSError) as exc:  # the session's image stays
@@ -148,11 +150,15 @@ def _certify_values(lesson: Lesson, methods: list[str]) -> dict[str, Any]:
     }
 
 
-def _attack_record(lesson: Lesson) -> state.AttackRecord | None:
-    """The session's attack if it was run on this model and image with the lesson's attack seed."""
+def _attack_record(lesson: Lesson, preset: str | None = None) -> state.AttackRecord | None:
+    """The session's attack on this model and image (with ``preset`` and the lesson's seed, if given)."""
     record: state.AttackRecord | None = state.get(state.ATTACK)
     if record is None or record.model_key != resources.model_key(lesson.model):
         return None
+    if preset is not None:
+        same = record.config == dict(widgets.config_items(PRESETS[preset]))
+        if not same or record.seed != lesson.settings.attack_seed:
+            return None
     return record if record.image_id == lesson.image.image_id else None
 
 
@@ -198,14 +204,15 @@ def step_classifier(lesson: Lesson) -> None:
         key="lesson_probabilities",
         width="stretch",
     )
-    verdict = (
-        "its true label is unknown, so the lab treats the base model's answer as the label"
-        if label is None
-        else ("right" if top == label else f"wrong: the true class is {lesson.classes[label]}")
-    )
+    if label is None:
+        verdict = "This picture has no CIFAR-10 label, so the lab treats the base model's answer as its label."
+    elif top == label:
+        verdict = "That is right."
+    else:
+        verdict = f"That is wrong: the true class is {lesson.classes[label]}."
     st.write(
         f"The base classifier (a small ResNet-20 trained on CIFAR-10) says **{lesson.classes[top]}** with "
-        f"{probabilities[top]:.0%} softmax probability, and it is {verdict}. A softmax score is not a "
+        f"{probabilities[top]:.0%} softmax probability. {verdict} A softmax score is not a "
         "guarantee: a classifier can be confidently wrong, and a tiny change of the pixels can change its answer. "
         "Pick another image to see a mistake."
     )
@@ -223,7 +230,7 @@ def step_attack(lesson: Lesson) -> None:
     )
     if st.button("Run the attack", key="lesson_attack_run", type="primary", icon=":material/bolt:"):
         lesson_jobs.attack(lesson.model, lesson.image, preset, lesson.settings.attack_seed)
-    record = _attack_record(lesson)
+    record = _attack_record(lesson, preset)
     if record is None:
         st.caption("Press the button: Square Attack (queries only) then one FGSM step, seed 0.")
     else:
@@ -243,6 +250,8 @@ def step_attack(lesson: Lesson) -> None:
             width="stretch",
         )
         fooled = "fools" if bool(result.success[0]) else "does not fool"
+        if clean != record.label:
+            fooled += " (it was wrong before the attack)"
         st.write(
             f"The attack {fooled} the base model: it now says **{lesson.classes[adversarial]}**. No pixel moved "
             f"by more than {float(result.linf[0]) * 255:.1f}/255 (l2 length {float(result.l2[0]):.3f}), far below "
@@ -273,8 +282,9 @@ def step_noise(lesson: Lesson) -> None:
     st.plotly_chart(figures.image_strip(pictures, titles), key="lesson_noise_images", width="stretch")
     st.write(
         "A smoothed classifier never looks at the image alone: it asks the base model about many noisy copies "
-        f"x + e. sigma is the noise's standard deviation per pixel, in [0, 1] pixel units: at {sigma:g} the "
-        "image is still recognisable to you, but the base model must now be right on noise it was trained for. "
+        "x + e. sigma is the noise's standard deviation per pixel, in [0, 1] pixel units; the larger it is, "
+        "the further a certificate can reach, and the harder the base model's task (the bundled model was "
+        "trained on noisy copies at sigma 0.12, 0.25 and 0.5). "
         "RandSmooth adds Gaussian noise, LSmooth Laplace noise of the same variance, DSmooth Gaussian noise "
         "stretched along the directions attacks use."
     )
@@ -313,10 +323,18 @@ def step_votes(lesson: Lesson) -> None:
         tops = ", ".join(
             f"{name}: {lesson.classes[int(c.argmax())]} ({int(c.max())}/{count})" for name, c in counts.items()
         )
+        base = int(resources.probabilities(lesson.model, lesson.image, lesson.x).argmax())
+        winners = {int(c.argmax()) for c in counts.values()}
+        differs = (
+            f" Here the vote differs from the base model's answer on the clean image ({lesson.classes[base]}): "
+            "the smoothed classifier is a classifier of its own."
+            if winners != {base}
+            else ""
+        )
         st.write(
             f"Each noisy copy is one vote of the base model ({tops}). The smoothed classifier answers with the "
             "class that wins the vote; the larger its share, the more the image can move before the vote "
-            "could turn. That share, bounded from below, is what a certificate is made of."
+            f"could turn. That share, bounded from below, is what a certificate is made of.{differs}"
         )
     full_page_link(
         nav.NOISE,
@@ -356,11 +374,12 @@ def step_certificate(lesson: Lesson) -> None:
             )
         else:
             st.write(
-                f"RandSmooth certifies **{lesson.classes[cert.prediction]}** with radius R = {cert.radius:.3f} (l2): "
-                f"its share of the votes is at least p_lower = {cert.p_lower:.3f}, and then no perturbation of "
-                f"l2 length below R can change the smoothed classifier's answer. The promise fails with probability "
-                f"at most alpha = {s.alpha:g} (bad luck in the draws). With n = {s.n} draws no radius can exceed "
-                f"{ceiling:.3f}: more draws, a larger possible radius."
+                f"RandSmooth certifies **{lesson.classes[cert.prediction]}** with radius R = {cert.radius:.3f} (l2). "
+                f"From {cert.counts_estimation[cert.prediction]} of {s.n} votes, a noisy copy is classified so "
+                f"with probability at least p_lower = {cert.p_lower:.3f}, and then no perturbation of l2 length "
+                "below R = sigma Phi^-1(p_lower) can change the smoothed classifier's answer. The promise fails "
+                f"with probability at most alpha = {s.alpha:g} (bad luck in the draws). With n = {s.n} draws no "
+                f"radius can exceed {ceiling:.3f}: more draws, a larger possible radius."
             )
     full_page_link(
         nav.CERTIFY, "Open the Certify page with this certificate", **_certify_values(lesson, ["randsmooth"])
@@ -388,9 +407,10 @@ def step_methods(lesson: Lesson) -> None:
         )
         st.write(
             f"Each method certifies a ball in its own metric: {own}. These numbers cannot be ranked: an l1 radius, "
-            "an l2 radius and a Mahalanobis radius measure different neighbourhoods (a Mahalanobis radius is "
-            "long along the directions DSmooth's noise is stretched in and short across them; it is not an l2 "
-            "guarantee). The bars restate every region in the same metric: the l2 and l1 balls each one contains."
+            "an l2 radius and a Mahalanobis radius measure different neighbourhoods (a Mahalanobis ball reaches "
+            "further along the directions DSmooth's noise is stretched in and less far across them; its radius "
+            "is not an l2 guarantee). The bars restate every region in the same metric: the l2 and l1 balls "
+            "each one contains."
         )
     full_page_link(nav.CERTIFY, "Open the Certify page with these methods", **_certify_values(lesson, methods))
 
@@ -455,11 +475,12 @@ def step_audit(lesson: Lesson) -> None:
         elif result.inconclusive:
             outcome = f"could not look ({result.reason})"
         else:
-            outcome = "found nothing inside R"
+            metric = method_class(result.method).metric_label
+            outcome = f"found nothing inside R (it searched up to {result.searched_up_to:.3g}, {metric})"
         st.write(
-            f"The audit attacks the smoothed classifier itself and {outcome}. Its smallest success is an upper "
-            "bound on the true robust radius, the certificate a lower bound; between them lies what nobody knows. "
-            "Finding nothing never proves a certificate: a stronger attack might succeed."
+            f"The audit attacks the smoothed classifier itself and {outcome}. A success would be an upper "
+            "bound on the true robust radius, the certificate is a lower bound; between them lies what nobody "
+            "knows. Finding nothing never proves a certificate: a stronger attack might succeed."
         )
     full_page_link(nav.CERTIFY, "Open the Certify page's audit", **_certify_values(lesson, methods))
 
