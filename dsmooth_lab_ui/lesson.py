@@ -97,8 +97,19 @@ def image_options() -> dict[str, Callable[[], state.ImageChoice]]:
     return options
 
 
+def app_default(image: state.ImageChoice | None) -> bool:
+    """Whether ``image`` is the one ``choices.ensure_defaults`` gives a new session (nobody chose it)."""
+    if image is None or image.source == "upload":
+        return False
+    images, _ = resources.cifar10("test")
+    if images is not None:
+        return image.image_id == f"cifar10-test:{int(resources.cifar_gallery_order(images)[0])}"
+    return image.image_id == gallery.default_choice().image_id
+
+
 def start() -> list[str]:
-    """The first time the lesson opens in a session: a shared link's settings, else the lesson's default image.
+    """The first time the lesson opens in a session: a shared link's settings, else the lesson's default
+    image in place of the app's (an image the student chose on another page stays).
 
     The link is read here too because the app may have read it before this module registered the
     lesson's parameters (its first import in the server's process); returns the notes on dropped values.
@@ -109,6 +120,8 @@ def start() -> list[str]:
     if st.query_params:
         shown = st.session_state.get(links.NOTES) or (None, [])  # what the app said when it read the link
         return [note for note in links.restore(PAGE) if note not in shown[1]]
+    if not app_default(state.get(state.IMAGE)):
+        return []
     try:
         state.put(state.IMAGE, default_image())
     except (DataUnavailableError, OSError) as exc:  # the session's image stays
