@@ -137,7 +137,7 @@ def test_pick_attack_certify_and_cancel_in_a_real_browser(app_server: str) -> No
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.set_default_timeout(120_000)
-            page.goto(app_server)
+            page.goto(f"{app_server}/model_image")  # the guided lesson is the default page
             page.get_by_role("heading", name="Model & image").wait_for()
             wait_idle(page)
 
