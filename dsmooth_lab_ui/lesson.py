@@ -129,6 +129,11 @@ def start() -> list[str]:
     return []
 
 
+def next_step() -> None:
+    """``on_click`` of the page's Next button."""
+    st.session_state[STEP] = min(int(st.session_state.get(STEP, 1)) + 1, len(STEPS))
+
+
 def current() -> Lesson | None:
     """The lesson's inputs, or None after saying what is missing."""
     found = nav.model_and_image()

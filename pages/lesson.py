@@ -28,3 +28,8 @@ if current is not None:
     )
     st.subheader(titles[number - 1])
     lesson.STEPS[number - 1].show(current)
+    if number < len(titles):
+        st.divider()
+        st.button(
+            f"Next: {titles[number]}", key="lesson_next", on_click=lesson.next_step, icon=":material/arrow_forward:"
+        )

@@ -81,6 +81,9 @@ def test_the_lesson_opens_first_with_the_measured_cifar_image(app_env: Path) -> 
     assert at.title[0].value == "Start here: a guided lesson"
     assert image_of(at).image_id == f"cifar10-test:{lesson_defaults.CIFAR_INDEX}"
     assert at.radio(key=lesson.STEP).value == 1
+    at.button(key="lesson_next").click().run()
+    assert_clean(at)
+    assert at.radio(key=lesson.STEP).value == 2 and at.subheader[0].value == "2. An attack that fools it"
 
 
 def test_offline_the_lesson_uses_the_measured_gallery_sample(
