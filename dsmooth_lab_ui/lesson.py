@@ -43,6 +43,7 @@ STEP = "lesson_step"  # the step shown, 1-based
 SIGMA_CHOICES = (0.1, 0.25, 0.5, 1.0)  # among the Noise explorer's levels, so its link can carry them
 N_CHOICES = (200, 500, 1000)
 VOTE_COUNTS = (100, 200, 500)
+SUBTLE_LINF = 8 / 255  # the usual CIFAR-10 budget, chosen because people do not see such changes
 PERSIST: Any = "session"  # a step's widget keeps its value while other steps are shown
 
 
@@ -270,10 +271,12 @@ def step_attack(lesson: Lesson) -> None:
         fooled = "fools" if bool(result.success[0]) else "does not fool"
         if clean != record.label:
             fooled += " (it was wrong before the attack)"
+        linf = float(result.linf[0])
+        subtle = ", below what a person notices" if linf <= SUBTLE_LINF else ""
         st.write(
             f"The attack {fooled} the base model: it now says **{lesson.classes[adversarial]}**. No pixel moved "
-            f"by more than {float(result.linf[0]) * 255:.1f}/255 (l2 length {float(result.l2[0]):.3f}), far below "
-            "what a person notices. Randomized smoothing answers such attacks with a guarantee instead of a hope."
+            f"by more than {linf * 255:.1f}/255 (l2 length {float(result.l2[0]):.3f}){subtle}. Randomized "
+            "smoothing answers such attacks with a guarantee instead of a hope."
         )
     full_page_link(
         nav.ATTACK,
