@@ -137,9 +137,10 @@ def test_pick_attack_certify_and_cancel_in_a_real_browser(app_server: str) -> No
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.set_default_timeout(120_000)
-            page.goto(f"{app_server}/model_image")  # the guided lesson is the default page
-            page.get_by_role("heading", name="Model & image").wait_for()
+            page.goto(app_server)
+            page.get_by_role("heading", name="Start here: a guided lesson").wait_for()  # the default page
             wait_idle(page)
+            go(page, "Model & image")
 
             # pick an image from the gallery
             page.get_by_role("button", name="Select", exact=True).nth(2).click()
