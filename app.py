@@ -37,5 +37,4 @@ boundary.guarded(jobs.panel, "The job panel")  # the session's running job, with
 boundary.guarded(page.run, f"The page {page.title!r}")
 boundary.guarded(lambda: sidebar.render(side.container()), "The sidebar")  # again, with what the page changed
 boundary.guarded(lambda: links.sync(page_path), "Writing the page's link")  # the address bar holds the link
-with share:
-    boundary.guarded(lambda: links.copy_link_control(page_path), "The page's link")
+boundary.guarded(lambda: links.sidebar_control(page_path, share), "The page's link")

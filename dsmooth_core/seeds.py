@@ -1,6 +1,7 @@
 """Seeds derived per image and per use, so a result never depends on the order work was done in.
 
-``derive_seed`` is the one rule for new work. ``certify_command_seed`` is the rule the ``certify`` and
+``derive_seed`` is the one rule for new work (the app audit's draws included; a single image certified in the app or
+through the library uses its seed as given). ``certify_command_seed`` is the rule the ``certify`` and
 ``audit`` commands have always used; it stays because committed result files depend on it:
 ``docs/reproduction/records/bundled_card_randsmooth.tsv`` (the bundled model card's 70.4% in
 ``docs/BUNDLED_MODEL.md``) and ``docs/reproduction/candidate14/*.tsv`` were made with it, and a new rule

@@ -6,22 +6,21 @@ refutes the certificate. What it cannot: finding nothing never proves a certific
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import streamlit as st
 import torch
 
 from dsmooth_core import Certificate, SmoothingNoise
-from dsmooth_core.audit import AuditResult, AuditSettings, audit
-from dsmooth_core.device import generator_for
+from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.noise import method_class
+from dsmooth_core.seeds import derive_seed
 from dsmooth_core.settings import result_key
-from dsmooth_lab_ui import audit_figures, jobs, resources, state
+from dsmooth_lab_ui import audit_figures, jobs, resources, state, tasks
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8, upscale
 
 JOB = "audit"
-# The audit's draws come from another stream than the certificate's (same seed setting, new draws).
-AUDIT_SEED_OFFSET = 1_000_003
 # The widgets' limits: at 50 draws and alpha 1e-9, PREDICT can still name a class at the Bonferroni level of
 # any realistic number of candidates (below 2^49 alpha); fewer draws or a smaller alpha make audits blind.
 MIN_N = 50
@@ -79,11 +78,7 @@ def _run(model, x, record: state.CertifyRecord, noise: SmoothingNoise, settings:
     """Start the audit of one certificate as a background job; its result lands in ``state.AUDIT``."""
     method = noise.name
     certificate = dict(record.results)[noise]
-    seed = record.settings[noise.key].seed + AUDIT_SEED_OFFSET
-
-    def work(progress: jobs.Progress) -> AuditResult:
-        progress.stage(f"{method}: attack and PREDICT draws")
-        return audit(model, x, noise, certificate, settings, generator_for(model, seed), progress)
+    seed = derive_seed(record.settings[noise.key].seed, 0, "audit")  # draws apart from the certificate's
 
     def deliver(result: AuditResult) -> None:
         audits: dict[str, AuditView] = dict(state.get(state.AUDIT) or {})
@@ -94,7 +89,7 @@ def _run(model, x, record: state.CertifyRecord, noise: SmoothingNoise, settings:
         JOB,
         f"Audit of {method}",
         result_key(record.model_key, record.image_id, noise, certificate, settings, seed),
-        work,
+        functools.partial(tasks.audit, model, x, noise, certificate, settings, seed),
         deliver,
         batch=settings.batch_size,
     )

@@ -14,8 +14,8 @@ import torch
 
 from dsmooth_core import SmoothingNoise
 from dsmooth_core.attacks import PRESETS
-from dsmooth_core.audit import AuditResult, AuditSettings, audit
-from dsmooth_core.device import generator_for
+from dsmooth_core.audit import AuditResult, AuditSettings
+from dsmooth_core.seeds import derive_seed
 from dsmooth_core.settings import CertifySettings, result_key
 from dsmooth_lab_ui import audit_view, jobs, resources, state, tasks, widgets
 from dsmooth_lab_ui.lesson_defaults import LessonSettings
@@ -121,15 +121,11 @@ def certify(
 
 
 def run_audit(model: torch.nn.Module, x: torch.Tensor, record: state.CertifyRecord, noise: SmoothingNoise) -> None:
-    """The library's audit of one certificate with :data:`AUDIT`; delivers into ``state.AUDIT`` as the
-    Certify page's audit panel does (same seed offset, same key)."""
+    """The audit of one certificate with :data:`AUDIT`; delivers into ``state.AUDIT`` as the Certify
+    page's audit panel does (the same task, seed rule and key)."""
     certificate = dict(record.results)[noise]
-    seed = record.settings[noise.key].seed + audit_view.AUDIT_SEED_OFFSET
+    seed = derive_seed(record.settings[noise.key].seed, 0, "audit")  # the audit panel's rule
     method = noise.name
-
-    def work(progress: jobs.Progress) -> AuditResult:
-        progress.stage(f"{method}: attack and PREDICT draws")
-        return audit(model, x, noise, certificate, AUDIT, generator_for(model, seed), progress)
 
     def deliver(result: AuditResult) -> None:
         audits = dict(state.get(state.AUDIT) or {})
@@ -140,7 +136,7 @@ def run_audit(model: torch.nn.Module, x: torch.Tensor, record: state.CertifyReco
         "audit",
         f"Audit of {method}",
         result_key(record.model_key, record.image_id, noise, certificate, AUDIT, seed),
-        work,
+        functools.partial(tasks.audit, model, x, noise, certificate, AUDIT, seed),
         deliver,
         batch=AUDIT.batch_size,
     )

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import streamlit as st
 
@@ -30,6 +30,8 @@ from dsmooth_lab_ui import choices, gallery, nav, resources, state, widgets
 
 LAST_PAGE = "dsl_links_page"  # the page of the last run: a different one now means the page just opened
 NOTES = "dsl_links_notes"  # (page path, notes) from the last restore, shown while that page stays open
+PAGE_PARAM = "page"  # a page's URL path: app.py switches to it (a link that reached the wrong page on the way)
+DRAWN = "dsl_links_drawn"  # the page whose Copy-link control this run drew (app.py then draws none)
 WRITTEN = "dsl_links_written"  # the query parameters sync wrote last: still in the URL after a page switch
 UPLOAD = "upload"  # the value a link carries for a model, image or profile that cannot be shared
 MAX_DRAWS = 10_000_000  # a link asking for more noise draws than this is a typo, not a lesson
@@ -66,7 +68,10 @@ class Group(Protocol):
 # ---------------------------------------------------------------- parsers: str -> value, ValueError when bad
 def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("not a whole number") from None
         if (low is not None and value < low) or (high is not None and value > high):
             raise ValueError(
                 f"must lie in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
@@ -78,7 +83,7 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[str], 
 
 def number(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
-        value = float(text)
+        value = _float(text)
         below = value <= low if open_low else value < low
         above = value >= high if open_high else value > high
         if not math.isfinite(value) or below or above:
@@ -87,6 +92,13 @@ def number(low: float, high: float, *, open_low: bool = False, open_high: bool =
         return value
 
     return parse
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
 
 
 def one_of(options: Iterable[Any]) -> Callable[[str], Any]:
@@ -105,7 +117,7 @@ def float_of(options: Iterable[float]) -> Callable[[str], float]:
     allowed = tuple(options)
 
     def parse(text: str) -> float:
-        value = float(text)
+        value = _float(text)
         if value not in allowed:
             raise ValueError(f"must be one of {', '.join(f'{v:g}' for v in allowed)}")
         return allowed[allowed.index(value)]
@@ -209,7 +221,7 @@ ATTACK_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 @dataclass(frozen=True)
 class Attack:
-    """The attack settings of ``widgets.attack_settings`` under a widget ``prefix``, URL names under ``prefix_name``.
+    """The attack settings of ``widgets.attack_settings`` under a widget ``prefix``, URL names under ``name_prefix``.
 
     Restored as a whole: the preset's values, then the link's fields over them; a combination the
     library refuses (``AttackConfig``) leaves the preset's values.
@@ -377,12 +389,13 @@ class ImageGroup:
         return {"image": UPLOAD if image.source == "upload" else image.image_id}
 
 
+CALIBRATION_MAX_K = 512  # the Threat profile page's largest rank to fit
 CALIBRATION = Fields(
     (
         Param("cal_split", "prof_split", one_of(["train", "test"])),
         Param("cal_n", "prof_n", integer(2, 5000)),
         Param("cal_subset_seed", "prof_subset_seed", integer(0)),
-        Param("cal_k", "prof_k", integer(1, 512)),
+        Param("cal_k", "prof_k", integer(1, CALIBRATION_MAX_K)),
         Param("cal_keep", "prof_keep", one_of(["successful", "nonzero"])),
         Param("cal_seed", "prof_seed", integer(0)),
         Param("cal_batch", "prof_batch", integer(1, 100_000)),
@@ -394,6 +407,54 @@ CALIBRATION = Fields(
 )
 CALIBRATION_ATTACK = Attack("prof_", "cal_", "conventional", (("n_queries", 100),))
 SHAPE_NAMES = ("norm", "k", "shrink")
+PENDING_SHAPE = "dsl_links_pending_shape"  # a built profile's shape from a link, for when it is built
+
+
+def _shape_fields(params: Mapping[str, str], max_k: int) -> tuple[dict[str, Any], list[str]]:
+    """The link's normalization, k and shrinkage (those given and valid), and a note for each bad one."""
+    parsers = {
+        "normalization": ("norm", one_of(("det", "trace"))),
+        "k": ("k", integer(1, max_k)),
+        "shrinkage": ("shrink", number(0.0, 1.0)),
+    }
+    fields, notes = {}, []
+    for field, (name, parse) in parsers.items():
+        if name in params:
+            try:
+                fields[field] = parse(params[name])
+            except ValueError as exc:
+                notes.append(_dropped(name, params[name], str(exc)))
+    return fields, notes
+
+
+def _shape_values(choice: state.ProfileChoice) -> dict[str, str]:
+    return {"norm": choice.normalization, "k": str(choice.k), "shrink": _text(choice.shrinkage)}
+
+
+def _reshape(choice: state.ProfileChoice, fields: dict[str, Any]) -> list[str]:
+    """Give the profile in use the link's shape (its own for fields not given; no refit)."""
+    try:
+        wanted = ProfileShape(**{**dataclasses.asdict(choice.shape), **fields})
+    except InputRefused as exc:  # the parsers keep to the library's bounds; say so if one ever does not
+        return [f"The link's profile shape was refused ({exc}); the profile's own shape is used."]
+    if wanted != choice.shape:
+        state.put(state.PROFILE, dataclasses.replace(choice, shape=wanted))
+        for key in ("profile_k", "profile_shrinkage", "profile_normalization"):
+            st.session_state.pop(key, None)  # the shape controls start from the profile in use
+    return []
+
+
+def _apply_pending_shape() -> None:
+    """A link's shape for a built profile takes effect once that profile is built (any other drops it)."""
+    fields = st.session_state.get(PENDING_SHAPE)
+    choice: state.ProfileChoice | None = state.get(state.PROFILE)
+    if not fields or choice is None:
+        return
+    del st.session_state[PENDING_SHAPE]
+    if profile_kind(choice) == "built":
+        fitted_k = choice.profile.covariance.k  # the data may allow fewer directions than the link's k
+        for note in _reshape(choice, {**fields, "k": min(fields.get("k", fitted_k), fitted_k)}):
+            st.warning(note, icon=":material/link_off:")
 
 
 def profile_kind(choice: state.ProfileChoice | None) -> str:
@@ -434,7 +495,9 @@ class ProfileGroup:
         if kind == "built":
             state.put(state.PROFILE, None)
             st.session_state["profile_source"] = PROFILE_SOURCES["built"]
-            notes = CALIBRATION.restore(params) + CALIBRATION_ATTACK.restore(params)
+            fields, notes = _shape_fields(params, CALIBRATION_MAX_K)
+            st.session_state[PENDING_SHAPE] = fields or None  # applied when the build delivers (``opened``)
+            notes += CALIBRATION.restore(params) + CALIBRATION_ATTACK.restore(params)
             return [*notes, REBUILD]
         if kind not in ("tuned", "paper"):
             return [_dropped("profile", kind, "must be tuned, paper, built, none or upload")]
@@ -455,40 +518,16 @@ class ProfileGroup:
             choices.use_profile(profile, source)
             current = state.get(state.PROFILE)
         st.session_state["profile_source"] = PROFILE_SOURCES["bundled"]
-        notes, shape = [], dataclasses.asdict(ProfileShape.of(profile.covariance))
-        parsers = {
-            "normalization": ("norm", one_of(("det", "trace"))),
-            "k": ("k", integer(1, profile.covariance.k)),
-            "shrinkage": ("shrink", number(0.0, 1.0)),
-        }
-        for field, (name, parse) in parsers.items():
-            if name in params:
-                try:
-                    shape[field] = parse(params[name])
-                except ValueError as exc:
-                    notes.append(_dropped(name, params[name], str(exc)))
-        try:
-            wanted = ProfileShape(**shape)
-        except InputRefused as exc:  # the parsers keep to the library's bounds; say so if one ever does not
-            return [*notes, f"The link's profile shape was refused ({exc}); the saved shape is used."]
-        if wanted != current.shape:
-            state.put(state.PROFILE, dataclasses.replace(current, shape=wanted))
-            for key in ("profile_k", "profile_shrinkage", "profile_normalization"):
-                st.session_state.pop(key, None)  # the shape controls start from the profile in use
-        return notes
+        fields, notes = _shape_fields(params, profile.covariance.k)
+        return notes + _reshape(current, fields)
 
     def values(self) -> dict[str, str]:
         choice: state.ProfileChoice | None = state.get(state.PROFILE)
         kind = profile_kind(choice)
         if kind in ("tuned", "paper"):
-            return {
-                "profile": kind,
-                "norm": choice.normalization,
-                "k": str(choice.k),
-                "shrink": _text(choice.shrinkage),
-            }
+            return {"profile": kind, **_shape_values(choice)}
         if kind == "built":
-            return {"profile": kind, **CALIBRATION.values(), **CALIBRATION_ATTACK.values()}
+            return {"profile": kind, **_shape_values(choice), **CALIBRATION.values(), **CALIBRATION_ATTACK.values()}
         return {"profile": kind}
 
 
@@ -593,6 +632,9 @@ def opened(page_path: str) -> list[str]:
     that are still those the previous page wrote are no link either (they could set this page's
     inputs of the same name, e.g. another page's seed).
     """
+    _follow_page_param(page_path)
+    _apply_pending_shape()
+    st.session_state.pop(DRAWN, None)
     if st.session_state.get(LAST_PAGE) != page_path:
         st.session_state[LAST_PAGE] = page_path
         params = _params()
@@ -605,6 +647,28 @@ def opened(page_path: str) -> list[str]:
 def path_of(page: Any) -> str:
     """The nav path (``nav.PAGES``) of the ``st.Page`` that ``st.navigation`` returned, found by its unique title."""
     return next((p.path for p in nav.PAGES if p.title == page.title), page.title)
+
+
+def _follow_page_param(page_path: str) -> None:
+    """Go to the page a ``page`` parameter names, with the link's other parameters (a rerun, if not there)."""
+    if PAGE_PARAM not in st.query_params:
+        return
+    rest = {key: value for key, value in _params().items() if key != PAGE_PARAM}
+    wanted = st.query_params[PAGE_PARAM]
+    target = next((p.path for p in nav.PAGES if Path(p.path).stem == wanted), None)
+    if target is not None and target != page_path:
+        st.switch_page(target, query_params=rest)
+    st.query_params.from_dict(rest)
+
+
+def handover_params() -> dict[str, str]:
+    """The URL's parameters plus the page it asked for, for a page that hands over to app.py.
+
+    On a server's very first run, a link to a page runs that page's file alone (Streamlit's legacy
+    multipage mode) and ``nav.ensure_app`` switches to app.py, which would open the default page.
+    """
+    stem = urlsplit(st.context.url or "").path.rstrip("/").rpartition("/")[2]
+    return {**_params(), **({PAGE_PARAM: stem} if stem else {})}
 
 
 def url_path(page_path: str) -> str:
@@ -628,9 +692,9 @@ def unshareable(page_path: str) -> list[str]:
     """What this page's state holds that a link cannot carry (uploads)."""
     groups = PAGES.get(page_path, ())
     out = []
-    if MODEL in groups and ModelGroup().values().get("model") == UPLOAD:
+    if MODEL in groups and MODEL.values().get("model") == UPLOAD:
         out.append("The model is an upload: the link opens with the default model.")
-    if IMAGE in groups and ImageGroup().values().get("image") == UPLOAD:
+    if IMAGE in groups and IMAGE.values().get("image") == UPLOAD:
         out.append("The image is an upload: the link opens with the default image.")
     if PROFILE in groups and profile_kind(state.get(state.PROFILE)) == UPLOAD:
         out.append("The threat profile was loaded from a file: the link opens without it.")
@@ -638,7 +702,12 @@ def unshareable(page_path: str) -> list[str]:
 
 
 def copy_link_control(page_path: str) -> None:
-    """The page's link with its copy button; states that depend on an upload say they cannot be shared."""
+    """The page's link with its copy button; states that depend on an upload say they cannot be shared.
+
+    app.py draws it in the sidebar after every page (``sidebar_control``); a page that draws it itself,
+    where it suits the page better, replaces that one.
+    """
+    st.session_state[DRAWN] = page_path
     relative = url_for(page_path)
     base = st.context.url  # the page's address in the user's browser, without its query
     query = urlencode(values(page_path))
@@ -648,3 +717,10 @@ def copy_link_control(page_path: str) -> None:
     st.caption("Opened elsewhere, it shows the same settings; the same button then gives the same numbers.")
     for note in unshareable(page_path):
         st.caption(f":material/warning: {note}")
+
+
+def sidebar_control(page_path: str, container: Any) -> None:
+    """app.py's Copy-link control in ``container``, after the page ran, unless the page drew its own."""
+    if st.session_state.get(DRAWN) != page_path:
+        with container:
+            copy_link_control(page_path)

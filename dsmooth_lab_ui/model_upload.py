@@ -27,7 +27,7 @@ from dsmooth_core.models.model_file import (
     probe,
 )
 from dsmooth_core.models.user import ExportedNet
-from dsmooth_lab_ui import resources, state
+from dsmooth_lab_ui import programs, resources, state
 
 # Streamlit refuses larger files itself (server.maxUploadSize in .streamlit/config.toml): 300 MB, because
 # Cohen et al.'s ImageNet checkpoints with their optimizer state are about 205 MB.
@@ -100,6 +100,7 @@ def load_upload(file_name: str, data: bytes, options: ModelFileOptions) -> str:
     models: dict[str, tuple[Normalized, ModelCard]] = st.session_state.setdefault(state.UPLOADED_MODELS, {})
     if identity in models:
         return identity
+    programs.remember(model, data)  # a torch.export program goes to the job's worker as this file
     batch, labels, note = _probe_batch(model)
     predicted = probe(model, batch).tolist()
     names = model.info.class_names

@@ -68,7 +68,9 @@ def ensure_app() -> None:
     if state.MODEL in st.session_state:
         return
     try:
-        st.switch_page("app.py")
+        from dsmooth_lab_ui import links  # links declares the pages' parameters with this module's paths
+
+        st.switch_page("app.py", query_params=links.handover_params())  # a link's page and settings survive
     except StreamlitAPIException:  # run standalone (no app.py beside it): set the session up here
         state.init()
         choices.ensure_defaults()

@@ -1,29 +1,47 @@
-"""The work of the app's background jobs: library calls only, no streamlit.
+"""The work of the app's background jobs: library calls only, no streamlit, no scheduler.
 
 Pages hand these to a job as ``functools.partial`` with every argument but the progress callback,
 so the job runs in the worker process (:mod:`dsmooth_lab_ui.worker`). Each function takes the job's
 progress callback last and returns the library's objects (tensors on the CPU); the page's
 ``deliver`` turns them into session records. Sub-results that another job may need again (one
-method's certificate, one method's votes) are kept in the result cache of the process the work runs
-in (the worker's, which lives between jobs, shared by every session) under the key the page built
-with ``dsmooth_core.settings.result_key`` from the identities of all their inputs.
+method's certificate, one method's votes) are kept in :data:`memo.SUB_RESULTS` of the process the
+work runs in (the worker's, which lives between jobs, shared by every session) under the key the page
+built with ``dsmooth_core.settings.result_key`` from the identities of all their inputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from dsmooth_core import Certificate, SmoothingNoise, certify
 from dsmooth_core.attacks import AttackConfig, AttackResult, square_then_fgsm
-from dsmooth_core.data import ImageSet
+from dsmooth_core.audit import AuditResult, AuditSettings
+from dsmooth_core.audit import audit as audit_certificate
+from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.device import generator_for
+from dsmooth_core.experiments import (
+    ExperimentSpec,
+    RecordStore,
+    RunSummary,
+    evaluation_indices,
+    experiment_calibration,
+    run_experiment,
+)
 from dsmooth_core.profiles import Calibration, ThreatProfile, calibrate
+from dsmooth_core.scale import RayOptions, connect, run_experiment_on_ray
 from dsmooth_lab_ui import compute
-from dsmooth_lab_ui.jobs import MANAGER, Progress
+from dsmooth_lab_ui.memo import SUB_RESULTS
+from dsmooth_lab_ui.progress import JobProgress as Progress
+
+RECORDS_FILE = "records.jsonl"
 
 
 def attack(
@@ -67,7 +85,7 @@ def certificates(
             generator = generator_for(model, seed)
             return certify(model, x, noise, n0, n, alpha, batch_size, generator, progress=progress)
 
-        out.append((noise, MANAGER.memo(("certificate", key), one)))
+        out.append((noise, SUB_RESULTS.memo(("certificate", key), one)))
     return out
 
 
@@ -89,7 +107,7 @@ def votes(
             generator = generator_for(model, seed)
             return compute.noise_votes(model, x, noise, count, batch_size, generator, progress=progress)
 
-        out[noise.name] = MANAGER.memo(("votes", key), one)
+        out[noise.name] = SUB_RESULTS.memo(("votes", key), one)
     return out
 
 
@@ -103,3 +121,83 @@ def profile(
     """Attack the calibration's class-balanced subset of ``images`` and fit the covariance."""
     progress.stage("Attacking the calibration images")
     return calibrate(model, images, calibration, batch_size=batch_size, progress=progress)
+
+
+def audit(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    noise: SmoothingNoise,
+    certificate: Certificate,
+    settings: AuditSettings,
+    seed: int,
+    progress: Progress,
+) -> AuditResult:
+    """Attack ``certificate`` inside its own region (the Certify page's audit)."""
+    progress.stage(f"{noise.name}: attack and PREDICT draws")
+    return audit_certificate(model, x, noise, certificate, settings, generator_for(model, seed), progress)
+
+
+@dataclass(frozen=True)
+class Cifar10Folder:
+    """Where the CIFAR-10 splits are, with their files' stamps (a change reloads them).
+
+    Why not the image sets themselves: the train split is 150 MB, read faster from disk in the
+    worker (and kept there) than pickled to it for every run.
+    """
+
+    root: str
+    test_stamp: str
+    train_stamp: str
+
+    def split(self, name: str) -> ImageSet:
+        return _cifar10(name, self.root, self.test_stamp if name == "test" else self.train_stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _cifar10(split: str, root: str, stamp: str) -> ImageSet:
+    return load_cifar10(split, Path(root), download=False)
+
+
+def forget_data() -> None:
+    """Drop the image sets kept by :class:`Cifar10Folder` (with the sub-results, on "clear")."""
+    _cifar10.cache_clear()
+
+
+def experiment(
+    model: torch.nn.Module,
+    data: Cifar10Folder,
+    spec: ExperimentSpec,
+    sizes: dict[str, Any],
+    progress: Progress,
+) -> RunSummary:
+    """The Experiments page's run: calibrate (cached in the records folder) and certify the records still missing."""
+    folder: Path = sizes["folder"]
+    test, train = data.split("test"), data.split("train")
+    indices = evaluation_indices(test.labels, sizes["size"], spec.seed)
+    progress.stage("Calibration attack (cached after the first run)")
+    profile = calibrate(
+        model,
+        train,
+        experiment_calibration(spec, sizes["calibration"], max(spec.ks)),
+        cache_dir=folder / "profiles",
+        batch_size=sizes["batch"],
+        progress=progress,
+    )
+    ray: RayOptions | None = sizes["ray"]
+    if ray is None:
+        runner = run_experiment
+        progress.stage("Attacking and certifying")
+    else:
+        connect(ray.address)
+        runner = functools.partial(run_experiment_on_ray, options=ray)
+        progress.stage(f"Attacking and certifying on the Ray cluster at {ray.address} (images)")
+    return runner(
+        model,
+        test,
+        indices,
+        profile,
+        spec,
+        RecordStore(folder / RECORDS_FILE),
+        batch_size=sizes["batch"],
+        progress=progress,
+    )

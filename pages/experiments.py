@@ -18,28 +18,24 @@ import torch
 
 from dsmooth_core.attacks import PRESETS
 from dsmooth_core.cli.command_line import command_line
-from dsmooth_core.data import ImageSet
+from dsmooth_core.data import data_dir
 from dsmooth_core.experiments import (
     ExperimentSpec,
-    RecordStore,
     RunSummary,
     attack_config,
     attack_table,
     evaluation_indices,
-    experiment_calibration,
     group_records,
     read_records,
     report_figures,
-    run_experiment,
     time_table,
 )
 from dsmooth_core.noise import METHODS, method_class
-from dsmooth_core.profiles import calibrate
-from dsmooth_core.scale import RayOptions, connect, run_experiment_on_ray
-from dsmooth_lab_ui import jobs, nav, resources, state
+from dsmooth_core.scale import RayOptions
+from dsmooth_lab_ui import jobs, nav, resources, state, tasks
+from dsmooth_lab_ui.tasks import RECORDS_FILE
 
 JOB = "experiment"
-RECORDS_FILE = "records.jsonl"
 DONE_NOTE = "exp_done_note"  # what the last finished run did
 ERROR_NOTE = "exp_error_note"  # why the last run failed (e.g. no Ray cluster at the address)
 GPU = torch.cuda.is_available()
@@ -131,43 +127,6 @@ def settings() -> tuple[ExperimentSpec, dict[str, Any]]:
         "ray": RayOptions(address=address.strip(), gpus_per_task=float(gpus)) if address.strip() else None,
     }
     return spec, sizes
-
-
-def run(
-    model, test: ImageSet, train: ImageSet, spec: ExperimentSpec, sizes: dict[str, Any], progress: jobs.Progress
-) -> RunSummary:
-    """The experiment's work (a background job: library calls only): calibrate (cached in the records
-    folder) and certify the records still missing."""
-    folder: Path = sizes["folder"]
-    indices = evaluation_indices(test.labels, sizes["size"], spec.seed)
-    progress.stage("Calibration attack (cached after the first run)")
-    profile = calibrate(
-        model,
-        train,
-        experiment_calibration(spec, sizes["calibration"], max(spec.ks)),
-        cache_dir=folder / "profiles",
-        batch_size=sizes["batch"],
-        progress=progress,
-    )
-    ray: RayOptions | None = sizes["ray"]
-    if ray is None:
-        runner = run_experiment
-        progress.stage("Attacking and certifying")
-    else:
-        connect(ray.address)
-        runner = functools.partial(run_experiment_on_ray, options=ray)
-        progress.stage(f"Attacking and certifying on the Ray cluster at {ray.address} (images)")
-    summary = runner(
-        model,
-        test,
-        indices,
-        profile,
-        spec,
-        RecordStore(folder / RECORDS_FILE),
-        batch_size=sizes["batch"],
-        progress=progress,
-    )
-    return summary
 
 
 def command(choice: state.ModelChoice, spec: ExperimentSpec, sizes: dict[str, Any]) -> str:
@@ -265,11 +224,13 @@ if st.button("Run experiment", key="exp_run", type="primary"):
 
     st.session_state.pop(DONE_NOTE, None)
     st.session_state.pop(ERROR_NOTE, None)
+    stamps = resources.cifar10_stamp("test"), resources.cifar10_stamp("train")
+    data = tasks.Cifar10Folder(str(data_dir()), *stamps)
     jobs.start(
         JOB,
         "The experiment",
         (resources.model_key(model), repr(spec), repr(sorted(sizes.items()))),
-        lambda progress: run(model, test_set, train_set, spec, sizes, progress),
+        functools.partial(tasks.experiment, model, data, spec, sizes),
         deliver,
         batch=sizes["batch"],
         on_error=failed,
@@ -298,7 +259,8 @@ try:
 except ValueError as exc:
     st.error(str(exc))
     st.stop()
-records = [r for r in saved if r["model_hash"] == model.info.weights_hash and r["idx"] in chosen and spec.selects(r)]
+identity = model.info.identity  # records of the same weights with another normalization are another model's
+records = [r for r in saved if r.get("model_identity") == identity and r["idx"] in chosen and spec.selects(r)]
 if records:
     show(records, sizes["gamma"])
 else:

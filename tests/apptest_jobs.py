@@ -6,10 +6,10 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
-from dsmooth_lab_ui import jobs
+from dsmooth_lab_ui import jobs, scheduler
 
 
-def wait_for_job(at: AppTest, timeout: float = 240) -> jobs.Job | None:
+def wait_for_job(at: AppTest, timeout: float = 240) -> scheduler.Job | None:
     """Wait for the session's background job to end, then run again (which delivers its result).
 
     Returns the job (``None`` when there was none, e.g. the result came from the cache).
@@ -23,13 +23,13 @@ def wait_for_job(at: AppTest, timeout: float = 240) -> jobs.Job | None:
     return job
 
 
-def finish_job(at: AppTest, timeout: float = 240) -> jobs.Job | None:
+def finish_job(at: AppTest, timeout: float = 240) -> scheduler.Job | None:
     """Run after a click (which starts the job), then wait for it as :func:`wait_for_job` does."""
     at.run()
     return wait_for_job(at, timeout)
 
 
-def click_and_finish(at: AppTest, button_key: str, timeout: float = 240) -> jobs.Job:
+def click_and_finish(at: AppTest, button_key: str, timeout: float = 240) -> scheduler.Job:
     """Press the button that starts a job, wait for the job to end, and run again (delivers or reports it)."""
     at.button(key=button_key).click()
     job = finish_job(at, timeout)
@@ -37,6 +37,6 @@ def click_and_finish(at: AppTest, button_key: str, timeout: float = 240) -> jobs
     return job
 
 
-def run_experiment(at: AppTest) -> jobs.Job:
+def run_experiment(at: AppTest) -> scheduler.Job:
     """Press the Experiments page's Run and wait for its job (as :func:`click_and_finish`)."""
     return click_and_finish(at, "exp_run", timeout=120)

@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
-import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-from torch import nn
 
-from dsmooth_core import audit as audit_module
 from dsmooth_core.models import ModelInfo, prepare_image, wrap
-from dsmooth_lab_ui import audit_view, jobs, nav, state
+from dsmooth_lab_ui import audit_view, jobs, nav, scheduler, state
 from dsmooth_lab_ui.model_upload import ModelCard
 from tests.apptest_jobs import wait_for_job
+from tests.worker_work import MeanBrightness
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
-
-
-class MeanBrightness(nn.Module):
-    """Class 1 iff the image's mean pixel exceeds ``threshold``: its smoothed classifier is known exactly.
-
-    The mean of Gaussian or Laplace noise over d = 3072 pixels is tiny, so the model certifies at the
-    ceiling every time, and the exact l2 distance to its boundary is (mean - threshold) sqrt(d).
-    """
-
-    def __init__(self, threshold: float) -> None:
-        super().__init__()
-        self.register_buffer("threshold", torch.tensor(threshold))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        score = 1000 * (x.mean(dim=(1, 2, 3)) - self.threshold)
-        return torch.stack([-score, score], dim=1)
 
 
 MARGIN = 0.05  # the boundary lies 0.05 sqrt(3072) = 2.77 away in l2
@@ -41,7 +24,7 @@ MARGIN = 0.05  # the boundary lies 0.05 sqrt(3072) = 2.77 away in l2
 
 def _certified_app() -> AppTest:
     """The Certify page with RandSmooth and LSmooth certificates of MeanBrightness on the default image."""
-    jobs.MANAGER.clear()  # every test computes its own certificates and audits, none from another's cache
+    scheduler.MANAGER.clear()  # every test computes its own certificates and audits, none from another's cache
     at = AppTest.from_file(str(APP), default_timeout=240).switch_page(nav.MODEL_IMAGE)
     at.session_state[state.PROFILE_DEFAULT_TRIED] = True
     at.run()
@@ -67,14 +50,14 @@ def _certified_app() -> AppTest:
     return at.run()
 
 
-def _wait_for_job(at: AppTest, timeout: float = 240) -> jobs.Job | None:
+def _wait_for_job(at: AppTest, timeout: float = 240) -> scheduler.Job | None:
     """Wait for the session's background job to end, deliver its result, and check the page is clean."""
     job = wait_for_job(at, timeout)
     assert not at.exception, [e.value for e in at.exception]
     return job
 
 
-def _start_audit(at: AppTest, method: str) -> jobs.Job | None:
+def _start_audit(at: AppTest, method: str) -> scheduler.Job | None:
     next(b for b in at.button if b.key == f"audit_{method}").click()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -103,7 +86,8 @@ def test_audit_shows_both_bounds_in_the_certificates_metric(app_env):
     boxes = "\n".join(b.value for b in [*at.success, *at.error])
     assert "RandSmooth" in boxes and "(l2)" in boxes
     job = at.session_state[jobs.SESSION_JOB]
-    assert job.kind == audit_view.JOB and job.state == jobs.DONE
+    assert job.kind == audit_view.JOB and job.state == scheduler.DONE
+    assert job.worker_pid not in (None, os.getpid())  # submitted like every job: it ran in the worker
     assert any(c.value.startswith("Audit of RandSmooth: done in") for c in at.caption)  # the job panel
 
 
@@ -123,34 +107,20 @@ def test_a_radius_forty_times_too_large_is_refuted_with_the_perturbation_shown(a
     assert any(c.startswith("perturbation") for c in captions) and "x + perturbation: dark" in captions
 
 
-def test_cancel_stops_the_audit_and_keeps_nothing(app_env, monkeypatch):
-    real = audit_module.audit
-    reached = []
-
-    def held_midway(model, x, noise, certificate, settings, generator, progress):
-        def wait_for_cancel(done, total):
-            if done == 0:
-                return progress(done, total)
-            reached.append(done)  # midway: hold the audit here until the Cancel button is pressed
-            deadline = time.monotonic() + 120
-            while not progress(done, total):
-                assert time.monotonic() < deadline, "Cancel was never pressed"
-                time.sleep(0.02)
-            return True
-
-        return real(model, x, noise, certificate, settings, generator, wait_for_cancel)
-
-    monkeypatch.setattr(audit_view, "audit", held_midway)
+def test_cancel_stops_the_audit_and_keeps_nothing(app_env):
     at = _certified_app()
+    [(model, _)] = at.session_state[state.UPLOADED_MODELS].values()
+    model.net.delay = 0.2  # every model call of the audit now takes 0.2 s: long enough to cancel midway
     job = _start_audit(at, "LSmooth")
     assert job is not None and job.kind == audit_view.JOB
     deadline = time.monotonic() + 120
-    while not reached:
+    while job.done == 0:  # a progress report came back from the worker
         assert time.monotonic() < deadline and job.active, f"the audit never got midway ({job.state})"
         time.sleep(0.02)
+    assert job.worker_pid not in (None, os.getpid())
     at.button(key="dsl_job_cancel").click().run()  # the job panel's Cancel button
     _wait_for_job(at)
-    assert job.state == jobs.CANCELLED
+    assert job.state == scheduler.CANCELLED and job.error is None  # it stopped at its next report, not by force
     assert "LSmooth" not in (at.session_state.get(state.AUDIT) or {})
     assert any(w.value.startswith("Cancelled: Audit of LSmooth stopped") for w in at.warning)
 

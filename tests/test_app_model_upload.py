@@ -61,8 +61,9 @@ def test_uploaded_model_gets_a_card_and_serves_every_page(app_env, name, make, t
     at.number_input(key="cert_n0").set_value(5)
     at.number_input(key="cert_n").set_value(20)
     next(b for b in at.button if b.label == "Certify").click()
-    finish_job(at)
+    job = finish_job(at)
     assert not at.exception, [e.value for e in at.exception]
+    assert job.worker_pid is not None  # every format, programs too, runs in a worker process that Cancel can end
     record = at.session_state[state.CERTIFY]
     assert record.model_key == choice.upload and record.model_name == name
     assert "RandSmooth" in [noise.name for noise, _ in record.results]

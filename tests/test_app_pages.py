@@ -26,7 +26,7 @@ from dsmooth_core.models.errors import ModelUnavailableError
 from dsmooth_core.profiles import Calibration, ThreatProfile, Tuning, calibrate
 from dsmooth_core.settings import ProfileShape
 from dsmooth_core.tuning import TuningGrid
-from dsmooth_lab_ui import jobs, nav, resources, state
+from dsmooth_lab_ui import nav, resources, scheduler, state
 from tests import apptest_jobs
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -72,7 +72,7 @@ def chart(at: AppTest, key: str) -> dict:
     return found[0]
 
 
-def finish_job(at: AppTest, timeout: float = TIMEOUT) -> jobs.Job | None:
+def finish_job(at: AppTest, timeout: float = TIMEOUT) -> scheduler.Job | None:
     """Run the app, wait for the session's background job to end, and run again (delivers its result)."""
     return apptest_jobs.finish_job(at, timeout)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -83,6 +85,31 @@ def test_readme_is_a_front_door() -> None:
     assert image, "a picture of the app in the first 40 lines"
     picture = ROOT / image.group(1)
     assert picture.is_file() and picture.stat().st_size < 300 * 1024
+
+
+def _real_cifar10() -> Path | None:
+    for candidate in (os.environ.get("DSMOOTH_DATA_DIR"), ROOT.parent / "shared" / "data"):
+        if candidate and (Path(candidate) / "cifar10" / "test.npz").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.mark.slow
+def test_readme_library_example_prints_what_the_readme_says(tmp_path: Path) -> None:
+    """The README's Python example, run from a folder outside the repository, prints its pasted output."""
+    data = _real_cifar10()
+    if data is None:
+        pytest.skip("the example certifies a real CIFAR-10 test image: set DSMOOTH_DATA_DIR")
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"```python\n(.*?)```\n\n[^`]*```text\n(.*?)```", readme, re.S)
+    assert example, "a python block followed by its output in a text block"
+    code, printed = example.groups()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DSMOOTH_DATA_DIR": str(data)}
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == printed
 
 
 @pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in DOCS.glob("*.md"))])

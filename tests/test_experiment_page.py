@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from dsmooth_core.cli import build_parser
 from dsmooth_core.experiments import read_records
-from dsmooth_lab_ui import jobs, state
+from dsmooth_lab_ui import jobs, scheduler, state
 from tests import apptest_jobs
 from tests.fakedata import write_fake_cifar10
 
@@ -44,7 +45,8 @@ def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
     assert not page.exception, [e.value for e in page.exception]
     assert any("No records" in info.value for info in page.info)
     _set(page, tmp_path / "runs")
-    apptest_jobs.run_experiment(page)
+    job = apptest_jobs.run_experiment(page)
+    assert job.worker_pid not in (None, os.getpid())  # submitted like every job: it ran in the worker
     assert not page.exception, [e.value for e in page.exception]
     assert not page.error, [e.value for e in page.error]
     assert any("12 new records for 4 images" in s.value for s in page.success)
@@ -67,19 +69,19 @@ def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
 @pytest.mark.slow
 def test_cancel_stops_the_run_and_keeps_the_finished_records(page, tmp_path, monkeypatch):
     """Cancel (its on_click sets the job's cancel flag) stops the run at the next progress report."""
-    original = jobs.Progress.__call__
+    original = scheduler.Progress.__call__
 
     def cancel_after_the_first_image(self, done: int, total: int) -> bool:
         if self.job.step == "Attacking and certifying" and done >= total // 4:
             self.job.cancel.set()  # what the job panel's Cancel button does (jobs.request_cancel)
         return original(self, done, total)
 
-    monkeypatch.setattr(jobs.Progress, "__call__", cancel_after_the_first_image)
+    monkeypatch.setattr(scheduler.Progress, "__call__", cancel_after_the_first_image)
     page.run()
     _set(page, tmp_path / "runs")
     job = apptest_jobs.run_experiment(page)
     assert not page.exception, [e.value for e in page.exception]
-    assert job.state == jobs.CANCELLED
+    assert job.state == scheduler.CANCELLED
     said = jobs.describe(job)  # the job panel's line
     assert (
         said.startswith("Cancelled: The experiment stopped") and "records finished before it stopped are saved" in said
@@ -87,6 +89,6 @@ def test_cancel_stops_the_run_and_keeps_the_finished_records(page, tmp_path, mon
     assert not page.success
     kept = read_records(tmp_path / "runs" / "records.jsonl")
     assert 0 < len(kept) < 12  # finished records stay; a rerun continues from them
-    monkeypatch.setattr(jobs.Progress, "__call__", original)
+    monkeypatch.setattr(scheduler.Progress, "__call__", original)
     apptest_jobs.run_experiment(page)
     assert any(f"{12 - len(kept)} new records for 4 images" in s.value for s in page.success)

@@ -27,7 +27,7 @@ from dsmooth_core.models.user import ExportedNet
 from dsmooth_core.profiles import Calibration, build_profile
 from dsmooth_core.scale import ClusterUnavailableError, RayOptions, connect, run_experiment_on_ray
 from dsmooth_core.scale.cluster import probe_address
-from dsmooth_lab_ui import jobs
+from dsmooth_lab_ui import scheduler
 from tests import apptest_jobs
 from tests.fakedata import write_fake_cifar10
 
@@ -196,6 +196,9 @@ def test_the_cli_engines_write_the_same_rows_and_records(cluster, tmp_path, monk
 
 
 def test_the_experiments_page_hands_its_run_to_a_ray_cluster(cluster, tmp_path, monkeypatch):
+    # a worker started before this module's Ray instance lacks the instance's token (environment is read at
+    # spawn): the run must go to a worker started now, as an app started after its cluster would have
+    scheduler.MANAGER.workers.close()
     monkeypatch.setenv("DSMOOTH_DATA_DIR", str(write_fake_cifar10(tmp_path / "data", per_class=2)))
     page = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "experiments.py"), default_timeout=120)
     page.session_state["model_name"] = "cifar10_resnet20"
@@ -209,12 +212,12 @@ def test_the_experiments_page_hands_its_run_to_a_ray_cluster(cluster, tmp_path, 
         page.number_input(key=key).set_value(value)
 
     page.text_input(key="exp_ray_address").set_value("127.0.0.1:1")
-    assert apptest_jobs.run_experiment(page).state == jobs.FAILED
+    assert apptest_jobs.run_experiment(page).state == scheduler.FAILED
     assert any("no Ray cluster answers at 127.0.0.1:1" in e.value for e in page.error), [e.value for e in page.error]
     assert not (tmp_path / "records.jsonl").exists()
 
     page.text_input(key="exp_ray_address").set_value(ray.get_runtime_context().gcs_address)  # the shared instance
-    assert apptest_jobs.run_experiment(page).state == jobs.DONE
+    assert apptest_jobs.run_experiment(page).state == scheduler.DONE
     assert not page.exception and not page.error, [e.value for e in [*page.exception, *page.error]]
     assert any("6 new records for 2 images" in s.value for s in page.success)
     assert len(read_records(tmp_path / "records.jsonl")) == 6

@@ -1,10 +1,15 @@
-"""Module-level work for the worker-process tests: picklable by reference, so it runs in a worker."""
+"""Module-level work and models for jobs in a worker process: picklable by reference, and free of streamlit
+(a worker that unpickles them imports this module)."""
 
 from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
+
+import torch
+from torch import nn
 
 from dsmooth_core import Cancelled
 
@@ -14,6 +19,11 @@ def report_and_return_pid(progress) -> int:
     for done in range(1, 4):
         progress(done, 3)
     return os.getpid()
+
+
+def return_length(data: bytes, progress) -> int:
+    progress(1, 1)
+    return len(data)
 
 
 def count_until_cancelled(total: int, progress) -> int:
@@ -34,3 +44,42 @@ def die(code: int, progress) -> None:
 
 def frozen_objects(progress) -> int:
     return gc.get_freeze_count()
+
+
+def loaded_modules(progress) -> list[str]:
+    return sorted(sys.modules)
+
+
+class HangsOnLargeBatches(nn.Module):
+    """A linear classifier whose forward never returns for batches over ``limit`` (a hung user program)."""
+
+    def __init__(self, limit: int, pixels: int = 3 * 32 * 32) -> None:
+        super().__init__()
+        self.limit = limit
+        self.linear = nn.Linear(pixels, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spins = 0
+        while x.shape[0] > self.limit:  # spins for good, never reporting progress
+            spins = spins + 1
+        return self.linear(x.flatten(1))
+
+
+class MeanBrightness(nn.Module):
+    """Class 1 iff the image's mean pixel exceeds ``threshold``: its smoothed classifier is known exactly.
+
+    The mean of Gaussian or Laplace noise over d = 3072 pixels is tiny, so the model certifies at the
+    ceiling every time, and the exact l2 distance to its boundary is (mean - threshold) sqrt(d).
+    ``delay`` seconds of sleep per call make a job slow enough to cancel midway.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.register_buffer("threshold", torch.tensor(threshold))
+        self.delay = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.delay:
+            time.sleep(self.delay)
+        score = 1000 * (x.mean(dim=(1, 2, 3)) - self.threshold)
+        return torch.stack([-score, score], dim=1)

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the forward for full batches (costs a minute or more up front; pays off over many images)",
+        help="torch.compile the forward for full batches (tens of seconds up front; pays off over many images)",
     )
     p.add_argument("--out", type=Path, required=True, help="TSV file; existing indices are skipped")
     add_engine_arguments(p)
