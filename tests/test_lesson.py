@@ -111,6 +111,8 @@ def test_a_shared_lesson_link_opens_its_step_and_settings(app_env: Path) -> None
     assert at.session_state["lesson_sigma"] == 0.5
     notes = [w.value for w in at.warning if "n = '9' was ignored" in w.value]
     assert len(notes) == 1, [w.value for w in at.warning]  # said once
+    show_step(at, 4)  # the address bar follows: the lesson's own link holds its step and settings
+    assert {"step": "4", "sigma": "0.5", "image": "gallery:cat_chelsea.png"}.items() <= at.query_params.items()
 
 
 def test_an_image_chosen_before_the_lesson_stays(app_env: Path) -> None:
