@@ -31,6 +31,7 @@ class NavPage(NamedTuple):
 
 # The navigation's order; the first page is the one the app opens.
 PAGES: tuple[NavPage, ...] = (
+    NavPage("pages/lesson.py", "Start here", ":material/school:"),
     NavPage(MODEL_IMAGE, "Model & image", ":material/image_search:"),
     NavPage(ATTACK, "Attack", ":material/bolt:"),
     NavPage(PROFILE, "Threat profile", ":material/scatter_plot:"),

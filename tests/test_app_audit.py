@@ -25,7 +25,7 @@ MARGIN = 0.05  # the boundary lies 0.05 sqrt(3072) = 2.77 away in l2
 def _certified_app() -> AppTest:
     """The Certify page with RandSmooth and LSmooth certificates of MeanBrightness on the default image."""
     scheduler.MANAGER.clear()  # every test computes its own certificates and audits, none from another's cache
-    at = AppTest.from_file(str(APP), default_timeout=240)
+    at = AppTest.from_file(str(APP), default_timeout=240).switch_page(nav.MODEL_IMAGE)
     at.session_state[state.PROFILE_DEFAULT_TRIED] = True
     at.run()
     info = ModelInfo("mean-brightness", "custom", (3, 32, 32), ("dark", "bright"), "test")

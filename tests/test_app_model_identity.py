@@ -136,7 +136,7 @@ def check_shows(at: AppTest, data: bytes, stated: dict[str, str]) -> None:
 
 
 def new_session() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=240)
+    at = AppTest.from_file(str(APP), default_timeout=240).switch_page(nav.MODEL_IMAGE)
     at.session_state[state.PROFILE_DEFAULT_TRIED] = True
     return at.run()
 

@@ -22,7 +22,7 @@ def _texts(at: AppTest) -> str:
 
 
 def _upload(name: str, data: bytes, trust: bool = False, **choices: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=240).run()
+    at = AppTest.from_file(str(APP), default_timeout=240).switch_page(nav.MODEL_IMAGE).run()
     uploader = next(u for u in at.file_uploader if u.key == "mu_file")
     uploader.upload(name, data, "application/octet-stream")
     at.run()

@@ -36,7 +36,7 @@ ALL_PAGES = [path for path, _, _ in nav.PAGES]
 
 # ---------------------------------------------------------------- helpers
 def new_app(**session: object) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).switch_page(nav.MODEL_IMAGE)  # the lesson opens first
     for key, value in session.items():
         at.session_state[key] = value
     return at

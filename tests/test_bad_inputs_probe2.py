@@ -195,7 +195,7 @@ def test_a_model_nan_only_on_bright_images_is_refused_by_the_attacks_and_the_pro
 
 @pytest.mark.slow  # starts the app (about 10 s on a shared CPU)
 def test_the_model_page_shows_no_nan_percent_for_a_model_nan_on_this_image(app_env):
-    at = AppTest.from_file(str(APP), default_timeout=120)
+    at = AppTest.from_file(str(APP), default_timeout=120).switch_page(nav.MODEL_IMAGE)
     at.session_state[state.PROFILE_DEFAULT_TRIED] = True
     at.run()
     info = ModelInfo("nan-when-bright", "custom", CIFAR, ("dark", "bright"), "test")

@@ -97,7 +97,7 @@ def test_every_accepted_image_has_a_drawable_thumbnail(size: tuple[int, int]) ->
 
 # --------------------------------------------------------------------------------------------- in the app
 def _app() -> AppTest:
-    return AppTest.from_file(str(APP), default_timeout=240)
+    return AppTest.from_file(str(APP), default_timeout=240).switch_page(nav.MODEL_IMAGE)
 
 
 def _clean(at: AppTest) -> None:

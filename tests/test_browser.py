@@ -138,8 +138,9 @@ def test_pick_attack_certify_and_cancel_in_a_real_browser(app_server: str) -> No
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.set_default_timeout(120_000)
             page.goto(app_server)
-            page.get_by_role("heading", name="Model & image").wait_for()
+            page.get_by_role("heading", name="Start here: a guided lesson").wait_for()  # the default page
             wait_idle(page)
+            go(page, "Model & image")
 
             # pick an image from the gallery
             page.get_by_role("button", name="Select", exact=True).nth(2).click()

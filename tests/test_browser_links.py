@@ -71,8 +71,9 @@ def test_a_copied_link_reproduces_the_certify_case_in_a_new_browser(app_server: 
             teacher = browser.new_context(viewport={"width": 1400, "height": 2000}).new_page()
             teacher.set_default_timeout(120_000)
             teacher.goto(app_server)
-            teacher.get_by_role("heading", name="Model & image").wait_for()
+            teacher.get_by_role("heading", name="Start here: a guided lesson").wait_for()  # the default page
             wait_idle(teacher)
+            go(teacher, "Model & image")
             set_number(teacher, "Or test image index", 7)  # not the default image
             teacher.get_by_role("button", name="Use it").click()
             wait_idle(teacher)

@@ -23,7 +23,7 @@ from dsmooth_core.cli.model_file_options import load_model_file_arg
 from dsmooth_core.layout import in_fastest_layout
 from dsmooth_core.models import CIFAR10_CLASSES, ModelLoadError, load_user_model, state_dict_hash
 from dsmooth_core.models.model_file import ModelFileOptions, cohen_statement, load_model_file
-from dsmooth_lab_ui import state
+from dsmooth_lab_ui import nav, state
 from tests.fakedata import write_fake_cifar10
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -333,7 +333,7 @@ def test_cohen_statement_tells_cohen_files_from_others(resnet20_file):
 
 def test_app_upload_fills_in_and_loads_a_cohen_checkpoint(app_env, resnet20_file):
     path, original = resnet20_file
-    at = AppTest.from_file(str(APP), default_timeout=240).run()
+    at = AppTest.from_file(str(APP), default_timeout=240).switch_page(nav.MODEL_IMAGE).run()
     at.selectbox(key="mu_norm").set_value("cifar10")
     at.selectbox(key="mu_classes").set_value("imagenet")
     at.run()

@@ -293,7 +293,7 @@ def test_without_a_data_folder_the_first_page_shows_a_sample_and_its_prediction(
 ) -> None:
     monkeypatch.delenv("DSMOOTH_DATA_DIR")
     monkeypatch.chdir(tmp_path)  # the default ./data is empty here
-    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    at = AppTest.from_file(str(APP), default_timeout=120).switch_page(nav.MODEL_IMAGE).run()
     assert_clean(at)
     image = at.session_state[state.IMAGE]
     assert image.source == gallery.SOURCE and image.image_id == f"gallery:{gallery.samples()[0].file}"

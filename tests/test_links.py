@@ -346,7 +346,7 @@ def _url_for_script() -> None:
     st.session_state["cert_sigma"] = 0.5
     st.session_state["cert_methods"] = ["RandSmooth", "LSmooth"]
     st.code(links.url_for(nav.CERTIFY, n=200, alpha=0.01))
-    st.code(links.url_for(nav.MODEL_IMAGE))
+    st.code(links.url_for(nav.PAGES[0].path))  # the default page
     st.code(links.url_for(nav.ABOUT))
 
 
@@ -356,7 +356,8 @@ def test_url_for_links_a_page_with_the_current_state_and_overrides() -> None:
     certify, first, about = (c.value for c in at.code)
     assert certify == "certify?profile=none&methods=randsmooth%2Clsmooth&sigma=0.5&n=200&alpha=0.01"
     assert first == "./" and about == "about"
-    assert links.url_path(nav.MODEL_IMAGE) == "" and links.url_path(nav.CERTIFY) == "certify"
+    assert links.url_path(nav.PAGES[0].path) == "" and links.url_path(nav.CERTIFY) == "certify"
+    assert links.url_path(nav.MODEL_IMAGE) == "model_image"  # the guided lesson is the default page
 
 
 def test_a_page_parameter_opens_that_page_with_the_links_settings(app_env: Path) -> None:

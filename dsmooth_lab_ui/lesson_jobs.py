@@ -1,0 +1,142 @@
+"""The guided lesson's background jobs: the same tasks and result keys as the full pages use.
+
+Why the same keys: a step's result is then the full page's result (the cache hands it over when the
+student opens the page with the same settings), and the records it delivers are the ones the full
+pages show. Nothing here computes: each function builds the inputs and hands a
+:mod:`dsmooth_lab_ui.tasks` function (or the library's audit) to :func:`dsmooth_lab_ui.jobs.start`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from dsmooth_core import SmoothingNoise
+from dsmooth_core.attacks import PRESETS
+from dsmooth_core.audit import AuditResult, AuditSettings
+from dsmooth_core.seeds import derive_seed
+from dsmooth_core.settings import CertifySettings, result_key
+from dsmooth_lab_ui import audit_view, jobs, resources, state, tasks, widgets
+from dsmooth_lab_ui.lesson_defaults import LessonSettings
+
+# The audit's search, kept small so it answers in seconds; the Certify page offers the full one.
+AUDIT = AuditSettings(n=200, alpha=0.001, draws=8, steps=5, bisection_steps=3, batch_size=100)
+
+
+def attack(model: torch.nn.Module, image: state.ImageChoice, preset: str, seed: int) -> None:
+    """Square + FGSM with a preset; delivers ``state.ATTACK`` as the Attack page does."""
+    config = PRESETS[preset]
+    x = resources.model_input(model, image)
+    label = resources.effective_label(model, image)
+    is_prediction = label is None
+    if label is None:
+        label = int(resources.probabilities(model, image, x).argmax())
+    key = resources.model_key(model)
+    items = widgets.config_items(config)
+
+    def deliver(result) -> None:
+        state.put(
+            state.ATTACK,
+            state.AttackRecord(key, image.image_id, label, is_prediction, dict(items), seed, result),
+        )
+
+    jobs.start(
+        "attack",
+        "The attack",
+        result_key(model.info, image.identity, label, config, seed),
+        functools.partial(tasks.attack, model, x, label, config, seed),
+        deliver,
+        batch=1,
+    )
+
+
+def votes(
+    model: torch.nn.Module, image: state.ImageChoice, noises: list[SmoothingNoise], s: LessonSettings, count: int
+) -> None:
+    """The base model's votes under each noise; delivers ``state.NOISE_VOTES`` as the Noise explorer does."""
+    x = resources.model_input(model, image)
+    runs = [(noise, result_key("votes", model.info, image.identity, noise, count, s.seed, s.batch)) for noise in noises]
+    record = {"model_key": resources.model_key(model), "image_id": image.image_id, "sigma": s.sigma, "count": count}
+    jobs.start(
+        "votes",
+        "Counting votes",
+        tuple(cache_key for _, cache_key in runs),
+        functools.partial(tasks.votes, model, x, runs, count, s.batch, s.seed),
+        lambda results: state.put(state.NOISE_VOTES, {**record, "results": results}),
+        batch=min(s.batch, count),
+        kept=jobs.METHODS_KEPT,
+    )
+
+
+def certify_settings(methods: list[str], s: LessonSettings) -> list[CertifySettings]:
+    return [CertifySettings(method, s.sigma, s.n0, s.n, s.alpha, s.batch, s.seed) for method in methods]
+
+
+def certify(
+    model: torch.nn.Module,
+    image: state.ImageChoice,
+    runs: list[tuple[CertifySettings, SmoothingNoise]],
+    profile: state.ProfileChoice | None,
+) -> None:
+    """DCERT per method; delivers ``state.CERTIFY`` as the Certify page does (same cache keys)."""
+    x = resources.model_input(model, image)
+    keys = [result_key("certificate", model.info, image.identity, noise, s) for s, noise in runs]
+    shaped = profile is not None and any(noise.needs_profile for _, noise in runs)
+    label = resources.effective_label(model, image)
+
+    def deliver(results: list) -> None:
+        record = state.CertifyRecord(
+            model_key=resources.model_key(model),
+            model_name=model.info.name,
+            image_id=image.image_id,
+            settings={s.method: s for s, _ in runs},
+            label=label,
+            profile=profile.describe() if shaped else None,
+            profile_hash=profile.content_hash[:16] if shaped else None,
+        )
+        record.results.extend(results)
+        state.put(state.CERTIFY, record)
+
+    s = runs[0][0]
+    jobs.start(
+        "certify",
+        "Certification",
+        tuple(keys),
+        functools.partial(
+            tasks.certificates,
+            model,
+            x,
+            [(noise, key) for (_, noise), key in zip(runs, keys, strict=True)],
+            s.n0,
+            s.n,
+            s.alpha,
+            s.batch,
+            s.seed,
+        ),
+        deliver,
+        batch=min(s.batch, s.n),
+        kept=jobs.METHODS_KEPT,
+    )
+
+
+def run_audit(model: torch.nn.Module, x: torch.Tensor, record: state.CertifyRecord, noise: SmoothingNoise) -> None:
+    """The audit of one certificate with :data:`AUDIT`; delivers into ``state.AUDIT`` as the Certify
+    page's audit panel does (the same task, seed rule and key)."""
+    certificate = dict(record.results)[noise]
+    seed = derive_seed(record.settings[noise.key].seed, 0, "audit")  # the audit panel's rule
+    method = noise.name
+
+    def deliver(result: AuditResult) -> None:
+        audits = dict(state.get(state.AUDIT) or {})
+        audits[method] = audit_view.AuditView(record.model_key, record.image_id, certificate, result)
+        state.put(state.AUDIT, audits)
+
+    jobs.start(
+        "audit",
+        f"Audit of {method}",
+        result_key(record.model_key, record.image_id, noise, certificate, AUDIT, seed),
+        functools.partial(tasks.audit, model, x, noise, certificate, AUDIT, seed),
+        deliver,
+        batch=AUDIT.batch_size,
+    )
