@@ -2,7 +2,7 @@
 
 Why a module: the page (``pages/lesson.py``) only picks the step; each step here reads the session's
 records (the same ones the full pages show), starts the full pages' jobs through
-:mod:`dsmooth_lab_ui.lesson_jobs`, draws one figure with :mod:`dsmooth_lab_ui.figures` and links to
+:mod:`dsmooth_lab_ui.submissions`, draws one figure with :mod:`dsmooth_lab_ui.figures` and links to
 the full page with the same settings (:func:`dsmooth_lab_ui.links.url_for`). Nothing is certified,
 attacked or audited here: the library does it in the background jobs.
 """
@@ -27,12 +27,12 @@ from dsmooth_lab_ui import (
     figures,
     gallery,
     lesson_defaults,
-    lesson_jobs,
     links,
     nav,
     reports,
     resources,
     state,
+    submissions,
     widgets,
 )
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8
@@ -186,7 +186,7 @@ def _certificates(lesson: Lesson, methods: list[str]) -> list[tuple[SmoothingNoi
     record: state.CertifyRecord | None = state.get(state.CERTIFY)
     if record is None or record.model_key != resources.model_key(lesson.model):
         return None
-    wanted = {s.method: s for s in lesson_jobs.certify_settings(methods, lesson.settings)}
+    wanted = {s.method: s for s in submissions.certify_settings(methods, lesson.settings)}
     if record.image_id != lesson.image.image_id or record.settings != wanted:
         return None
     return list(record.results)
@@ -194,9 +194,9 @@ def _certificates(lesson: Lesson, methods: list[str]) -> list[tuple[SmoothingNoi
 
 def _certify_button(lesson: Lesson, methods: list[str], label: str, key: str) -> None:
     if st.button(label, key=key, type="primary", icon=":material/verified_user:", disabled=not methods):
-        settings = lesson_jobs.certify_settings(methods, lesson.settings)
+        settings = submissions.certify_settings(methods, lesson.settings)
         runs = [(s, s.noise(lesson.covariance)) for s in settings]
-        lesson_jobs.certify(lesson.model, lesson.image, runs, lesson.profile)
+        submissions.certify(lesson.model, lesson.image, runs, lesson.profile)
 
 
 def _choose_image(options: dict[str, Callable[[], state.ImageChoice]]) -> None:
@@ -248,7 +248,7 @@ def step_attack(lesson: Lesson) -> None:
         help="reachable: l_inf 2/255; conventional: 8/255; paper: 0.5 (very large).",
     )
     if st.button("Run the attack", key="lesson_attack_run", type="primary", icon=":material/bolt:"):
-        lesson_jobs.attack(lesson.model, lesson.image, preset, lesson.settings.attack_seed)
+        submissions.attack(lesson.model, lesson.image, PRESETS[preset], lesson.settings.attack_seed)
     record = _attack_record(lesson, preset)
     if record is None:
         st.caption("Press the button: Square Attack (queries only) then one FGSM step, seed 0.")
@@ -323,7 +323,7 @@ def step_votes(lesson: Lesson) -> None:
     )
     noises = [lesson.noise(m) for m in lesson.methods()]
     if st.button("Count the votes", key="lesson_votes_run", type="primary", icon=":material/how_to_vote:"):
-        lesson_jobs.votes(lesson.model, lesson.image, noises, lesson.settings, int(count))
+        submissions.votes(lesson.model, lesson.image, noises, lesson.settings, int(count))
     record = state.get(state.NOISE_VOTES)
     fresh = (
         record
@@ -484,7 +484,7 @@ def step_audit(lesson: Lesson) -> None:
     noise = by_name[name]
     record: state.CertifyRecord = state.get(state.CERTIFY)
     if st.button("Try to break the promise", key="lesson_audit_run", type="primary", icon=":material/gpp_maybe:"):
-        lesson_jobs.run_audit(lesson.model, lesson.x, record, noise)
+        submissions.run_audit(lesson.model, lesson.x, record, noise)
     view = (state.get(state.AUDIT) or {}).get(name)
     if view is None or view.certificate != dict(record.results)[noise] or view.image_id != lesson.image.image_id:
         st.caption("Press the button: PGD on the smoothed classifier, inside the certificate's own metric.")

@@ -2,48 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-
 import streamlit as st
 
-from dsmooth_core.settings import result_key
-from dsmooth_lab_ui import attack_view, jobs, nav, resources, state, tasks, widgets
-
-JOB = "attack"
-
-
-def run_attack(model, image: state.ImageChoice, config, seed: int) -> None:
-    x = resources.model_input(model, image)
-    label = resources.effective_label(model, image)
-    is_prediction = label is None
-    if label is None:
-        label = int(resources.probabilities(model, image, x).argmax())
-    key = resources.model_key(model)
-    items = widgets.config_items(config)
-
-    def deliver(result) -> None:
-        state.put(
-            state.ATTACK,
-            state.AttackRecord(
-                model_key=key,
-                image_id=image.image_id,
-                label=label,
-                label_is_prediction=is_prediction,
-                config=dict(items),
-                seed=seed,
-                result=result,
-            ),
-        )
-
-    jobs.start(
-        JOB,
-        "The attack",
-        result_key(model.info, image.identity, label, config, seed),
-        functools.partial(tasks.attack, model, x, label, config, seed),
-        deliver,
-        batch=1,
-    )
-
+from dsmooth_lab_ui import attack_view, nav, state, submissions, widgets
 
 nav.ensure_app()
 st.title("Attack: Square + FGSM")
@@ -59,7 +20,7 @@ if current is not None:
     config = widgets.attack_settings("atk_", "conventional")
     seed = st.columns(3)[0].number_input("Seed", min_value=0, value=0, step=1, key="atk_seed", persist_state="session")
     if st.button("Run the attack", type="primary", disabled=config is None, icon=":material/bolt:"):
-        run_attack(current_model, current_image, config, int(seed))
+        submissions.attack(current_model, current_image, config, int(seed))
     record = state.get(state.ATTACK)
     if record is not None:
         st.subheader("Result")

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-
 import streamlit as st
 import torch
 
 from dsmooth_core import SmoothingNoise, radius_ceiling
 from dsmooth_core.noise import METHOD_CLASSES
-from dsmooth_core.settings import CertifySettings, result_key
-from dsmooth_lab_ui import certify_view, choices, jobs, nav, resources, state, tasks, widgets
+from dsmooth_core.settings import CertifySettings
+from dsmooth_lab_ui import certify_view, choices, nav, resources, state, submissions, widgets
 
-JOB = "certify"
 KEYS = {cls.name: key for key, cls in METHOD_CLASSES.items()}  # the multiselect shows display names
 GPU = torch.cuda.is_available()
 
@@ -77,53 +74,6 @@ def settings(profile: state.ProfileChoice | None) -> list[tuple[CertifySettings,
     return runs
 
 
-def run(
-    model: torch.nn.Module,
-    image: state.ImageChoice,
-    x: torch.Tensor,
-    runs: list[tuple[CertifySettings, SmoothingNoise]],
-    profile: state.ProfileChoice | None,
-) -> None:
-    """Certify in the background; each method's certificate is cached under the identity of all its inputs."""
-    keys = [result_key("certificate", model.info, image.identity, noise, s) for s, noise in runs]
-    shaped = profile is not None and any(noise.needs_profile for _, noise in runs)
-    label = resources.effective_label(model, image)
-
-    def deliver(results: list) -> None:
-        record = state.CertifyRecord(
-            model_key=resources.model_key(model),
-            model_name=model.info.name,
-            image_id=image.image_id,
-            settings={s.method: s for s, _ in runs},
-            label=label,
-            profile=profile.describe() if shaped else None,
-            profile_hash=profile.content_hash[:16] if shaped else None,
-        )
-        record.results.extend(results)
-        state.put(state.CERTIFY, record)
-
-    s = runs[0][0]  # the numbers every method shares (the widgets set them once)
-    jobs.start(
-        JOB,
-        "Certification",
-        tuple(keys),
-        functools.partial(
-            tasks.certificates,
-            model,
-            x,
-            [(noise, key) for (_, noise), key in zip(runs, keys, strict=True)],
-            s.n0,
-            s.n,
-            s.alpha,
-            s.batch,
-            s.seed,
-        ),
-        deliver,
-        batch=min(s.batch, s.n),
-        kept=jobs.METHODS_KEPT,
-    )
-
-
 nav.ensure_app()
 st.title("Certify")
 st.write(
@@ -141,7 +91,7 @@ if current is not None:
         nav.link(nav.PROFILE, "Get a threat profile for DSmooth")
     chosen = settings(prof)
     if st.button("Certify", type="primary", disabled=not chosen, icon=":material/verified_user:"):
-        run(current_model, current_image, x_in, chosen, prof)
+        submissions.certify(current_model, current_image, chosen, prof)
     last = state.get(state.CERTIFY)
     if last is not None:
         certify_view.show(current_model, current_image, x_in, last)

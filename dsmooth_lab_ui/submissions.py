@@ -1,9 +1,9 @@
-"""The guided lesson's background jobs: the same tasks and result keys as the full pages use.
+"""The app's job submissions, one per kind: the full pages and the guided lesson both start their jobs here.
 
-Why the same keys: a step's result is then the full page's result (the cache hands it over when the
-student opens the page with the same settings), and the records it delivers are the ones the full
-pages show. Nothing here computes: each function builds the inputs and hands a
-:mod:`dsmooth_lab_ui.tasks` function (or the library's audit) to :func:`dsmooth_lab_ui.jobs.start`.
+Why one place: a lesson step's result is then the full page's result (the same task, the same result
+key, so the cache hands it over when the student opens the page with the same settings), and the
+records it delivers are the ones the full pages show. Nothing here computes: each function builds the
+inputs and hands a :mod:`dsmooth_lab_ui.tasks` function to :func:`dsmooth_lab_ui.jobs.start`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import functools
 import torch
 
 from dsmooth_core import SmoothingNoise
-from dsmooth_core.attacks import PRESETS
+from dsmooth_core.attacks import AttackConfig
 from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.seeds import derive_seed
 from dsmooth_core.settings import CertifySettings, result_key
@@ -24,9 +24,8 @@ from dsmooth_lab_ui.lesson_defaults import LessonSettings
 AUDIT = AuditSettings(n=200, alpha=0.001, draws=8, steps=5, bisection_steps=3, batch_size=100)
 
 
-def attack(model: torch.nn.Module, image: state.ImageChoice, preset: str, seed: int) -> None:
-    """Square + FGSM with a preset; delivers ``state.ATTACK`` as the Attack page does."""
-    config = PRESETS[preset]
+def attack(model: torch.nn.Module, image: state.ImageChoice, config: AttackConfig, seed: int) -> None:
+    """Square + FGSM on the image; delivers ``state.ATTACK`` (the Attack page's record)."""
     x = resources.model_input(model, image)
     label = resources.effective_label(model, image)
     is_prediction = label is None
@@ -79,7 +78,7 @@ def certify(
     runs: list[tuple[CertifySettings, SmoothingNoise]],
     profile: state.ProfileChoice | None,
 ) -> None:
-    """DCERT per method; delivers ``state.CERTIFY`` as the Certify page does (same cache keys)."""
+    """DCERT per method; each certificate is cached under the identity of all its inputs (``state.CERTIFY``)."""
     x = resources.model_input(model, image)
     keys = [result_key("certificate", model.info, image.identity, noise, s) for s, noise in runs]
     shaped = profile is not None and any(noise.needs_profile for _, noise in runs)
