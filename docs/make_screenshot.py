@@ -12,7 +12,6 @@ Run from the repository root: ``DSMOOTH_DATA_DIR=/path/to/data .venv/bin/python 
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +20,9 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' server start, shared rather than copied
+from bench_app import start_server  # noqa: E402
+
 OUT = ROOT / "docs" / "images" / "certify.png"
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -34,23 +36,6 @@ LAUNCH_ARGS = [
 IMAGE_INDEX = 459
 VIEWPORT = {"width": 1500, "height": 1500}
 COLOURS = 128  # a palette this size keeps the picture readable and the file under 300 KB
-
-
-def start_server(port: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1"]
-    command += ["--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none"]
-    command += ["--browser.gatherUsageStats", "false"]
-    with log.open("w") as out:
-        server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start:\n{log.read_text()}") from None
-            time.sleep(0.3)
 
 
 def idle(page, timeout: float = 600) -> None:
