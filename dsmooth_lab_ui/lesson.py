@@ -323,7 +323,8 @@ def step_votes(lesson: Lesson) -> None:
     )
     noises = [lesson.noise(m) for m in lesson.methods()]
     if st.button("Count the votes", key="lesson_votes_run", type="primary", icon=":material/how_to_vote:"):
-        submissions.votes(lesson.model, lesson.image, noises, lesson.settings, int(count))
+        s = lesson.settings
+        submissions.votes(lesson.model, lesson.image, noises, s.sigma, int(count), s.batch, s.seed)
     record = state.get(state.NOISE_VOTES)
     fresh = (
         record

@@ -51,19 +51,25 @@ def attack(model: torch.nn.Module, image: state.ImageChoice, config: AttackConfi
 
 
 def votes(
-    model: torch.nn.Module, image: state.ImageChoice, noises: list[SmoothingNoise], s: LessonSettings, count: int
+    model: torch.nn.Module,
+    image: state.ImageChoice,
+    noises: list[SmoothingNoise],
+    sigma: float,
+    count: int,
+    batch: int,
+    seed: int,
 ) -> None:
-    """The base model's votes under each noise; delivers ``state.NOISE_VOTES`` as the Noise explorer does."""
+    """The base model's votes under each noise; delivers ``state.NOISE_VOTES`` (the Noise explorer's record)."""
     x = resources.model_input(model, image)
-    runs = [(noise, result_key("votes", model.info, image.identity, noise, count, s.seed, s.batch)) for noise in noises]
-    record = {"model_key": resources.model_key(model), "image_id": image.image_id, "sigma": s.sigma, "count": count}
+    runs = [(noise, result_key("votes", model.info, image.identity, noise, count, seed, batch)) for noise in noises]
+    record = {"model_key": resources.model_key(model), "image_id": image.image_id, "sigma": sigma, "count": count}
     jobs.start(
         "votes",
         "Counting votes",
         tuple(cache_key for _, cache_key in runs),
-        functools.partial(tasks.votes, model, x, runs, count, s.batch, s.seed),
+        functools.partial(tasks.votes, model, x, runs, count, batch, seed),
         lambda results: state.put(state.NOISE_VOTES, {**record, "results": results}),
-        batch=min(s.batch, count),
+        batch=min(batch, count),
         kept=jobs.METHODS_KEPT,
     )
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-
 import streamlit as st
 
-from dsmooth_core.settings import result_key
-from dsmooth_lab_ui import choices, jobs, nav, noise_view, resources, state, tasks
+from dsmooth_lab_ui import choices, nav, noise_view, resources, submissions
 
-JOB = "votes"
 SIGMA_CHOICES = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 DEFAULT_SIGMAS = [0.0, 0.1, 0.5, 1.0]
 
 
-def votes_section(model, x, image, methods, sigmas, profile) -> None:
+def votes_section(model, image, methods, sigmas, profile) -> None:
     st.subheader("How the base model votes under each noise")
     positive = [s for s in sigmas if s > 0] or [0.25]
     c1, c2, c3, c4 = st.columns(4)
@@ -32,23 +28,9 @@ def votes_section(model, x, image, methods, sigmas, profile) -> None:
     )
     batch = c3.number_input("Batch size", min_value=1, value=100, key="votes_batch", persist_state="session")
     seed = c4.number_input("Seed", min_value=0, value=0, key="votes_seed", persist_state="session")
-    key = resources.model_key(model)
     if st.button("Count the votes", type="primary", icon=":material/how_to_vote:"):
         noises = [noise_view.noise_for(method, float(sigma), profile) for method in methods]
-        runs = [
-            (noise, result_key("votes", model.info, image.identity, noise, int(count), int(seed), int(batch)))
-            for noise in noises
-        ]
-        record = {"model_key": key, "image_id": image.image_id, "sigma": sigma, "count": int(count)}
-        jobs.start(
-            JOB,
-            "Counting votes",
-            tuple(cache_key for _, cache_key in runs),
-            functools.partial(tasks.votes, model, x, runs, int(count), int(batch), int(seed)),
-            lambda results: state.put(state.NOISE_VOTES, {**record, "results": results}),
-            batch=min(int(batch), int(count)),
-            kept=jobs.METHODS_KEPT,
-        )
+        submissions.votes(model, image, noises, sigma, int(count), int(batch), int(seed))
     noise_view.votes_view(model, image)
 
 
@@ -81,4 +63,4 @@ if current is not None:
     else:
         noise_view.sample_grids(x_in, noise_view.methods_for(prof), levels, prof, int(sample_seed))
         st.divider()
-        votes_section(current_model, x_in, current_image, noise_view.methods_for(prof), levels, prof)
+        votes_section(current_model, current_image, noise_view.methods_for(prof), levels, prof)
