@@ -26,6 +26,7 @@ RELEVANT_ENV = (
     "DSMOOTH_TORCH_THREADS",
     "DSMOOTH_JOB_PROCESSES",
     "DSMOOTH_JOB_SLOTS",
+    "DSMOOTH_BACKEND",
 )
 
 Rows = list[dict[str, object]]
