@@ -166,7 +166,7 @@ def switch(page, title: str) -> float:
 def open_session(browser, url: str):
     page = browser.new_context(viewport={"width": 1400, "height": 2000}).new_page()
     page.set_default_timeout(600_000)
-    page.goto(url)
+    page.goto(f"{url}/model_image")  # by its address: the app opens on the guided lesson
     page.get_by_role("heading", name="Model & image").wait_for()
     idle(page)
     set_number(page, "Or test image index", IMAGE_INDEX)
