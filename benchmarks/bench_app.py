@@ -112,6 +112,12 @@ def run_library(work: str, seeds: tuple[int, ...] = (0,)) -> dict:
 
 
 # ---------------------------------------------------------------- the app, in Chromium
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_server(port: int, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1"]
     command += ["--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none"]
@@ -280,9 +286,7 @@ def main() -> None:
         return
     if not CHROMIUM.exists():
         sys.exit(f"needs Chromium at {CHROMIUM}")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         server = start_server(port, Path(folder) / "server.log")
         try:

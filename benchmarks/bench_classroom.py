@@ -38,7 +38,6 @@ import json
 import os
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_app import CHROMIUM, LAUNCH_ARGS, start_server
+from bench_app import CHROMIUM, LAUNCH_ARGS, free_port, start_server
 from bench_results import add_results_option, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -522,9 +521,7 @@ def main() -> None:
     if args.slots is not None:
         os.environ["DSMOOTH_JOB_SLOTS"] = str(args.slots)  # the server inherits it (and the results file names it)
     options = Options(args.queries, args.n, args.distinct_seeds)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         server = start_server(port, Path(folder) / "server.log")
