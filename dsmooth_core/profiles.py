@@ -215,7 +215,7 @@ class Calibration:
 
     def identity(self, model_identity: str, indices: list[int] | tuple[int, ...]) -> str:
         """A short hash of everything that determines the profile (``model_identity``: ModelInfo.identity)."""
-        key = [model_identity, self.dataset, self.split, [int(i) for i in indices], asdict(self.attack)]
+        key = [model_identity, self.dataset, self.split, [int(i) for i in indices], self.attack.to_dict()]
         key += [self.k, self.keep, self.seed]
         if self.tuning is not None:  # untuned calibrations keep the identity they always had
             key.append(asdict(self.tuning))
@@ -270,7 +270,7 @@ def build_profile(
         dataset=calibration.dataset,
         split=calibration.split,
         indices=tuple(int(i) for i in indices),
-        attack=asdict(calibration.attack),
+        attack=calibration.attack.to_dict(),
         keep=keep,
         n_attacked=len(images),
         n_kept=len(kept),

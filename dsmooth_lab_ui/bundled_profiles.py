@@ -34,7 +34,7 @@ def read(path: Path) -> tuple[ThreatProfile | None, str | None]:
 def preset_name(attack: Mapping[str, Any]) -> str | None:
     """The name of the attack preset a profile's attack settings equal, if any."""
     try:
-        config = AttackConfig(**attack)
+        config = AttackConfig.from_dict(dict(attack))
     except (TypeError, ValueError):
         return None
     return next((name for name, preset in PRESETS.items() if preset == config), None)

@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from dsmooth_core.attacks import PRESETS, AttackConfig
+from dsmooth_core.attacks.support import WHOLE_IMAGE
 
 CUSTOM = "custom"
 FGSM_CHOICES = ("l2", "linf", "none")
@@ -15,7 +16,8 @@ _FIELDS = ("eps_inf", "n_queries", "p_init", "fgsm", "eps_fgsm", "project_linf")
 
 
 def _widget_values(config: AttackConfig) -> dict[str, Any]:
-    values = dataclasses.asdict(config)
+    """Each field's widget value; ``support`` (which pixels move) has no widget and follows the preset."""
+    values = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
     values["fgsm"] = values["fgsm"] or "none"
     return values
 
@@ -49,7 +51,10 @@ def attack_settings(prefix: str, default_preset: str, overrides: dict[str, Any] 
         help="paper: eps_inf 0.5, 5000 queries, l2 FGSM 0.5 (Sec. 5 of the paper; very large for [0,1] "
         "images). conventional: eps_inf 8/255, 1000 queries, the l2 FGSM step projected back into the 8/255 "
         "ball. reachable: eps_inf 2/255 (the whole ball lies within l2 0.43, inside the radii certificates reach "
-        "at sigma 0.25-0.5), the FGSM step projected back into it.",
+        "at sigma 0.25-0.5), the FGSM step projected back into it. patch: a sticker, the 8 x 8 bottom-right "
+        "corner only, at 16/255. lowfreq: 4 x 4 pixel blocks that move together, at 3/255. nonuniform: the "
+        "patch plus 2/255 everywhere else. The structured threats share their directions across images, "
+        "which a threat profile needs (docs/REPRODUCTION.md).",
     )
     common: dict[str, Any] = {"on_change": _mark_custom, "args": (prefix,), "persist_state": persist}
     c1, c2, c3 = st.columns(3)
@@ -93,7 +98,9 @@ def attack_settings(prefix: str, default_preset: str, overrides: dict[str, Any] 
         help="Keeps the whole threat, FGSM included, an l_inf threat of radius eps_inf.",
         **common,
     )
-    st.caption(f"eps_inf = {eps_inf:.4f} = {eps_inf * 255:.1f}/255.")
+    support = st.session_state.get(f"{prefix}support", WHOLE_IMAGE)
+    moves = "" if support.whole_image else f" The threat moves only {support.describe()} (from the preset)."
+    st.caption(f"eps_inf = {eps_inf:.4f} = {eps_inf * 255:.1f}/255.{moves}")
     try:
         return AttackConfig(
             eps_inf=float(eps_inf),
@@ -102,6 +109,7 @@ def attack_settings(prefix: str, default_preset: str, overrides: dict[str, Any] 
             fgsm=None if fgsm == "none" else fgsm,
             eps_fgsm=float(eps_fgsm),
             project_linf=bool(project),
+            support=support,
         )
     except ValueError as exc:
         st.error(f"Invalid attack settings: {exc}", icon=":material/error:")
@@ -110,7 +118,7 @@ def attack_settings(prefix: str, default_preset: str, overrides: dict[str, Any] 
 
 def config_items(config: AttackConfig) -> tuple[tuple[str, Any], ...]:
     """A hashable, small cache key for a config."""
-    return tuple(sorted(dataclasses.asdict(config).items()))
+    return tuple(sorted(config.to_dict().items()))
 
 
 def check_certify_inputs(sigma: float | None, n0: int | None, n: int | None, alpha: float | None) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -74,11 +73,11 @@ def _profile(cov: LowRankCovariance, attack: dict) -> ThreatProfile:
 
 
 def test_bundled_profile_texts_read_every_number_from_the_profile() -> None:
-    paper_attack = asdict(PRESETS["paper"])
+    paper_attack = PRESETS["paper"].to_dict()
     assert bundled_profiles.threat_text(paper_attack) == (
         "the *paper* threat (Square at eps_inf = 0.5, then an l2 FGSM step of 0.5)"
     )
-    other = {**asdict(PRESETS["reachable"]), "eps_inf": 3 / 255}
+    other = {**PRESETS["reachable"].to_dict(), "eps_inf": 3 / 255}
     assert bundled_profiles.threat_text(other) == (
         "the threat (Square at eps_inf = 3/255, then FGSM projected back into that ball)"
     )

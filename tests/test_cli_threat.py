@@ -76,7 +76,7 @@ def test_attack_saves_what_the_library_computes(data_dir, tmp_path, capsys):
     assert meta["model_name"] == "cifar10_resnet20" and meta["model_hash"] == model.info.weights_hash
     assert meta["model_identity"] == model.info.identity
     assert (meta["dataset"], meta["split"], meta["seed"]) == ("cifar10", "test", 1)
-    assert meta["attack"] == dataclasses.asdict(config) and meta["argv"][0] == "attack"
+    assert meta["attack"] == config.to_dict() and meta["argv"][0] == "attack"
     printed = capsys.readouterr().out
     for phrase in ("attack success", "median queries", "mean norms: l_inf"):
         assert phrase in printed
@@ -90,7 +90,7 @@ def test_attack_slice_and_overrides(data_dir, tmp_path):
     saved = torch.load(out, weights_only=True)
     assert saved["indices"].tolist() == [1, 6, 11] and saved["metadata"]["split"] == "train"
     expected = AttackConfig(eps_inf=4 / 255, n_queries=6, p_init=0.1, fgsm=None, eps_fgsm=0.5, project_linf=False)
-    assert saved["metadata"]["attack"] == dataclasses.asdict(expected)
+    assert saved["metadata"]["attack"] == expected.to_dict()
     assert int(saved["queries"].max()) <= 6 and float(saved["linf"].max()) <= 4 / 255 + 1e-6
 
 

@@ -75,7 +75,7 @@ def test_profile_records_what_produced_it(trained, profile):
     assert 2 <= fooled < len(x), "the threat should fool some, not all, fixture images"
     assert profile.model_name == "tiny-mlp" and profile.model_hash == model.info.weights_hash
     assert (profile.dataset, profile.split, profile.indices) == ("synthetic", "train", INDICES)
-    assert profile.attack == dataclasses.asdict(STRONG) and profile.keep == "successful" and profile.seed == 3
+    assert profile.attack == STRONG.to_dict() and profile.keep == "successful" and profile.seed == 3
     assert (profile.n_attacked, profile.n_kept) == (len(x), fooled)
     expected = LowRankCovariance.fit(attack.perturbation[attack.success], 4)
     assert profile.covariance.shape == SHAPE and profile.covariance.n_samples == fooled

@@ -20,9 +20,10 @@ from dsmooth_core.attacks._checks import check_batch, check_count
 from dsmooth_core.attacks._model import predict_labels
 from dsmooth_core.attacks._streams import draw_keys
 from dsmooth_core.attacks.config import AttackConfig
-from dsmooth_core.attacks.fgsm import fgsm_l2, fgsm_linf
+from dsmooth_core.attacks.fgsm import fgsm_l2, fgsm_linf, input_gradient
 from dsmooth_core.attacks.norms import perturbation_norms
 from dsmooth_core.attacks.square import square_attack_keyed
+from dsmooth_core.attacks.support import Support
 from dsmooth_core.contract import check_generator, check_pixels, model_contract
 from dsmooth_core.progress import ProgressCallback, report
 
@@ -114,19 +115,37 @@ def _attack_chunk(
         n_queries=config.n_queries,
         p_init=config.p_init,
         progress=progress,
+        support=config.support,
     )
     adversarial, queries = square.adversarial, square.queries
     if config.fgsm is not None:
-        adversarial = _FGSM[config.fgsm](model, adversarial, y, config.eps_fgsm)
+        adversarial = _fgsm(model, adversarial, y, config)
         queries = queries + 1
     if config.project_linf:
-        adversarial = _project_linf(adversarial, x, config.eps_inf)
+        adversarial = _project_linf(adversarial, x, config.eps_inf, config.support)
     return adversarial, queries, predict_labels(model, x), predict_labels(model, adversarial)
 
 
-def _project_linf(adversarial: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
-    """Nearest point of the l_inf ball of radius ``eps`` around ``clean``, clipped to [0, 1]."""
-    return torch.minimum(torch.maximum(adversarial, clean - eps), clean + eps).clamp(0, 1)
+def _fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, config: AttackConfig) -> torch.Tensor:
+    """The FGSM step, along the part of the gradient the threat's support can follow."""
+    if config.support.whole_image:
+        return _FGSM[config.fgsm](model, x, y, config.eps_fgsm)
+    direction = config.support.direction(input_gradient(model, x, y)).to(x.device)
+    if config.fgsm == "linf":
+        step = config.eps_fgsm * direction.sign()
+    else:
+        flat = direction.flatten(1)
+        tiny = torch.finfo(flat.dtype).tiny
+        scaled = flat / flat.abs().amax(dim=1, keepdim=True).clamp_min(tiny)  # see fgsm_step_l2: no underflow
+        step = (config.eps_fgsm * scaled / scaled.norm(dim=1, keepdim=True).clamp_min(tiny)).view_as(x)
+    return (x.detach() + step).clamp(0, 1)
+
+
+def _project_linf(adversarial: torch.Tensor, clean: torch.Tensor, eps: float, support: Support) -> torch.Tensor:
+    """Nearest point of the l_inf ball of radius ``eps`` (times the support's per-pixel weight) around
+    ``clean``, clipped to [0, 1]; outside a window's support the image is the clean one."""
+    bound = eps if support.whole_image else eps * support.weights(*clean.shape[2:], clean)
+    return torch.minimum(torch.maximum(adversarial, clean - bound), clean + bound).clamp(0, 1)
 
 
 def _shifted(progress: ProgressCallback | None, offset: int, total: int) -> ProgressCallback | None:

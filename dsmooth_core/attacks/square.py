@@ -24,6 +24,7 @@ import torch
 from dsmooth_core.attacks._checks import check_batch, check_count, check_p_init, check_positive
 from dsmooth_core.attacks._model import checked_logits, margin_loss
 from dsmooth_core.attacks._streams import below, draw_keys, random_words, signs
+from dsmooth_core.attacks.support import WHOLE_IMAGE, Support
 from dsmooth_core.contract import check_generator, check_pixels, model_contract
 from dsmooth_core.device import model_device
 from dsmooth_core.progress import ProgressCallback, report
@@ -70,8 +71,10 @@ def square_attack(
     p_init: float = 0.05,
     generator: torch.Generator,
     progress: ProgressCallback | None = None,
+    support: Support = WHOLE_IMAGE,
 ) -> SquareResult:
-    """Attack images ``x`` in [0, 1] with true labels ``y`` inside the l_inf ball of radius ``eps``.
+    """Attack images ``x`` in [0, 1] with true labels ``y`` inside the l_inf ball of radius ``eps``
+    (per pixel ``eps`` times the ``support``'s weight; squares are drawn in its searched grid).
 
     Runs on the model's device and returns tensors on ``x``'s device. All randomness comes from
     ``generator`` (one key per image, see ``_streams``). ``progress`` gets (iteration, iterations)
@@ -90,6 +93,7 @@ def square_attack(
             n_queries=check_count("n_queries", n_queries),
             p_init=check_p_init(p_init),
             progress=progress,
+            support=support,
         )
 
 
@@ -103,19 +107,26 @@ def square_attack_keyed(
     n_queries: int,
     p_init: float,
     progress: ProgressCallback | None,
+    support: Support = WHOLE_IMAGE,
 ) -> SquareResult:
-    """``square_attack`` with the per-image keys given, so a chunk of a batch replays exactly."""
+    """``square_attack`` with the per-image keys given, so a chunk of a batch replays exactly.
+
+    The search state is ``delta``, in the support's searched grid; an image is always
+    ``clip(clean + embed(delta), 0, 1)``, which for the whole image is the published algorithm.
+    """
     device = model_device(model)
     clean, labels, keys = x.detach().to(device), y.to(device), keys.to(device)
-    height, width = clean.shape[2:]
+    channels, rows, cols = support.z_shape(*clean.shape[1:])
     iterations = max(n_queries - 2, 0)
     with torch.no_grad():
         best = clean.clone()
+        delta = clean.new_zeros(clean.shape[0], channels, rows, cols)
         margin = margin_loss(checked_logits(model, clean), labels)
         queries = torch.ones(clean.shape[0], dtype=torch.long, device=device)
         active = _not_fooled(margin)
         if n_queries >= 2 and active.numel():
-            best[active] = _stripes(clean[active], keys[active], eps)
+            delta[active] = _stripes(keys[active], eps, delta[active])
+            best[active] = _image(clean[active], delta[active], support)
             margin[active] = margin_loss(checked_logits(model, best[active]), labels[active])
             queries[active] += 1
         for iteration in range(iterations):
@@ -123,12 +134,14 @@ def square_attack_keyed(
             if not active.numel():
                 report(progress, iterations, iterations)
                 break
-            side = square_side(p_selection(p_init, iteration, n_queries), height, width)
-            candidate = _propose(clean[active], best[active], keys[active], iteration, side, eps)
+            side = square_side(p_selection(p_init, iteration, n_queries), rows, cols)
+            step = _propose(clean[active], best[active], delta[active], keys[active], iteration, side, eps, support)
+            candidate, candidate_delta = step
             candidate_margin = margin_loss(checked_logits(model, candidate), labels[active])
             queries[active] += 1
             improved = candidate_margin < margin[active]
             best[active[improved]] = candidate[improved]
+            delta[active[improved]] = candidate_delta[improved]
             margin[active[improved]] = candidate_margin[improved]
             report(progress, iteration + 1, iterations)
     return SquareResult(best.to(x.device), queries.to(x.device), (margin < 0).to(x.device))
@@ -139,33 +152,49 @@ def _not_fooled(margin: torch.Tensor) -> torch.Tensor:
     return (margin >= 0).nonzero().squeeze(1)
 
 
-def _stripes(clean: torch.Tensor, keys: torch.Tensor, eps: float) -> torch.Tensor:
-    """Vertical stripes: one random sign per image, channel and column, times eps, clipped to [0, 1]."""
-    batch, channels, _, width = clean.shape
-    stripe = signs(random_words(keys, 0, channels * width), clean.dtype).view(batch, channels, 1, width)
-    return (clean + eps * stripe).clamp(0, 1)
+def _image(clean: torch.Tensor, delta: torch.Tensor, support: Support) -> torch.Tensor:
+    """The attacked image of a searched perturbation, clipped to [0, 1]."""
+    return (clean + support.embed(delta, *clean.shape[2:])).clamp(0, 1)
+
+
+def _stripes(keys: torch.Tensor, eps: float, like: torch.Tensor) -> torch.Tensor:
+    """Vertical stripes: one random sign per image, channel and column of the searched grid, times eps."""
+    batch, channels, rows, cols = like.shape
+    stripe = signs(random_words(keys, 0, channels * cols), like.dtype).view(batch, channels, 1, cols)
+    return (eps * stripe).expand(batch, channels, rows, cols).clone()
 
 
 def _propose(
-    clean: torch.Tensor, best: torch.Tensor, keys: torch.Tensor, iteration: int, side: int, eps: float
-) -> torch.Tensor:
-    """Overwrite one random square per image with +-eps per channel (redrawn if nothing would change)."""
-    batch, channels, height, width = clean.shape
+    clean: torch.Tensor,
+    best: torch.Tensor,
+    delta: torch.Tensor,
+    keys: torch.Tensor,
+    iteration: int,
+    side: int,
+    eps: float,
+    support: Support,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Overwrite one random square of each image's ``delta`` with +-eps per channel (redrawn if the image
+    would not change); the candidate images and their ``delta``."""
+    batch, channels, rows, cols = delta.shape
     words = random_words(keys, iteration + 1, 2 + _MAX_DRAWS * channels)
-    top = below(words[:, 0], height - side + 1)[:, None]
-    left = below(words[:, 1], width - side + 1)[:, None]
-    rows = torch.arange(height, device=clean.device)[None, :]
-    cols = torch.arange(width, device=clean.device)[None, :]
-    in_rows = (rows >= top) & (rows < top + side)
-    in_cols = (cols >= left) & (cols < left + side)
+    top = below(words[:, 0], rows - side + 1)[:, None]
+    left = below(words[:, 1], cols - side + 1)[:, None]
+    row = torch.arange(rows, device=delta.device)[None, :]
+    col = torch.arange(cols, device=delta.device)[None, :]
+    in_rows = (row >= top) & (row < top + side)
+    in_cols = (col >= left) & (col < left + side)
     inside = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
-    draws = signs(words[:, 2:], clean.dtype).view(batch, _MAX_DRAWS, channels, 1, 1)
-    proposal = best
-    unchanged = torch.ones(batch, dtype=torch.bool, device=clean.device)
+    draws = signs(words[:, 2:], delta.dtype).view(batch, _MAX_DRAWS, channels, 1, 1)
+    proposal, proposal_delta = best, delta
+    unchanged = torch.ones(batch, dtype=torch.bool, device=delta.device)
     for draw in range(_MAX_DRAWS):
-        candidate = torch.where(inside, (clean + eps * draws[:, draw]).clamp(0, 1), best)
-        proposal = torch.where(unchanged[:, None, None, None], candidate, proposal)
+        candidate_delta = torch.where(inside, eps * draws[:, draw], delta)
+        candidate = _image(clean, candidate_delta, support)
+        keep = unchanged[:, None, None, None]
+        proposal = torch.where(keep, candidate, proposal)
+        proposal_delta = torch.where(keep, candidate_delta, proposal_delta)
         unchanged &= (candidate == best).flatten(1).all(dim=1)
         if not unchanged.any():
             break
-    return proposal
+    return proposal, proposal_delta

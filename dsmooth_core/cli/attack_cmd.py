@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +94,7 @@ def attack_record(
             "model_identity": model.info.identity,
             "dataset": "cifar10",
             "split": split,
-            "attack": asdict(config),
+            "attack": config.to_dict(),
             "seed": seed,
         },
     }

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 from pathlib import Path
 
@@ -111,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     indices = evaluation_indices(test.labels, args.eval_size, args.seed, parse_shard(args.shard))
     if args.profile:
         profile = ThreatProfile.load(args.profile)
-        if profile.attack != dataclasses.asdict(spec.attack):
+        if profile.attack != spec.attack.to_dict():
             print(f"note: {args.profile} was fitted to another attack than the one evaluated: {profile.attack}")
     else:
         profile = calibrate(

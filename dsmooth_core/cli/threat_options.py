@@ -36,6 +36,29 @@ _OVERRIDES: dict[str, tuple[str, dict[str, Any]]] = {
         {"action": argparse.BooleanOptionalAction, "help": "project the result back into the l_inf ball"},
     ),
 }
+# Which pixels the threat moves (attacks/support.py); each overrides one field of the preset's support.
+_SUPPORT_OVERRIDES: dict[str, tuple[str, dict[str, Any]]] = {
+    "window": (
+        "--window",
+        {
+            "type": lambda text: _window(text),
+            "help": "only a fixed square moves: TOP,LEFT,SIDE in pixels (negative: from the bottom/right), "
+            "or 'none' for the whole image",
+        },
+    ),
+    "grid": ("--grid", {"type": int, "help": "blocks of GRID x GRID pixels move together (1: every pixel)"}),
+    "outside": ("--outside", {"type": float, "help": "share of eps_inf allowed outside the window (0: none)"}),
+}
+
+
+def _window(text: str) -> tuple[int, int, int] | str:
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        top, left, side = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a window is TOP,LEFT,SIDE in whole pixels, got {text!r}") from None
+    return top, left, side
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +77,7 @@ def add_attack_options(parser: argparse.ArgumentParser) -> None:
     """--preset, then one override per AttackConfig field (unset flags keep the preset's value)."""
     group = parser.add_argument_group("threat", "Square Attack then FGSM (docs/MATH.md section 5)")
     group.add_argument("--preset", choices=sorted(PRESETS), default="conventional")
-    for name, (flag, options) in _OVERRIDES.items():
+    for name, (flag, options) in {**_OVERRIDES, **_SUPPORT_OVERRIDES}.items():
         group.add_argument(flag, dest=name, default=None, **options)
 
 
@@ -63,15 +86,23 @@ def attack_config(args: argparse.Namespace) -> AttackConfig:
     overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
     if overrides.get("fgsm") == "none":
         overrides["fgsm"] = None
-    return replace(PRESETS[args.preset], **overrides)
+    preset = PRESETS[args.preset]
+    support = {name: getattr(args, name, None) for name in _SUPPORT_OVERRIDES}
+    support = {name: value for name, value in support.items() if value is not None}
+    if support.get("window") == "none":
+        support["window"] = None
+    if support:
+        overrides["support"] = replace(preset.support, **support)
+    return replace(preset, **overrides)
 
 
 def describe_attack(config: AttackConfig) -> str:
     fgsm = "no FGSM" if config.fgsm is None else f"FGSM {config.fgsm} {config.eps_fgsm:g}"
     projected = ", projected into the l_inf ball" if config.project_linf else ""
+    moves = "" if config.support.whole_image else f"; moves only {config.support.describe()}"
     return (
         f"Square eps_inf {config.eps_inf:.4g} ({config.eps_inf * 255:.3g}/255), {config.n_queries} queries, "
-        f"p_init {config.p_init:g}; {fgsm}{projected}"
+        f"p_init {config.p_init:g}; {fgsm}{projected}{moves}"
     )
 
 

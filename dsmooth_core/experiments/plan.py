@@ -94,7 +94,7 @@ class ExperimentSpec:
             and record["alpha"] in self.alphas
             and record["n0"] == self.n0
             and record["seed"] == self.seed
-            and record["attack_config"] == dataclasses.asdict(self.attack)
+            and record["attack_config"] == self.attack.to_dict()
         )
 
 

@@ -9,7 +9,6 @@ alpha share one set of noise draws: the votes do not depend on alpha (``at_level
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -121,7 +120,7 @@ def plan_run(
         "profile_hash": profile.covariance.content_hash(),
         "profile_k": max_k,
         "attack": spec.attack_name,
-        "attack_config": dataclasses.asdict(spec.attack),
+        "attack_config": spec.attack.to_dict(),
         "seed": spec.seed,
         "n0": spec.n0,
     }
