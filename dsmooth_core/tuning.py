@@ -6,15 +6,18 @@ that are neither test images nor the images whose perturbations were fitted: the
 split into a fitting part and a tuning part, every setting of a small grid certifies the tuning part,
 and the setting with the highest certified accuracy at r = 0 wins. Settings whose St is nearly
 isotropic (axis ratio below ``min_axis_ratio``) are not eligible: they would be RandSmooth by another
-name.
+name. They are listed in the table with their ratio but never certified, since they cannot win, and
+the grid reaches up to that floor (docs/MATH.md section 3).
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import product
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,12 +35,19 @@ from dsmooth_core.settings import ProfileShape
 
 @dataclass(frozen=True)
 class TuningGrid:
-    """The settings tried; the first eligible one wins ties, so list the paper's setting first."""
+    """The settings tried; the first eligible one wins ties, so list the paper's setting first.
+
+    Settings run through normalizations, then ranks (descending), then shrinkages (ascending). With
+    ``shrink_to_floor`` each (normalization, k) also tries the largest shrinkage whose axis ratio still
+    reaches ``min_axis_ratio``: the most isotropic setting the rule allows, where the tuning stops when
+    more isotropic noise keeps certifying more.
+    """
 
     normalizations: tuple[str, ...] = ("det", "trace")
-    ranks: tuple[int, ...] = (100, 30, 10)
-    shrinkages: tuple[float, ...] = (0.0, 0.5, 0.9)
+    ranks: tuple[int, ...] = (100, 10, 1)
+    shrinkages: tuple[float, ...] = (0.0, 0.9, 0.97)
     min_axis_ratio: float = 2.0
+    shrink_to_floor: bool = True
 
     def __post_init__(self) -> None:
         if not (self.normalizations and self.ranks and self.shrinkages):
@@ -52,17 +62,35 @@ class TuningGrid:
         if not self.min_axis_ratio >= 1.0:
             raise ValueError(f"min_axis_ratio must be at least 1, got {self.min_axis_ratio}")
 
+    def settings(self, fitted: LowRankCovariance) -> list[ProfileShape]:
+        """The settings this grid tries on ``fitted``, in grid order (ranks above the fit's are one setting)."""
+        ranks = sorted({min(k, fitted.k) for k in self.ranks}, reverse=True)
+        edges = {k: floor_shrinkage(fitted.with_rank(k), self.min_axis_ratio) for k in ranks}
+        shapes = []
+        for normalization, k in product(self.normalizations, ranks):
+            shrinkages = set(self.shrinkages)
+            if self.shrink_to_floor and edges[k] is not None:
+                shrinkages.add(edges[k])
+            shapes += [ProfileShape(normalization, k, g) for g in sorted(shrinkages)]
+        return shapes
+
+    @property
+    def most_settings(self) -> int:
+        """How many settings the grid tries at most (before ranks clamp to the fit's)."""
+        per_rank = len(set(self.shrinkages)) + self.shrink_to_floor
+        return len(self.normalizations) * len(set(self.ranks)) * per_rank
+
 
 @dataclass(frozen=True)
 class TuningRow:
-    """One setting's score on the tuning images."""
+    """One setting's score on the tuning images; an excluded setting is not certified (None)."""
 
     normalization: str
     k: int
     shrinkage: float
     axis_ratio: float  # sqrt(mu_max / mu_min) of St: 1 is isotropic
-    certified: int  # tuning images certified with the correct class (r = 0)
-    abstained: int
+    certified: int | None  # tuning images certified with the correct class (r = 0)
+    abstained: int | None
     images: int
     eligible: bool
 
@@ -72,8 +100,8 @@ class TuningRow:
         return ProfileShape(self.normalization, self.k, self.shrinkage)
 
     @property
-    def accuracy(self) -> float:
-        return self.certified / self.images
+    def accuracy(self) -> float | None:
+        return None if self.certified is None else self.certified / self.images
 
 
 @dataclass(frozen=True)
@@ -85,6 +113,7 @@ class TuningResult:
     n: int
     alpha: float
     seed: int
+    grid: TuningGrid = TuningGrid()
 
     def apply(self, fitted: LowRankCovariance) -> LowRankCovariance:
         """The fitted covariance with the chosen knobs."""
@@ -98,6 +127,7 @@ class TuningResult:
             "n": self.n,
             "alpha": self.alpha,
             "seed": self.seed,
+            "grid": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self.grid).items()},
             "choice": asdict(self.choice),
             "table": [asdict(row) for row in self.rows],
         }
@@ -105,6 +135,29 @@ class TuningResult:
 
 def axis_ratio(covariance: LowRankCovariance) -> float:
     return math.sqrt(covariance.mu_max / covariance.mu_min)
+
+
+def floor_shrinkage(covariance: LowRankCovariance, min_axis_ratio: float) -> float | None:
+    """About the largest shrinkage whose axis ratio is still ``min_axis_ratio`` or more: the most isotropic allowed.
+
+    The ratio falls monotonically from its unshrunk value to 1 at shrinkage 1 (docs/MATH.md section 3),
+    so a bisection finds the crossing; it is then rounded down to two significant digits of its distance
+    to 1 (0.942, 0.9937), a value a table can show and a command line can repeat. None when no
+    shrinkage reaches the floor, or when every one does (a floor of 1 excludes nothing).
+    """
+
+    def reaches(shrinkage: float) -> bool:
+        return axis_ratio(covariance.with_shrinkage(shrinkage)) >= min_axis_ratio
+
+    if min_axis_ratio <= 1 or not reaches(0.0):
+        return None
+    low, high = 0.0, 1.0  # reaches(low), and not reaches(high): at shrinkage 1 the ratio is 1
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if reaches(middle) else (low, middle)
+    decimals = 1 - math.floor(math.log10(1 - low))
+    shrinkage = round(math.floor(low * 10**decimals) / 10**decimals, decimals)
+    return shrinkage if reaches(shrinkage) else round(shrinkage - 10**-decimals, decimals)  # a rounding ulp
 
 
 def tune_covariance(
@@ -122,52 +175,53 @@ def tune_covariance(
     seed: int = 0,
     progress: ProgressCallback | None = None,
 ) -> TuningResult:
-    """Certify the tuning ``images`` under every setting of ``grid`` and pick the most accurate eligible one.
+    """Certify the tuning ``images`` under every eligible setting of ``grid`` and pick the most accurate.
 
     ``fitted`` must come from perturbations of other images than ``images``. Every setting sees the
-    same generator seed per image, so settings are compared on common random numbers.
+    same generator seed per image, so settings are compared on common random numbers. Settings below
+    the axis-ratio floor get a row without certificates: they cannot win, so they cost no forwards.
     """
     labels = [int(v) for v in labels]
     if len(labels) != len(images) or not len(images):
         raise ValueError(f"tuning needs one label per image and at least one image, got {len(images)} / {len(labels)}")
-    ranks = sorted({min(k, fitted.k) for k in grid.ranks}, reverse=True)  # ranks above the fit's are one setting
-    settings = list(product(grid.normalizations, ranks, grid.shrinkages))
-    total, done = len(settings) * len(images), 0
+    shapes = grid.settings(fitted)
+    ratios = [axis_ratio(shape.apply(fitted)) for shape in shapes]
+    eligible = [ratio >= grid.min_axis_ratio for ratio in ratios]
+    if not any(eligible):
+        raise ValueError(
+            f"no setting of the grid is anisotropic enough (axis ratio >= {grid.min_axis_ratio}; the highest is "
+            f"{max(ratios):.3g}); lower the shrinkages or min_axis_ratio"
+        )
+    total, done = sum(eligible) * len(images), 0
     rows = []
     with model_contract(model, tuple(images.shape[1:])):  # checked once, not once per certificate
-        for normalization, k, shrinkage in settings:
-            covariance = ProfileShape(normalization, k, shrinkage).apply(fitted)
-            noise = AnisotropicGaussian(sigma, covariance)
-            certified = abstained = 0
-            with certification_checks(model, noise, tuple(images.shape[1:])):  # once per setting, not per image
-                for index, (x, label) in enumerate(zip(images, labels, strict=True)):
-                    generator = generator_for(model, derive_seed(seed, index, "tuning"))
-                    cert = certify(model, x, noise, n0, n, alpha, batch_size, generator)
-                    certified += cert.prediction == label
-                    abstained += cert.abstained
-                    done += 1
-                    report(progress, done, total)
-            ratio = axis_ratio(covariance)
+        for shape, ratio, allowed in zip(shapes, ratios, eligible, strict=True):
+            certified = abstained = None
+            if allowed:
+                noise = AnisotropicGaussian(sigma, shape.apply(fitted))
+                certified = abstained = 0
+                with certification_checks(model, noise, tuple(images.shape[1:])):  # once per setting
+                    for index, (x, label) in enumerate(zip(images, labels, strict=True)):
+                        generator = generator_for(model, derive_seed(seed, index, "tuning"))
+                        cert = certify(model, x, noise, n0, n, alpha, batch_size, generator)
+                        certified += cert.prediction == label
+                        abstained += cert.abstained
+                        done += 1
+                        report(progress, done, total)
             rows.append(
                 TuningRow(
-                    normalization=normalization,
-                    k=covariance.k,
-                    shrinkage=shrinkage,
+                    normalization=shape.normalization,
+                    k=shape.k,
+                    shrinkage=shape.shrinkage,
                     axis_ratio=ratio,
                     certified=certified,
                     abstained=abstained,
                     images=len(images),
-                    eligible=ratio >= grid.min_axis_ratio,
+                    eligible=allowed,
                 )
             )
-    eligible = [row for row in rows if row.eligible]
-    if not eligible:
-        raise ValueError(
-            f"no setting of the grid is anisotropic enough (axis ratio >= {grid.min_axis_ratio}); "
-            "lower the shrinkages or min_axis_ratio"
-        )
-    choice = max(eligible, key=lambda row: row.certified)  # max keeps the first of ties
-    return TuningResult(rows=tuple(rows), choice=choice, sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed)
+    choice = max((row for row in rows if row.eligible), key=lambda row: row.certified)  # the first of ties
+    return TuningResult(rows=tuple(rows), choice=choice, sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed, grid=grid)
 
 
 def split_calibration(indices: Sequence[int], tuning_share: float, seed: int) -> tuple[list[int], list[int]]:
@@ -184,3 +238,63 @@ def split_calibration(indices: Sequence[int], tuning_share: float, seed: int) ->
     tuning = sorted(indices[i] for i in order[:count])
     fitting = sorted(indices[i] for i in order[count:])
     return fitting, tuning
+
+
+def write_tuning_record(record: dict[str, Any], path: str | Path) -> None:
+    """Write a profile's tuning record (``ThreatProfile.tuning``) as JSON, a file docs can quote."""
+    path = Path(path)
+    if path.suffix != ".json":
+        raise ValueError(f"the tuning table is written as JSON; give a path ending in .json, not {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def read_tuning_record(path: str | Path) -> dict[str, Any]:
+    """A tuning record written by :func:`write_tuning_record`."""
+    record = json.loads(Path(path).read_text())
+    if not isinstance(record, dict) or not {"sigma", "choice", "table"} <= record.keys():
+        raise ValueError(f"{path} holds no tuning record (it needs sigma, choice and table)")
+    return record
+
+
+def _knobs(row: dict[str, Any]) -> tuple[str, int, float]:
+    return row["normalization"], row["k"], row["shrinkage"]
+
+
+def tuning_markdown(record: dict[str, Any]) -> str:
+    """Every setting of one tuning as a markdown table: its ratio, its score, and whether it was chosen or excluded."""
+    floor = record.get("grid", {}).get("min_axis_ratio")
+    below = f"axis ratio below {floor:g}" if floor is not None else "axis ratio below the floor"
+    lines = [
+        "| normalization | k | shrinkage | axis ratio | certified at r = 0 | abstained | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in record["table"]:
+        normalization, k, shrinkage = _knobs(row)
+        if row["eligible"]:
+            scores = f"{row['certified']} / {row['images']} | {row['abstained']}"
+            note = "chosen" if _knobs(row) == _knobs(record["choice"]) else ""
+        else:
+            scores, note = "not certified | ", f"excluded ({below})"
+        lines.append(f"| {normalization} | {k} | {shrinkage:g} | {row['axis_ratio']:.3g} | {scores} | {note} |")
+    return "\n".join(lines)
+
+
+def choices_markdown(records: Iterable[tuple[str, dict[str, Any]]], paper: tuple[str, int, float]) -> str:
+    """One line per ``(label, record)``: the choice, its score, the ``paper`` setting's score, the exclusions."""
+    lines = [
+        "| tuning | sigma | choice (normalization, k, shrinkage; axis ratio) | certified at r = 0 "
+        "| the paper's setting on the same images | settings excluded / tried |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, record in records:
+        choice = record["choice"]
+        normalization, k, shrinkage = _knobs(choice)
+        same = [row for row in record["table"] if _knobs(row) == paper and row["eligible"]]
+        paper_score = f"{same[0]['certified']} / {same[0]['images']}" if same else "not tried"
+        excluded = sum(not row["eligible"] for row in record["table"])
+        lines.append(
+            f"| {label} | {record['sigma']:g} | {normalization}, {k}, {shrinkage:g}; {choice['axis_ratio']:.3g} "
+            f"| {choice['certified']} / {choice['images']} | {paper_score} | {excluded} / {len(record['table'])} |"
+        )
+    return "\n".join(lines)

@@ -15,7 +15,7 @@ from dsmooth_lab_ui import bundled_profiles, choices, jobs, nav, profile_view, r
 
 JOB = "profile"
 SOURCES = ("Bundled profile", "Load a profile file", "Build from calibration images")
-TUNING_RANKS = (100, 30, 10)  # the command line's default grid, below the rank asked for
+TUNING_RANKS = TuningGrid().ranks  # the command line's default grid, below the rank asked for
 
 
 def bundled_source() -> None:
@@ -172,13 +172,14 @@ def tuning_settings(k: int, seed: int) -> Tuning | None:
         ranks = tuple(sorted({k, *(r for r in TUNING_RANKS if r < k)}, reverse=True))
         tuning = Tuning(sigma=float(sigma), share=float(share), grid=TuningGrid(ranks=ranks), n=int(n), seed=seed)
         grid = tuning.grid
-        settings = len(grid.normalizations) * len(grid.ranks) * len(grid.shrinkages)
         shrinkages = ", ".join(f"{g:g}" for g in grid.shrinkages)
         st.caption(
-            f"The held-out images are certified (n0 = {tuning.n0}, n = {tuning.n}) under {settings} settings: "
-            f"{' and '.join(grid.normalizations)} normalization, k in {', '.join(map(str, grid.ranks))}, shrinkage "
-            f"{shrinkages}. The most correct certificates wins among settings whose St keeps an axis ratio of at "
-            f"least {grid.min_axis_ratio:g}; the rest of the images are attacked and fitted."
+            f"The held-out images are certified (n0 = {tuning.n0}, n = {tuning.n}) under up to "
+            f"{grid.most_settings} settings: {' and '.join(grid.normalizations)} normalization, k in "
+            f"{', '.join(map(str, grid.ranks))}, shrinkage {shrinkages} and, for each normalization and k, the "
+            f"largest shrinkage whose St keeps an axis ratio of at least {grid.min_axis_ratio:g}. Settings below "
+            "that ratio are listed but not certified; the most correct certificates wins among the others. The "
+            "rest of the images are attacked and fitted."
         )
         return tuning
 

@@ -16,6 +16,7 @@ from dsmooth_core.cli import main
 from dsmooth_core.cli.threat_options import add_attack_options, attack_config, load_cifar_model
 from dsmooth_core.data import DATA_DIR_ENV, balanced_subset, load_cifar10
 from dsmooth_core.profiles import ThreatProfile
+from dsmooth_core.tuning import read_tuning_record
 
 MODEL = ["--model", "cifar10_resnet20", "--untrained", "--device", "cpu"]
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -154,11 +155,18 @@ def test_profile_tunes_on_held_out_calibration_images(data_dir, tmp_path, capsys
     out = tmp_path / "tuned.pt"
     argv = ["profile", *MODEL, "--calibration-size", "10", "--n-queries", "10", "--k", "4", "--keep", "nonzero"]
     tuning = ["--tune-sigma", "0.25", "--tune-share", "0.3", "--tune-n", "20", "--ranks", "4", "2"]
-    assert main([*argv, *tuning, "--shrinkages", "0", "0.5", "--min-axis-ratio", "1", "--out", str(out)]) == 0
+    table = tmp_path / "tables" / "tuned.json"
+    grid = ["--shrinkages", "0", "1", "--min-axis-ratio", "1.5", "--tuning-table", str(table)]
+    assert main([*argv, *tuning, *grid, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "tuned at sigma 0.25 on 3 held-out calibration images (fitted on 7)" in printed
     profile = ThreatProfile.load(out)
-    assert len(profile.tuning["table"]) == 8 and profile.n_attacked == 7
+    # det/trace x k 4, 2 x shrinkage 0, the floor's and 1 (isotropic: excluded, listed, not certified)
+    assert len(profile.tuning["table"]) == 12 and profile.n_attacked == 7
+    assert read_tuning_record(table) == profile.tuning
+    excluded = [line for line in printed.splitlines() if line.startswith("-")]
+    assert len(excluded) == 4 and all(line.endswith("not certified") for line in excluded)
+    assert "excluded, axis ratio below 1.5: 4 of 12 settings" in printed
     assert sorted(profile.tuning["fitting_indices"] + profile.tuning["tuning_indices"]) == list(profile.indices)
     choice = profile.tuning["choice"]
     assert profile.covariance.normalization == choice["normalization"] and profile.covariance.k == choice["k"]

@@ -2,7 +2,9 @@
 
 The calibration images default to a balanced subset of the training split, so they never overlap
 the test images a certificate is computed for. With ``--cache-dir`` a profile is built once per
-model, images, attack, k and seed, and loaded from the cache afterwards.
+model, images, attack, k and seed, and loaded from the cache afterwards. A tuned profile's table
+(every setting tried, the excluded ones with their axis ratio) is printed and, with
+``--tuning-table``, written as JSON for docs to quote.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dsmooth_core.cli.threat_options import (
 )
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.profiles import Calibration, ThreatProfile, Tuning, calibrate
-from dsmooth_core.tuning import TuningGrid
+from dsmooth_core.tuning import TuningGrid, write_tuning_record
 
 DEFAULT_CACHE = Path("data") / "profiles"
 
@@ -49,9 +51,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--tune-share", type=float, default=0.2, help="share of the calibration images held out")
     tune.add_argument("--tune-n", type=int, default=500, help="estimation samples per tuning certificate")
     tune.add_argument("--normalizations", nargs="+", choices=("det", "trace"), default=["det", "trace"])
-    tune.add_argument("--ranks", nargs="+", type=int, default=[100, 30, 10], help="ranks tried (at most --k)")
-    tune.add_argument("--shrinkages", nargs="+", type=float, default=[0.0, 0.5, 0.9])
-    tune.add_argument("--min-axis-ratio", type=float, default=2.0, help="sqrt(mu_max/mu_min) a choice must reach")
+    grid = TuningGrid()
+    tune.add_argument(
+        "--ranks", nargs="+", type=int, default=list(grid.ranks), help="ranks tried, at most --k (default: %(default)s)"
+    )
+    tune.add_argument("--shrinkages", nargs="+", type=float, default=list(grid.shrinkages), help="default: %(default)s")
+    tune.add_argument(
+        "--min-axis-ratio",
+        type=float,
+        default=grid.min_axis_ratio,
+        help="sqrt(mu_max/mu_min) a setting must reach; settings below it are listed, not certified "
+        "(default: %(default)s)",
+    )
+    tune.add_argument(
+        "--shrink-to-floor",
+        action=argparse.BooleanOptionalAction,
+        default=grid.shrink_to_floor,
+        help="also try, per normalization and rank, the largest shrinkage whose axis ratio reaches the floor",
+    )
+    tune.add_argument(
+        "--tuning-table", type=Path, default=None, help="write the tuning record (every setting tried) to this .json"
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--out", type=Path, help="write the profile here (always builds it)")
     where.add_argument(
@@ -65,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--k is the number of directions the profile keeps, at least 1; got {args.k}")
     if args.out is not None:
         check_writable_file(args.out)
+    if args.tuning_table is not None:
+        if args.tune_sigma is None:
+            raise ValueError("--tuning-table writes the tuning's table: give --tune-sigma too")
+        if args.tuning_table.suffix != ".json":
+            raise ValueError(f"--tuning-table is written as JSON; give a name ending in .json, not {args.tuning_table}")
+        check_writable_file(args.tuning_table, "--tuning-table")
     attack = attack_config(args)
     model = load_cifar_model(args)
     data = load_cifar10(args.calibration_split, args.data_dir)
@@ -100,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note.message}", file=sys.stderr)
     print(summary(profile, args.k))
     print(f"profile: {where}")
+    if args.tuning_table is not None and profile.tuning is not None:
+        write_tuning_record(profile.tuning, args.tuning_table)
+        print(f"tuning table: {args.tuning_table}")
     return 0
 
 
@@ -111,15 +140,17 @@ def _tuning(args: argparse.Namespace) -> Tuning | None:
         ranks=tuple(args.ranks),
         shrinkages=tuple(args.shrinkages),
         min_axis_ratio=args.min_axis_ratio,
+        shrink_to_floor=args.shrink_to_floor,
     )
     return Tuning(sigma=args.tune_sigma, share=args.tune_share, grid=grid, n=args.tune_n, seed=args.seed)
 
 
 def tuning_table(profile: ThreatProfile) -> str:
-    """The tuning table as text, the chosen row marked."""
+    """The tuning table as text: every setting tried, the chosen row marked, the excluded ones with their ratio."""
     if profile.tuning is None:
         return ""
     record = profile.tuning
+    floor = record.get("grid", {}).get("min_axis_ratio")  # absent from records written before it was kept
     lines = [
         f"tuned at sigma {record['sigma']:g} on {len(record['tuning_indices'])} held-out calibration images "
         f"(fitted on {len(record['fitting_indices'])}); certified at r = 0 with n0 {record['n0']}, n {record['n']}:",
@@ -127,11 +158,14 @@ def tuning_table(profile: ThreatProfile) -> str:
     ]
     for row in record["table"]:
         mark = "*" if row == record["choice"] else (" " if row["eligible"] else "-")
-        lines.append(
-            f"{mark} {row['normalization']:>13} {row['k']:>3} {row['shrinkage']:>10.2f} {row['axis_ratio']:>11.3g} "
-            f"{row['certified']:>6}/{row['images']:<3} {row['abstained']:>9}"
-        )
-    lines.append("  (* chosen, - not eligible: too close to isotropic)")
+        head = f"{mark} {row['normalization']:>13} {row['k']:>3} {row['shrinkage']:>10.3g} {row['axis_ratio']:>11.3g}"
+        if row["certified"] is None:
+            lines.append(f"{head}  not certified")
+        else:
+            lines.append(f"{head} {row['certified']:>6}/{row['images']:<3} {row['abstained']:>9}")
+    excluded = sum(not row["eligible"] for row in record["table"])
+    below = "too close to isotropic" if floor is None else f"axis ratio below {floor:g}"
+    lines.append(f"  (* chosen; - excluded, {below}: {excluded} of {len(record['table'])} settings)")
     return "\n".join(lines)
 
 
