@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -12,7 +13,23 @@ from dsmooth_core import ABSTAIN, Cancelled, predict
 from dsmooth_core.attacks import AttackConfig, square_then_fgsm
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.device import generator_for
-from dsmooth_core.experiments import ExperimentSpec, RecordStore, derive_seed, evaluation_indices, read_records
+from dsmooth_core.experiments import (
+    ExperimentSpec,
+    RecordStore,
+    certified_against_successful_attack,
+    derive_seed,
+    evaluation_indices,
+    group_records,
+    holm,
+    paired_comparison,
+    paired_table,
+    read_records,
+    report_tables,
+    smoothed_at_attack,
+    successful_attack_table,
+    summary_table,
+)
+from dsmooth_core.experiments import report as report_module
 from dsmooth_core.experiments import runner as runner_module
 from dsmooth_core.experiments.plan import Setting
 from dsmooth_core.experiments.runner import run_experiment
@@ -150,3 +167,124 @@ def test_an_interrupted_run_resumes_to_the_same_attacked_predictions(colours, tm
 
 def _setting(record: dict) -> Setting:
     return Setting(record["method"], record["sigma"], record["k"], record["n"], record["alpha"])
+
+
+# ---------------------------------------------------------------- hand-made records
+def rec(idx: int, method: str = "randsmooth", *, outcome: str | None = None, covered: bool = False, **extra) -> dict:
+    """A record with what the successful-attack analyses read. ``outcome``: None (an earlier version's record,
+    without the fields), "clean_wrong", "not_fooled", or the smoothed answer at a successful attack
+    ("right", "fooled", "abstains")."""
+    record = {
+        "dataset": "cifar10",
+        "split": "test",
+        "model": "m",
+        "model_hash": "h",
+        "profile_hash": "p",
+        "profile_k": 10,
+        "attack": "reachable",
+        "attack_config": {"n_queries": 10},
+        "seed": 0,
+        "n0": 10,
+        "method": method,
+        "sigma": 0.25,
+        "k": 10 if method == "dsmooth" else None,
+        "n": 100,
+        "alpha": 0.001,
+        "idx": idx,
+        "label": 1,
+        "prediction": 1,
+        "correct": True,
+        "radius": 0.5,
+        "metric": {"dsmooth": "mahalanobis", "randsmooth": "l2", "lsmooth": "l1"}[method],
+        "l2_inscribed": 0.5,
+        "l1_radius": 0.5,
+        "pert_l2": 0.4,
+        "pert_l1": 20.0,
+        "pert_linf": 0.01,
+        "pert_mahalanobis": 0.4,
+        "covered": covered,
+        "attack_success": outcome != "not_fooled",
+        "seconds": 1.0,
+    }
+    if outcome is not None:
+        fooled = outcome in ("right", "fooled", "abstains")
+        record["clean_base_correct"] = outcome != "clean_wrong"
+        record["base_fooled"] = fooled
+        record["adv_smoothed_prediction"] = {"right": 1, "fooled": 3, "abstains": ABSTAIN}.get(outcome)
+    record.update(extra)
+    record["key"] = f"{record['method']}:{record['profile_hash']}:{idx}"
+    return record
+
+
+def test_successful_attack_table_by_hand():
+    records = [
+        rec(0, outcome="right", covered=True),
+        rec(1, outcome="fooled"),
+        rec(2, outcome="abstains", covered=True),
+        rec(3, outcome="clean_wrong", covered=True),  # the attack "succeeds" on an image already wrong: not counted
+        rec(4, outcome="not_fooled", covered=True),
+        rec(5, outcome=None, covered=True),  # an earlier version's record: unknown, neither yes nor no
+    ]
+    (group,) = group_records(records)
+    (row,) = successful_attack_table([group])
+    assert (row["images"], row["outcome_unknown"], row["successful_attacks"]) == (6, 1, 3)
+    assert row["certified_against_successful_attack"] == 2
+    assert row["certified_against_successful_attack_share"] == pytest.approx(2 / 3)
+    shares = [row[f"smoothed_{a}_at_attack_share"] for a in ("right", "fooled", "abstains")]
+    assert shares == pytest.approx([1 / 3, 1 / 3, 1 / 3])
+    assert [certified_against_successful_attack(r) for r in records] == [True, False, True, False, False, None]
+    assert [smoothed_at_attack(r) for r in records] == ["right", "fooled", "abstains", None, None, None]
+    (summary,) = summary_table([group])
+    assert summary["certified_against_attack"] == pytest.approx(5 / 6)  # the old metric counts every covered image
+    assert summary["certified_against_successful_attack_share"] == pytest.approx(2 / 3)
+
+
+def test_records_of_an_earlier_version_read_as_unknown_not_zero(tmp_path):
+    old = read_records("docs/reproduction/records/anisotropic_reachable.jsonl.gz")
+    tables = report_tables(group_records(old))
+    assert tables["successful_attacks"] and tables["paired_successful_attacks"] == []
+    for row in tables["successful_attacks"]:
+        assert row["outcome_unknown"] == row["images"] == 200
+        assert row["successful_attacks"] is None and row["certified_against_successful_attack_share"] is None
+    text = report_module._write_markdown(tmp_path / "summary.md", tables["summary"]).read_text()
+    assert "| unknown | unknown | unknown |" in text and "nan" not in text
+    # no successful attack at all is "n/a", not 0% and not unknown
+    (row,) = summary_table(group_records([rec(0, outcome="not_fooled")]))
+    assert row["successful_attacks"] == 0 and math.isnan(row["certified_against_successful_attack_share"])
+
+
+def test_paired_sign_test_by_hand():
+    # DSmooth certifies 5 successful attacks RandSmooth does not, none the other way: p = 2 / 2^5
+    a = [rec(i, "dsmooth", outcome="right", covered=i < 7) for i in range(10)] + [rec(10, "dsmooth")]
+    b = [rec(i, outcome="right", covered=i < 2) for i in range(10)] + [rec(10, outcome="right")]
+    counts = paired_comparison(a, b)
+    assert (counts.both, counts.only_a, counts.only_b, counts.neither, counts.unknown) == (2, 5, 0, 3, 1)
+    assert counts.images == 10 and counts.p_value == pytest.approx(2 / 2**5)
+    assert paired_comparison(b, a).p_value == pytest.approx(counts.p_value)
+    assert paired_comparison(a, a).p_value == 1.0  # no discordant pair
+    with pytest.raises(ValueError, match="attack_config"):
+        paired_comparison(a, [rec(0, attack_config={"n_queries": 99})])
+
+
+def test_holm_closed_form():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> 4 x 0.005, 3 x 0.01, 2 x 0.03, max(0.06, 1 x 0.04)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == [1.0, 1.0]
+    assert holm([0.2]) == [0.2] and holm([]) == []
+
+
+def test_paired_table_tests_each_pair_of_smoothings_once_and_adjusts_over_them():
+    records = []
+    for i in range(12):
+        records.append(rec(i, "dsmooth", outcome="right", covered=True))
+        records.append(rec(i, "randsmooth", outcome="right", covered=i < 4))
+        records.append(rec(i, "lsmooth", outcome="right", covered=False))
+        # RandSmooth of a second run with another profile: the same smoothing, not a fourth contender
+        records.append(rec(i, "randsmooth", outcome="right", covered=i < 4, profile_hash="q"))
+    rows = paired_table(group_records(records))
+    pairs = {(r["label_a"].split()[0], r["label_b"].split()[0]) for r in rows}
+    assert len(rows) == 6 - 1 and ("RandSmooth", "RandSmooth") not in pairs  # 4 groups, the RandSmooth pair left out
+    ds_rs = next(r for r in rows if r["label_a"].startswith("DSmooth") and r["label_b"].startswith("RandSmooth"))
+    assert (ds_rs["both"], ds_rs["only_a"], ds_rs["only_b"]) == (4, 8, 0)
+    assert ds_rs["p_value"] == pytest.approx(2 / 2**8)
+    assert [r["p_holm"] for r in rows] == pytest.approx(holm([r["p_value"] for r in rows]))
