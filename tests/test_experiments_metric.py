@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 
 from dsmooth_core import ABSTAIN, Cancelled, predict
 from dsmooth_core.attacks import AttackConfig, square_then_fgsm
+from dsmooth_core.cli import main
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.device import generator_for
 from dsmooth_core.experiments import (
@@ -288,3 +290,14 @@ def test_paired_table_tests_each_pair_of_smoothings_once_and_adjusts_over_them()
     assert (ds_rs["both"], ds_rs["only_a"], ds_rs["only_b"]) == (4, 8, 0)
     assert ds_rs["p_value"] == pytest.approx(2 / 2**8)
     assert [r["p_holm"] for r in rows] == pytest.approx(holm([r["p_value"] for r in rows]))
+
+
+def test_analyse_says_which_records_predate_the_fields(tmp_path, capsys):
+    old = rec(0, outcome=None)
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (old, rec(1, outcome="fooled"))) + "\n")
+    assert main(["experiment", "analyse", str(path), "--out", str(tmp_path / "out"), "--format", "html"]) == 0
+    assert "note: 1 record(s) predate the successful-attack fields" in capsys.readouterr().out
+    lines = (tmp_path / "out" / "successful_attacks.csv").read_text().splitlines()
+    header, row = lines[0].split(","), lines[1].split(",")
+    assert row[header.index("outcome_unknown")] == "1" and row[header.index("successful_attacks")] == "1"
