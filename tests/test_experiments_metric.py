@@ -12,6 +12,7 @@ from torch import nn
 
 from dsmooth_core import ABSTAIN, Cancelled, predict
 from dsmooth_core.attacks import AttackConfig, square_then_fgsm
+from dsmooth_core.certify import predict_from_votes
 from dsmooth_core.cli import main
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.device import generator_for
@@ -301,3 +302,11 @@ def test_analyse_says_which_records_predate_the_fields(tmp_path, capsys):
     lines = (tmp_path / "out" / "successful_attacks.csv").read_text().splitlines()
     header, row = lines[0].split(","), lines[1].split(",")
     assert row[header.index("outcome_unknown")] == "1" and row[header.index("successful_attacks")] == "1"
+
+
+def test_predict_from_votes_by_hand():
+    # 10 of 10 against 0: two-sided binomial p = 2 / 2^10 = 0.00195, significant at 0.01 but not at 0.001
+    assert predict_from_votes((0, 10, 0), 0.01) == 1 and predict_from_votes((0, 10, 0), 0.001) == ABSTAIN
+    assert predict_from_votes((6, 6, 1), 0.5) == ABSTAIN  # a tie is never significant
+    with pytest.raises(ValueError):
+        predict_from_votes((1, 2), 1.5)
