@@ -128,12 +128,13 @@ class _VoteCounter:
 
 
 def _validate(
-    x: object, noise: SmoothingNoise, alpha: float, batch_size: object, generator: object, **sizes: object
+    x: object, noise: SmoothingNoise, alpha: float | None, batch_size: object, generator: object, **sizes: object
 ) -> None:
-    """Refuse bad arguments up front with messages that name them, before any model call."""
+    """Refuse bad arguments up front with messages that name them, before any model call (alpha None: no level)."""
     if not isinstance(noise, SmoothingNoise):
         raise TypeError(f"noise must be a SmoothingNoise (e.g. IsotropicGaussian(0.25)), got {type(noise).__name__}")
-    check_alpha(alpha)
+    if alpha is not None:
+        check_alpha(alpha)
     check_count("batch_size", batch_size)
     for name, value in sizes.items():
         check_count(name, value)
@@ -182,10 +183,34 @@ def predict(
     _validate(x, noise, alpha, batch_size, generator, n=n)
     with certification_checks(model, noise, tuple(x.shape)):
         counts = _VoteCounter(model, x, noise, batch_size, generator, progress, n).count(n)
-    top2 = counts.topk(min(2, counts.numel()))
-    count_a = int(top2.values[0])
-    count_b = int(top2.values[1]) if counts.numel() > 1 else 0
-    return int(top2.indices[0]) if top_two_significant(count_a, count_b, alpha) else ABSTAIN
+    return predict_from_votes(tuple(counts.tolist()), alpha)
+
+
+def predict_votes(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    noise: SmoothingNoise,
+    n: int,
+    batch_size: int,
+    generator: torch.Generator,
+    progress: ProgressCallback | None = None,
+) -> tuple[int, ...]:
+    """PREDICT's n votes, which do not depend on alpha: several levels share one set of draws.
+
+    ``predict_from_votes(predict_votes(...), alpha)`` is exactly ``predict(..., alpha, ...)`` with the same generator.
+    """
+    _validate(x, noise, None, batch_size, generator, n=n)
+    with certification_checks(model, noise, tuple(x.shape)):
+        return tuple(_VoteCounter(model, x, noise, batch_size, generator, progress, n).count(n).tolist())
+
+
+def predict_from_votes(counts: tuple[int, ...], alpha: float) -> int:
+    """PREDICT's answer from its votes: the top class, or ABSTAIN when it does not beat the runner-up at alpha."""
+    check_alpha(alpha)
+    order = sorted(range(len(counts)), key=lambda c: -counts[c])  # stable: the first of tied classes leads
+    count_a = counts[order[0]]
+    count_b = counts[order[1]] if len(counts) > 1 else 0
+    return order[0] if top_two_significant(count_a, count_b, alpha) else ABSTAIN
 
 
 def certify(

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dsmooth_lab_ui import audit_view, figures, nav, reports, resources, state
+from dsmooth_lab_ui import attack_outcome_view, audit_view, figures, nav, reports, resources, state
 
 TABLE_COLUMNS = (  # shown on screen; the CSV has every column (settings included)
     "method",
@@ -148,6 +148,7 @@ def show(model: torch.nn.Module, image: state.ImageChoice, x: torch.Tensor, reco
         return
     rows = certificates(record, model.info.class_names)
     compared = comparison(record, x)
+    attack_outcome_view.section(record, model.info.class_names)
     st.download_button(
         "Download the results (CSV)",
         results_table(record, rows, compared).to_csv(index=False).encode(),

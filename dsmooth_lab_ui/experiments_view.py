@@ -12,7 +12,16 @@ from typing import Any
 import streamlit as st
 
 from dsmooth_core.cli.command_line import command_line
-from dsmooth_core.experiments import ExperimentSpec, attack_table, group_records, report_figures, time_table
+from dsmooth_core.experiments import (
+    ExperimentSpec,
+    Group,
+    attack_table,
+    group_records,
+    paired_table,
+    report_figures,
+    successful_attack_table,
+    time_table,
+)
 from dsmooth_lab_ui import state
 from dsmooth_lab_ui.tasks import RECORDS_FILE
 
@@ -41,6 +50,27 @@ def command(choice: state.ModelChoice, spec: ExperimentSpec, sizes: dict[str, An
     return command_line(("experiment", "run"), values)
 
 
+def successful_attacks(groups: list[Group]) -> None:
+    """The attacks that fooled the base model: how many each method certifies, and what its smoothed
+    classifier answers at the attacked images; then each two methods image by image."""
+    st.subheader("Certified against a successful attack")
+    st.caption(
+        "Only the images whose attack fooled the base model (right on the clean image, wrong on the attacked "
+        "one): the share each method certifies against that attack, and what its smoothed classifier (PREDICT) "
+        "answers at the attacked image: right, fooled or abstains. Records of an earlier version count as "
+        "unknown (outcome_unknown), never as no."
+    )
+    st.dataframe(successful_attack_table(groups), hide_index=True, key="exp_table_successful")
+    paired = paired_table(groups)
+    if paired:
+        st.caption(
+            "Each two methods on the same images: images both / only one / neither certify against a successful "
+            "attack, the exact two-sided sign test on the images only one certifies, and Holm's adjustment over "
+            "the rows of this table (p_holm)."
+        )
+        st.dataframe(paired, hide_index=True, key="exp_table_paired")
+
+
 def show(records: list[dict[str, Any]], gamma: float | None) -> None:
     groups = group_records(records)
     figures = report_figures(groups, gamma)
@@ -52,6 +82,7 @@ def show(records: list[dict[str, Any]], gamma: float | None) -> None:
     )
     st.plotly_chart(figures.pop("certified_against_attack"), key="exp_chart_certified_against_attack")
     st.dataframe(attack_table(groups, gamma), hide_index=True, key="exp_table_attack")
+    successful_attacks(groups)
     st.subheader("Certified accuracy")
     st.caption(
         "The first chart is the paper's Fig. 1: each method in its own metric, so radii are not comparable "

@@ -137,6 +137,15 @@ class AttackRecord:
         return self.result.perturbation[0]
 
 
+@dataclass(frozen=True, eq=False)
+class AttackedPredictions:
+    """PREDICT at the attacked image x + delta per method (display name -> class, ABSTAIN = -1), and the
+    successful attack it was run for (a later attack on the image makes it stale)."""
+
+    attack: AttackRecord
+    predictions: dict[str, int]
+
+
 @dataclass(eq=False)
 class CertifyRecord:
     """The last certification run: per method its settings, the noise used and its certificate.
@@ -154,6 +163,7 @@ class CertifyRecord:
     profile: str | None = None
     profile_hash: str | None = None
     results: list[tuple[SmoothingNoise, Certificate]] = field(default_factory=list)
+    attacked: AttackedPredictions | None = None  # when the image's attack fooled the base model
 
 
 def init() -> None:

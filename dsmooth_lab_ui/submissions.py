@@ -17,7 +17,7 @@ from dsmooth_core.attacks import AttackConfig
 from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.seeds import derive_seed
 from dsmooth_core.settings import CertifySettings, result_key
-from dsmooth_lab_ui import audit_view, jobs, resources, state, tasks, widgets
+from dsmooth_lab_ui import attack_outcome_view, audit_view, jobs, resources, state, tasks, widgets
 from dsmooth_lab_ui.lesson_defaults import LessonSettings
 
 # The audit's search, kept small so it answers in seconds; the Certify page offers the full one.
@@ -90,7 +90,9 @@ def certify(
     shaped = profile is not None and any(noise.needs_profile for _, noise in runs)
     label = resources.effective_label(model, image)
 
-    def deliver(results: list) -> None:
+    attack = attack_outcome_view.successful_attack(resources.model_key(model), image.image_id, label)
+
+    def deliver(results: list, predictions: dict[str, int] | None = None) -> None:
         record = state.CertifyRecord(
             model_key=resources.model_key(model),
             model_name=model.info.name,
@@ -99,27 +101,27 @@ def certify(
             label=label,
             profile=profile.describe() if shaped else None,
             profile_hash=profile.content_hash[:16] if shaped else None,
+            attacked=None if predictions is None else state.AttackedPredictions(attack, predictions),
         )
         record.results.extend(results)
         state.put(state.CERTIFY, record)
 
     s = runs[0][0]
+    keyed = [(noise, key) for (_, noise), key in zip(runs, keys, strict=True)]
+    work = functools.partial(tasks.certificates, model, x, keyed, s.n0, s.n, s.alpha, s.batch, s.seed)
+    job_key: tuple = tuple(keys)
+    if attack is not None:  # the same job also asks the smoothed classifier at the attacked image
+        attacked = (attack.result.adversarial[0], attack_outcome_view.attack_key(attack))
+        work = functools.partial(
+            tasks.certificates_under_attack, model, x, keyed, s.n0, s.n, s.alpha, s.batch, s.seed, attacked
+        )
+        job_key = (*keys, attacked[1])
     jobs.start(
         "certify",
         "Certification",
-        tuple(keys),
-        functools.partial(
-            tasks.certificates,
-            model,
-            x,
-            [(noise, key) for (_, noise), key in zip(runs, keys, strict=True)],
-            s.n0,
-            s.n,
-            s.alpha,
-            s.batch,
-            s.seed,
-        ),
-        deliver,
+        job_key,
+        work,
+        deliver if attack is None else (lambda out: deliver(*out)),
         batch=min(s.batch, s.n),
         kept=jobs.METHODS_KEPT,
     )

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsmooth_core import Certificate, SmoothingNoise, certify
+from dsmooth_core import Certificate, SmoothingNoise, certify, predict
 from dsmooth_core.attacks import AttackConfig, AttackResult, square_then_fgsm
 from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.audit import audit as audit_certificate
@@ -38,6 +38,7 @@ from dsmooth_core.experiments import (
 )
 from dsmooth_core.profiles import Calibration, ThreatProfile, calibrate
 from dsmooth_core.scale import RayOptions, connect, run_experiment_on_ray
+from dsmooth_core.seeds import derive_seed
 from dsmooth_lab_ui import compute
 from dsmooth_lab_ui.memo import SUB_RESULTS
 from dsmooth_lab_ui.progress import JobProgress as Progress
@@ -89,6 +90,35 @@ def certificates(
 
         out.append((noise, SUB_RESULTS.memo(("certificate", key), one)))
     return out
+
+
+def certificates_under_attack(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    runs: Sequence[tuple[SmoothingNoise, Hashable]],
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    seed: int,
+    attacked: tuple[torch.Tensor, Hashable],
+    progress: Progress,
+) -> tuple[list[tuple[SmoothingNoise, Certificate]], dict[str, int]]:
+    """The certificates, and PREDICT (same noise, n and alpha) at the attacked image ``attacked = (x + delta,
+    attack key)`` per method by display name (ABSTAIN = -1): does a successful attack fool the smoothed classifier?"""
+    out = certificates(model, x, runs, n0, n, alpha, batch_size, seed, progress)
+    adversarial, attack_key = attacked
+    model, _ = inference_model(model)
+    predictions: dict[str, int] = {}
+    for noise, key in runs:
+
+        def one(noise: SmoothingNoise = noise) -> int:
+            progress.stage(f"{noise.name}: PREDICT at the attacked image")
+            generator = generator_for(model, derive_seed(seed, 0, f"{noise.key}:adversarial"))
+            return predict(model, adversarial, noise, n, alpha, batch_size, generator, progress=progress)
+
+        predictions[noise.name] = SUB_RESULTS.memo(("attacked prediction", key, attack_key), one)
+    return out, predictions
 
 
 def votes(

@@ -54,6 +54,12 @@ def test_page_runs_a_small_experiment_and_draws_its_charts(page, tmp_path):
     charts = {element.proto.id for element in page.get("plotly_chart")}
     for name in ("certified_against_attack", "certified_accuracy", "certified_accuracy_l2", "time_per_image"):
         assert any(element_id.endswith(f"exp_chart_{name}") for element_id in charts), (name, charts)
+    tables = [element.value for element in page.dataframe]
+    (successful,) = [t for t in tables if "certified_against_successful_attack_share" in t.columns]
+    (paired,) = [t for t in tables if "p_holm" in t.columns]
+    records = read_records(tmp_path / "runs" / "records.jsonl")
+    fooled = {r["idx"] for r in records if r["base_fooled"]}  # the attack does not depend on the method
+    assert list(successful["successful_attacks"]) == [len(fooled)] * 3 and len(paired) == 3
     line = page.code[0].value
     assert "--untrained" in line and "--n 20" in line
     args = build_parser().parse_args(shlex.split(line)[3:])  # the CLI accepts the line as the page shows it

@@ -418,6 +418,8 @@ def test_report_falls_back_to_html_when_png_export_fails(tmp_path, monkeypatch):
         "certified_accuracy_l2.csv",
         "certified_accuracy_l1.csv",
         "certified_against_attack.csv",
+        "successful_attacks.csv",
+        "paired_successful_attacks.csv",
         "time_per_image.csv",
         "summary.csv",
         "summary.md",

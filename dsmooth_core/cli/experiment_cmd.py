@@ -152,6 +152,12 @@ def analyse(args: argparse.Namespace) -> int:
     records = load_records(args.records)
     files = write_report(records, args.out, gamma=args.gamma or None, image_format=args.format)
     print(f"{len(records)} records from {len(args.records)} file(s)")
+    unknown = sum("base_fooled" not in record for record in records)
+    if unknown:
+        print(
+            f"note: {unknown} record(s) predate the successful-attack fields (clean_base_correct, base_fooled, "
+            "adv_smoothed_prediction): their successful-attack columns read 'unknown' (empty in the CSVs)"
+        )
     for path in [*files.tables, *files.charts]:
         print(f"wrote {path}")
     if files.note:

@@ -9,15 +9,19 @@ from dsmooth_core.experiments.analysis import (
     ablation_groups,
     attack_table,
     certified_accuracy,
+    certified_against_successful_attack,
     curve,
     curves_table,
     group_records,
     high_probability_lower_bound,
+    smoothed_at_attack,
+    successful_attack_table,
     summary_table,
     time_table,
 )
 from dsmooth_core.experiments.figures import ablation_figure, accuracy_figure, attack_figure, time_figure
 from dsmooth_core.experiments.geometry import perturbation_distances
+from dsmooth_core.experiments.paired import PairedCounts, holm, paired_comparison, paired_table
 from dsmooth_core.experiments.plan import (
     ExperimentSpec,
     Setting,
@@ -34,6 +38,7 @@ from dsmooth_core.experiments.setup import experiment_calibration, load_experime
 __all__ = [
     "ExperimentSpec",
     "Group",
+    "PairedCounts",
     "RecordStore",
     "ReportFiles",
     "RunSummary",
@@ -45,6 +50,7 @@ __all__ = [
     "attack_figure",
     "attack_table",
     "certified_accuracy",
+    "certified_against_successful_attack",
     "curve",
     "curves_table",
     "derive_seed",
@@ -52,9 +58,12 @@ __all__ = [
     "experiment_calibration",
     "group_records",
     "high_probability_lower_bound",
+    "holm",
     "load_experiment_model",
     "load_records",
     "merge_records",
+    "paired_comparison",
+    "paired_table",
     "parse_shard",
     "perturbation_distances",
     "read_records",
@@ -62,6 +71,8 @@ __all__ = [
     "report_figures",
     "report_tables",
     "run_experiment",
+    "smoothed_at_attack",
+    "successful_attack_table",
     "summary_table",
     "time_figure",
     "time_table",

@@ -5,6 +5,10 @@
   its own metric; the same with the inscribed l2 radius and the l1 radius puts all three in one metric.
 - Certified against the attack: the fraction of images whose certificate names the true label and
   contains the actual attack perturbation (``covered``), the one number on the same threat for all.
+- Successful attacks (docs/MATH.md section 6): of the images whose attack fooled the base model (right on
+  the clean image, wrong on the attacked one), the share certified against the attack, and what the
+  smoothed classifier answers at the attacked image (right, fooled, abstains). Records written before
+  these fields existed count as unknown, never as false.
 - Mean time per image (Tables 1-6) and ablations over k, n and alpha (Fig. 3-5).
 
 High-probability bound (Cohen et al. 2019, Sec. 4 / App.): each certificate is wrong with probability
@@ -227,6 +231,52 @@ def attack_table(groups: Sequence[Group], gamma: float | None = None) -> list[di
     return rows
 
 
+def certified_against_successful_attack(record: Record) -> bool | None:
+    """The attack fooled the base model and the certificate still names the true label with the perturbation
+    inside its region (own metric); None for a record written before successful attacks were recorded."""
+    fooled = record.get("base_fooled")
+    return None if fooled is None else bool(fooled and record["covered"])
+
+
+def smoothed_at_attack(record: Record) -> str | None:
+    """What the smoothed classifier answers at a successfully attacked image: "right", "fooled" or "abstains";
+    None where the attack was not successful or the record predates the field."""
+    if not record.get("base_fooled") or record.get("adv_smoothed_prediction") is None:
+        return None
+    prediction = record["adv_smoothed_prediction"]
+    return "abstains" if prediction == ABSTAIN else "right" if prediction == record["label"] else "fooled"
+
+
+SMOOTHED_AT_ATTACK = ("right", "fooled", "abstains")
+
+
+def successful_attack_table(groups: Sequence[Group]) -> list[dict]:
+    """Per group: successful attacks, how many of them are certified against, and what the smoothed
+    classifier answers at the attacked images. Counts are over the records that know (``outcome_unknown``
+    counts the others); None where no record of the group knows, a share NaN where it divides by zero."""
+    rows = []
+    for group in groups:
+        known = [r for r in group.records if r.get("base_fooled") is not None]
+        fooled = [r for r in known if r["base_fooled"]]
+        answers = [smoothed_at_attack(r) for r in fooled]
+        row: dict[str, Any] = {
+            **_describe(group),
+            "attack": group.config["attack"],
+            "profile_hash": group.config["profile_hash"],
+            "metric": group.metric,
+            "outcome_unknown": group.size - len(known),
+            "successful_attacks": len(fooled),
+            "certified_against_successful_attack": sum(bool(r["covered"]) for r in fooled),
+            **{f"smoothed_{answer}_at_attack": answers.count(answer) for answer in SMOOTHED_AT_ATTACK},
+        }
+        for name in ("certified_against_successful_attack", *(f"smoothed_{a}_at_attack" for a in SMOOTHED_AT_ATTACK)):
+            row[f"{name}_share"] = row[name] / len(fooled) if fooled else math.nan
+        if not known:
+            row.update({name: None for name in row if name.startswith(("successful_", "certified_", "smoothed_"))})
+        rows.append(row)
+    return rows
+
+
 def _median(values: list[float]) -> float:
     return float(np.median(values)) if values else math.nan
 
@@ -242,9 +292,11 @@ def time_table(groups: Sequence[Group]) -> list[dict]:
 
 def summary_table(groups: Sequence[Group]) -> list[dict]:
     """One row per group with the numbers a reproduction report quotes: accuracy, abstentions, median
-    radii of the correct certificates (own metric and inscribed l2), the attack comparison, time."""
+    radii of the correct certificates (own metric and inscribed l2), the attack comparison, the successful
+    attacks (None: unknown, the records predate them), time."""
     rows = []
-    for group, attack, time in zip(groups, attack_table(groups), time_table(groups), strict=True):
+    tables = zip(groups, attack_table(groups), successful_attack_table(groups), time_table(groups), strict=True)
+    for group, attack, successful, time in tables:
         correct = [r for r in group.records if r["correct"]]
         rows.append(
             {
@@ -256,6 +308,9 @@ def summary_table(groups: Sequence[Group]) -> list[dict]:
                 "median_l2_inscribed": _median([r["l2_inscribed"] for r in correct]),
                 "certified_against_attack": attack["certified_against_attack"],
                 "median_perturbation": attack["median_perturbation"],
+                "successful_attacks": successful["successful_attacks"],
+                "certified_against_successful_attack_share": successful["certified_against_successful_attack_share"],
+                "smoothed_fooled_at_attack_share": successful["smoothed_fooled_at_attack_share"],
                 "mean_seconds": time["mean_seconds"],
             }
         )

@@ -7,11 +7,18 @@ concatenation, and the analyses need nothing but the records.
 Fields: ``key``; identity: ``dataset split idx model model_hash model_identity profile_hash profile_k
 attack attack_config seed n0 method sigma k n alpha``; results: ``label prediction correct p_lower
 radius metric radius_ceiling l2_inscribed l1_radius pert_l2 pert_l1 pert_linf pert_mahalanobis covered
-attack_success seconds batch``. ``model_identity`` is ``ModelInfo.identity`` (weights, program code,
-normalization, input size, classes, architecture); records written before it have none, and a run
-refuses to add to their file. ``batch`` (the certification batch size) is recorded but not keyed.
-``pert_mahalanobis`` is measured in the St of the record's own rank k
-(the profile's rank for RandSmooth and LSmooth); ``covered`` uses the method's own metric.
+attack_success clean_base_correct base_fooled adv_smoothed_prediction seconds batch``.
+``attack_success`` is the base model being wrong on the attacked image (also when it was already wrong on
+the clean one); ``clean_base_correct`` is the base model being right on the clean image, and
+``base_fooled`` both together: a *successful attack*. ``adv_smoothed_prediction`` is Cohen's PREDICT
+(the record's noise, n and alpha) at the attacked image, -1 for an abstention, and null where the attack
+was not successful (it is not run there). Records written before these three fields lack them: the
+analyses count such records as unknown, never as false.
+``model_identity`` is ``ModelInfo.identity`` (weights, program code, normalization, input size, classes,
+architecture); records written before it have none, and a run refuses to add to their file.
+``batch`` (the certification batch size) is recorded but not keyed.
+``pert_mahalanobis`` is measured in the St of the record's own rank k (the profile's rank for RandSmooth
+and LSmooth); ``covered`` uses the method's own metric.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ never lost to a missing browser.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,12 @@ from dsmooth_core.experiments.analysis import (
     attack_table,
     curves_table,
     group_records,
+    successful_attack_table,
     summary_table,
     time_table,
 )
 from dsmooth_core.experiments.figures import ablation_figure, accuracy_figure, attack_figure, time_figure
+from dsmooth_core.experiments.paired import paired_table
 from dsmooth_core.experiments.png_export import export_png
 from dsmooth_core.experiments.records import Record
 
@@ -40,6 +43,9 @@ SUMMARY_COLUMNS = {
     "median_l2_inscribed": ".3g",
     "certified_against_attack": ".1%",
     "median_perturbation": ".3g",
+    "successful_attacks": "d",
+    "certified_against_successful_attack_share": ".1%",
+    "smoothed_fooled_at_attack_share": ".1%",
     "mean_seconds": ".2f",
 }
 ImageFormat = Literal["png", "html"]
@@ -53,9 +59,12 @@ class ReportFiles:
 
 
 def report_tables(groups: Sequence[Group], gamma: float | None = None) -> dict[str, list[dict]]:
-    """Every table by file stem: three accuracy curves, the attack comparison, the timings, a summary."""
+    """Every table by file stem: three accuracy curves, the attack comparison, the successful attacks (per
+    group, and paired between methods with Holm-adjusted sign tests), the timings, a summary."""
     tables = {name: curves_table(groups, field, gamma) for name, field in CURVES.items()}
     tables["certified_against_attack"] = attack_table(groups, gamma)
+    tables["successful_attacks"] = successful_attack_table(groups)
+    tables["paired_successful_attacks"] = paired_table(groups)
     tables["time_per_image"] = time_table(groups)
     tables["summary"] = summary_table(groups)
     return tables
@@ -103,10 +112,17 @@ def _write_markdown(path: Path, rows: list[dict]) -> Path:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [str(row["label"]), str(row["images"]), str(row["metric"])]
-        cells += [format(row[name], spec) for name, spec in SUMMARY_COLUMNS.items()]
+        cells += [_cell(row[name], spec) for name, spec in SUMMARY_COLUMNS.items()]
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _cell(value: float | None, spec: str) -> str:
+    """A rounded number; "unknown" where the records predate the field, "n/a" where it divides by zero."""
+    if value is None:
+        return "unknown"
+    return "n/a" if isinstance(value, float) and math.isnan(value) else format(value, spec)
 
 
 def _write_charts(figures: dict[str, go.Figure], out: Path, image_format: ImageFormat) -> tuple[list[Path], str | None]:

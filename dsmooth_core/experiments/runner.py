@@ -4,6 +4,11 @@ Per image: one Square + FGSM run (seeded from the image), then one certificate p
 in the store, each written as soon as it exists. The perturbation is measured in every metric once
 and checked against each certificate in that certificate's own metric. Settings that differ only in
 alpha share one set of noise draws: the votes do not depend on alpha (``at_level``).
+
+Where the attack is successful (the base model is right on the clean image and wrong on the attacked
+one), each setting also runs Cohen's PREDICT at the attacked image, with n draws from a stream of its own
+(``<method>:adversarial``): does the attack fool the smoothed classifier too? Images without a
+successful attack skip it, as its n forward passes would answer nothing asked.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from dataclasses import dataclass
 import torch
 
 from dsmooth_core.attacks import square_then_fgsm
-from dsmooth_core.certify import Certificate, at_level, certification_checks, certify
+from dsmooth_core.certify import (
+    Certificate,
+    at_level,
+    certification_checks,
+    certify,
+    predict_from_votes,
+    predict_votes,
+)
 from dsmooth_core.comparison import compare
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.data import ImageSet
@@ -38,7 +50,14 @@ class _Attacked:
     x: torch.Tensor
     label: int
     perturbation: torch.Tensor
-    success: bool
+    adversarial: torch.Tensor  # the attacked image the base model was evaluated at (x + perturbation)
+    success: bool  # wrong on the attacked image (also when already wrong on the clean one)
+    clean_correct: bool
+
+    @property
+    def base_fooled(self) -> bool:
+        """A successful attack: the base model is right on the clean image and wrong on the attacked one."""
+        return self.clean_correct and self.success
 
 
 @dataclass(frozen=True)
@@ -195,6 +214,7 @@ def image_records(
     image = _attack(model, idx, x, label, spec, tracker.part(units))
     tracker.advance(units)
     votes: dict[tuple, Certificate] = {}  # settings that differ in alpha only share their noise draws
+    attacked_votes: dict[tuple, tuple[int, ...]] = {}  # the same at the attacked image
     for setting, identity in jobs:
         noise = noises[(setting.method, setting.sigma, setting.k)]
         draws = (setting.method, setting.sigma, setting.k, setting.n)
@@ -205,7 +225,8 @@ def image_records(
             part = tracker.part(spec.n0 + setting.n)
             cert = certify(model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, part)
             votes[draws] = cert
-        record = {"key": record_key(identity), **identity, **_record(image, cert, noise, profile)}
+        adversarial = _smoothed_at_attack(model, image, setting, noise, spec, batch_size, attacked_votes, tracker)
+        record = {"key": record_key(identity), **identity, **_record(image, cert, noise, profile, adversarial)}
         yield {**record, "batch": batch_size}
         tracker.advance(spec.n0 + setting.n)
 
@@ -250,11 +271,46 @@ def _attack(
         generator=generator_for(device, derive_seed(spec.seed, idx, "attack")),
         progress=progress,
     )
-    return _Attacked(idx, x, label, result.perturbation[0].cpu(), bool(result.success[0]))
+    return _Attacked(
+        idx,
+        x,
+        label,
+        result.perturbation[0].cpu(),
+        result.adversarial[0].cpu(),
+        bool(result.success[0]),
+        int(result.clean_pred[0]) == label,
+    )
 
 
-def _record(image: _Attacked, cert: Certificate, noise: SmoothingNoise, profile: ThreatProfile) -> Record:
-    """One certificate and where the image's attack perturbation lies relative to it."""
+def _smoothed_at_attack(
+    model: torch.nn.Module,
+    image: _Attacked,
+    setting: Setting,
+    noise: SmoothingNoise,
+    spec: ExperimentSpec,
+    batch_size: int,
+    votes: dict[tuple, tuple[int, ...]],
+    tracker: _Tracker,
+) -> int | None:
+    """PREDICT at the attacked image (ABSTAIN = -1), or None where the attack did not fool the base model.
+
+    Its own seeded stream, so the answer is the same in any process or shard; its steps do not move the
+    progress bar (the run's total is known before any attack), but a cancel request still stops them.
+    """
+    if not image.base_fooled:
+        return None
+    draws = (setting.method, setting.sigma, setting.k, setting.n)
+    if draws not in votes:
+        generator = generator_for(model, derive_seed(spec.seed, image.idx, f"{setting.method}:adversarial"))
+        votes[draws] = predict_votes(model, image.adversarial, noise, setting.n, batch_size, generator, tracker.part(0))
+    return predict_from_votes(votes[draws], setting.alpha)
+
+
+def _record(
+    image: _Attacked, cert: Certificate, noise: SmoothingNoise, profile: ThreatProfile, adversarial: int | None
+) -> Record:
+    """One certificate, where the image's attack perturbation lies relative to it, and the smoothed
+    prediction at the attacked image (``adversarial``; None where the attack was not successful)."""
     # DSmooth's Mahalanobis size is in its own rank's metric; the other methods' records use the profile's
     covariance = getattr(noise, "covariance", profile.covariance)
     distances = perturbation_distances(image.perturbation, covariance)
@@ -272,5 +328,8 @@ def _record(image: _Attacked, cert: Certificate, noise: SmoothingNoise, profile:
         **{f"pert_{metric}": value for metric, value in distances.items()},
         "covered": comparison.certified,
         "attack_success": image.success,
+        "clean_base_correct": image.clean_correct,
+        "base_fooled": image.base_fooled,
+        "adv_smoothed_prediction": adversarial,
         "seconds": cert.seconds,
     }
