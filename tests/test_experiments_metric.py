@@ -310,3 +310,27 @@ def test_predict_from_votes_by_hand():
     assert predict_from_votes((6, 6, 1), 0.5) == ABSTAIN  # a tie is never significant
     with pytest.raises(ValueError):
         predict_from_votes((1, 2), 1.5)
+
+
+def test_runs_sharing_a_memo_write_the_records_of_separate_runs(colours, tmp_path, monkeypatch):
+    """A study of several threats in one process attacks each image once per threat and certifies
+    RandSmooth once per image; its records equal those of separate runs (the time aside)."""
+    other = dataclasses.replace(ATTACK, eps_fgsm=0.05)
+    specs = [colours["spec"], dataclasses.replace(colours["spec"], attack_name="other", attack=other)]
+    indices = evaluation_indices(colours["test"].labels, 4, seed=0)
+    args = (colours["model"], colours["test"], indices, colours["profile"])
+
+    def run(spec, path, memo=None):
+        run_experiment(*args, spec, RecordStore(path), batch_size=8, memo=memo)
+        return {r["key"]: {k: v for k, v in r.items() if k != "seconds"} for r in read_records(path)}
+
+    separate = [run(spec, tmp_path / f"alone{i}.jsonl") for i, spec in enumerate(specs)]
+    calls = []
+    real_certify = runner_module.certify
+    monkeypatch.setattr(runner_module, "certify", lambda *a, **k: calls.append(a[2].key) or real_certify(*a, **k))
+    memo = runner_module.RunMemo()
+    shared = [run(spec, tmp_path / f"shared{i}.jsonl", memo) for i, spec in enumerate(specs)]
+    assert shared == separate
+    assert calls.count("randsmooth") == len(indices)  # once per image, not once per threat
+    assert calls.count("dsmooth") == len(indices)  # the same profile in both runs: its noise is shared too
+    assert len(memo.attacks) == 2 * len(indices)  # each threat attacks each image once

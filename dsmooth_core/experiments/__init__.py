@@ -32,7 +32,7 @@ from dsmooth_core.experiments.plan import (
 )
 from dsmooth_core.experiments.records import RecordStore, load_records, merge_records, read_records, record_key
 from dsmooth_core.experiments.report import ReportFiles, report_figures, report_tables, write_report
-from dsmooth_core.experiments.runner import RunSummary, run_experiment
+from dsmooth_core.experiments.runner import RunMemo, RunSummary, run_experiment
 from dsmooth_core.experiments.setup import experiment_calibration, load_experiment_model
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "PairedCounts",
     "RecordStore",
     "ReportFiles",
+    "RunMemo",
     "RunSummary",
     "Setting",
     "ablation_figure",

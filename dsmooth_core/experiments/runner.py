@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -40,6 +40,7 @@ from dsmooth_core.experiments.records import Record, RecordStore, record_key
 from dsmooth_core.noise import SmoothingNoise, make_noise, method_class
 from dsmooth_core.profiles import ThreatProfile, check_usable
 from dsmooth_core.progress import ProgressCallback
+from dsmooth_core.settings import result_key
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,17 @@ class _Attacked:
     def base_fooled(self) -> bool:
         """A successful attack: the base model is right on the clean image and wrong on the attacked one."""
         return self.clean_correct and self.success
+
+
+@dataclass
+class RunMemo:
+    """What several runs in one process may share, because it does not depend on the run's profile:
+    an image's attack (per threat and seed) and its clean certificates (per noise). A study of several
+    threats then certifies RandSmooth and LSmooth once per image instead of once per threat, and the
+    records equal those of separate runs (every draw is seeded from the image, never from the run)."""
+
+    attacks: dict[str, _Attacked] = field(default_factory=dict)
+    certificates: dict[str, Certificate] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,7 @@ def run_experiment(
     split: str = "test",
     batch_size: int = 400,
     progress: ProgressCallback | None = None,
+    memo: RunMemo | None = None,
 ) -> RunSummary:
     """Write the missing records of ``indices`` x ``spec``'s settings to ``store``, in this process.
 
@@ -177,7 +190,9 @@ def run_experiment(
                 if not jobs:
                     continue
                 x, label = images.tensor([idx])[0], int(images.labels[idx])
-                records = image_records(model, idx, x, label, jobs, plan.noises, profile, spec, batch_size, tracker)
+                records = image_records(
+                    model, idx, x, label, jobs, plan.noises, profile, spec, batch_size, tracker, memo
+                )
                 for record in records:
                     store.append(record)
                     written += 1
@@ -204,27 +219,36 @@ def image_records(
     spec: ExperimentSpec,
     batch_size: int,
     tracker: _Tracker | None = None,
+    memo: RunMemo | None = None,
 ) -> Iterator[Record]:
     """Attack image ``idx`` once, then yield one record per job as soon as its certificate exists.
 
-    Every draw is seeded from (run seed, image, method), so the records are the same in any process.
+    Every draw is seeded from (run seed, image, method), so the records are the same in any process;
+    ``memo`` shares attacks and clean certificates with the process's other runs.
     """
     tracker = tracker or _Tracker(None, 0)
+    memo = memo or RunMemo()
     units = spec.attack.n_queries
-    image = _attack(model, idx, x, label, spec, tracker.part(units))
+    attack_key = result_key(model.info, idx, spec.attack, spec.seed)
+    if attack_key not in memo.attacks:
+        memo.attacks[attack_key] = _attack(model, idx, x, label, spec, tracker.part(units))
+    image = memo.attacks[attack_key]
     tracker.advance(units)
     votes: dict[tuple, Certificate] = {}  # settings that differ in alpha only share their noise draws
     attacked_votes: dict[tuple, tuple[int, ...]] = {}  # the same at the attacked image
     for setting, identity in jobs:
         noise = noises[(setting.method, setting.sigma, setting.k)]
         draws = (setting.method, setting.sigma, setting.k, setting.n)
+        clean_key = result_key(model.info, noise, idx, spec.n0, setting.n, spec.seed, batch_size)
         if draws in votes:
             cert = at_level(votes[draws], noise, setting.alpha)
+        elif clean_key in memo.certificates:
+            cert = votes[draws] = at_level(memo.certificates[clean_key], noise, setting.alpha)
         else:
             generator = generator_for(model, derive_seed(spec.seed, image.idx, setting.method))
             part = tracker.part(spec.n0 + setting.n)
             cert = certify(model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, part)
-            votes[draws] = cert
+            votes[draws] = memo.certificates[clean_key] = cert
         adversarial = _smoothed_at_attack(model, image, setting, noise, spec, batch_size, attacked_votes, tracker)
         record = {"key": record_key(identity), **identity, **_record(image, cert, noise, profile, adversarial)}
         yield {**record, "batch": batch_size}
