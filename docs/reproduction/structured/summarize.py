@@ -39,11 +39,16 @@ def describe(paths: list[Path]) -> dict[str, Any]:
         cov = profile.covariance
         threat, _, role = path.stem.partition("_")
         tuning = profile.tuning
-        rows[cov.content_hash()] = {
-            "file": path.name,
+        key = cov.content_hash()
+        if key in rows:  # tunings at two sigmas that chose the same knobs on the same fit: one St
+            rows[key]["files"].append(path.name)
+            rows[key]["tuned_at_sigma"].append(tuning["sigma"])
+            continue
+        rows[key] = {
+            "files": [path.name],
             "threat": threat,
             "role": "paper" if role == "paper" else "tuned",
-            "tuned_at_sigma": tuning["sigma"] if tuning else None,
+            "tuned_at_sigma": [tuning["sigma"]] if tuning else [],
             "normalization": cov.normalization,
             "k": cov.k,
             "shrinkage": cov.shrinkage,
@@ -171,8 +176,9 @@ def profile_markdown(profiles: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     order = {t: i for i, t in enumerate(THREATS)}
-    for p in sorted(profiles.values(), key=lambda p: (order[p["threat"]], p["role"], p["tuned_at_sigma"] or 0)):
-        role = "paper's setting" if p["role"] == "paper" else f"tuned at sigma {p['tuned_at_sigma']:g}"
+    for p in sorted(profiles.values(), key=lambda p: (order[p["threat"]], p["role"], p["tuned_at_sigma"])):
+        sigmas = " and ".join(f"{s:g}" for s in p["tuned_at_sigma"])
+        role = "paper's setting" if p["role"] == "paper" else f"tuned at sigma {sigmas}"
         excluded = sum(not row["eligible"] for row in p["tuning_table"]) if p["tuning_table"] else None
         total = len(p["tuning_table"]) if p["tuning_table"] else None
         lines.append(
