@@ -119,7 +119,7 @@ class TuningResult:
     n: int
     alpha: float
     seed: int
-    grid: TuningGrid = TuningGrid()
+    grid: TuningGrid
 
     def apply(self, fitted: LowRankCovariance) -> LowRankCovariance:
         """The fitted covariance with the chosen knobs."""
