@@ -13,6 +13,7 @@ import torch
 from scipy.stats import norm
 
 from dsmooth_core import LowRankCovariance, tuning
+from dsmooth_core.cli import main
 from dsmooth_core.settings import ProfileShape
 from dsmooth_core.tuning import (
     TuningGrid,
@@ -334,3 +335,19 @@ def test_pruning_keeps_the_choice_for_fewer_certificates(fitted, monkeypatch, al
     for line, row in zip(lines, record["table"], strict=True):
         if row["eligible"] and row["evaluated"] < row["images"]:
             assert f"| {row['certified']} of the first {row['evaluated']} (stopped: cannot win) |" in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tuning-table", "t.json"], "give --tune-sigma too"),
+        (["--tune-sigma", "0.25", "--tuning-table", "t.csv"], "ending in .json"),
+        (["--tune-sigma", "0.25", "--tune-n0", "0"], "at least 1 each"),
+    ],
+)
+def test_profile_refuses_a_bad_tuning_request_before_attacking(extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["profile", "--model", "cifar10_resnet20", "--untrained", "--device", "cpu", *extra])
+    assert stop.value.code != 0
+    assert message in capsys.readouterr().err and not any(tmp_path.iterdir())

@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--k is the number of directions the profile keeps, at least 1; got {args.k}")
     if args.out is not None:
         check_writable_file(args.out)
+    if args.tune_sigma is not None and min(args.tune_n0, args.tune_n) < 1:  # refused before the attack, not after
+        raise ValueError(f"--tune-n0 and --tune-n count draws, at least 1 each; got {args.tune_n0} and {args.tune_n}")
     if args.tuning_table is not None:
         if args.tune_sigma is None:
             raise ValueError("--tuning-table writes the tuning's table: give --tune-sigma too")
