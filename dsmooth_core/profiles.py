@@ -185,6 +185,7 @@ class Tuning:
     n: int = 500
     alpha: float = 0.001
     seed: int = 0
+    prune: bool = False  # stop a setting once it cannot win (same choice, fewer forwards; see tune_covariance)
 
 
 @dataclass(frozen=True)
@@ -345,6 +346,7 @@ def _tuned_profile(
         alpha=tuning.alpha,
         batch_size=batch_size or 500,
         seed=tuning.seed,
+        prune=tuning.prune,
         progress=progress,
     )
     record = {"fitting_indices": fitting, "tuning_indices": held_out, **result.to_dict()}

@@ -89,10 +89,16 @@ class TuningRow:
     k: int
     shrinkage: float
     axis_ratio: float  # sqrt(mu_max / mu_min) of St: 1 is isotropic
-    certified: int | None  # tuning images certified with the correct class (r = 0)
+    certified: int | None  # tuning images certified with the correct class (r = 0), of those evaluated
     abstained: int | None
     images: int
     eligible: bool
+    evaluated: int  # images certified: all of them, fewer when stopped early, 0 when not eligible
+
+    @property
+    def stopped(self) -> bool:
+        """Certification stopped early (``prune``): even certifying every image left, it could not win."""
+        return self.eligible and self.evaluated < self.images
 
     @property
     def shape(self) -> ProfileShape:
@@ -101,7 +107,7 @@ class TuningRow:
 
     @property
     def accuracy(self) -> float | None:
-        return None if self.certified is None else self.certified / self.images
+        return None if self.certified is None or self.stopped else self.certified / self.images
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ class TuningResult:
     n: int
     alpha: float
     seed: int
-    grid: TuningGrid = TuningGrid()
+    grid: TuningGrid
 
     def apply(self, fitted: LowRankCovariance) -> LowRankCovariance:
         """The fitted covariance with the chosen knobs."""
@@ -173,6 +179,7 @@ def tune_covariance(
     alpha: float = 0.001,
     batch_size: int = 500,
     seed: int = 0,
+    prune: bool = False,
     progress: ProgressCallback | None = None,
 ) -> TuningResult:
     """Certify the tuning ``images`` under every eligible setting of ``grid`` and pick the most accurate.
@@ -180,6 +187,9 @@ def tune_covariance(
     ``fitted`` must come from perturbations of other images than ``images``. Every setting sees the
     same generator seed per image, so settings are compared on common random numbers. Settings below
     the axis-ratio floor get a row without certificates: they cannot win, so they cost no forwards.
+    With ``prune`` the settings are certified most isotropic first, and a setting stops as soon as it
+    could not win even by certifying every image left: the choice is the same, the stopped rows hold
+    counts over fewer images.
     """
     labels = [int(v) for v in labels]
     if len(labels) != len(images) or not len(images):
@@ -192,36 +202,54 @@ def tune_covariance(
             f"no setting of the grid is anisotropic enough (axis ratio >= {grid.min_axis_ratio}; the highest is "
             f"{max(ratios):.3g}); lower the shrinkages or min_axis_ratio"
         )
-    total, done = sum(eligible) * len(images), 0
-    rows = []
+    order = [i for i, allowed in enumerate(eligible) if allowed]
+    if prune:
+        order.reverse()  # the most isotropic first: it usually leads, so the others stop early
+    total, done = len(order) * len(images), 0
+    scores: dict[int, tuple[int, int, int]] = {}  # setting -> certified, abstained, images evaluated
+    leader: tuple[int, int] | None = None  # (certified, setting) of the best setting certified in full
     with model_contract(model, tuple(images.shape[1:])):  # checked once, not once per certificate
-        for shape, ratio, allowed in zip(shapes, ratios, eligible, strict=True):
-            certified = abstained = None
-            if allowed:
-                noise = AnisotropicGaussian(sigma, shape.apply(fitted))
-                certified = abstained = 0
-                with certification_checks(model, noise, tuple(images.shape[1:])):  # once per setting
-                    for index, (x, label) in enumerate(zip(images, labels, strict=True)):
-                        generator = generator_for(model, derive_seed(seed, index, "tuning"))
-                        cert = certify(model, x, noise, n0, n, alpha, batch_size, generator)
-                        certified += cert.prediction == label
-                        abstained += cert.abstained
-                        done += 1
-                        report(progress, done, total)
-            rows.append(
-                TuningRow(
-                    normalization=shape.normalization,
-                    k=shape.k,
-                    shrinkage=shape.shrinkage,
-                    axis_ratio=ratio,
-                    certified=certified,
-                    abstained=abstained,
-                    images=len(images),
-                    eligible=allowed,
-                )
-            )
-    choice = max((row for row in rows if row.eligible), key=lambda row: row.certified)  # the first of ties
-    return TuningResult(rows=tuple(rows), choice=choice, sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed, grid=grid)
+        for i in order:
+            noise = AnisotropicGaussian(sigma, shapes[i].apply(fitted))
+            certified = abstained = evaluated = 0
+            with certification_checks(model, noise, tuple(images.shape[1:])):  # once per setting, not per image
+                for index, (x, label) in enumerate(zip(images, labels, strict=True)):
+                    if prune and leader is not None and _cannot_win(certified + len(images) - index, i, leader):
+                        break
+                    generator = generator_for(model, derive_seed(seed, index, "tuning"))
+                    cert = certify(model, x, noise, n0, n, alpha, batch_size, generator)
+                    certified += cert.prediction == label
+                    abstained += cert.abstained
+                    evaluated += 1
+                    done += 1
+                    report(progress, done, total)
+            if evaluated < len(images):  # the certificates it skipped count as done
+                done += len(images) - evaluated
+                report(progress, done, total)
+            scores[i] = (certified, abstained, evaluated)
+            if evaluated == len(images) and (leader is None or not _cannot_win(certified, i, leader)):
+                leader = (certified, i)
+    rows = tuple(
+        TuningRow(
+            normalization=shape.normalization,
+            k=shape.k,
+            shrinkage=shape.shrinkage,
+            axis_ratio=ratio,
+            certified=scores[i][0] if i in scores else None,
+            abstained=scores[i][1] if i in scores else None,
+            images=len(images),
+            eligible=i in scores,
+            evaluated=scores[i][2] if i in scores else 0,
+        )
+        for i, (shape, ratio) in enumerate(zip(shapes, ratios, strict=True))
+    )
+    assert leader is not None  # at least one setting is eligible, and the first one evaluated is never stopped
+    return TuningResult(rows=rows, choice=rows[leader[1]], sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed, grid=grid)
+
+
+def _cannot_win(ceiling: int, setting: int, leader: tuple[int, int]) -> bool:
+    """A setting that certifies at most ``ceiling`` loses to ``leader``: fewer, or as many but later in grid order."""
+    return (ceiling, -setting) < (leader[0], -leader[1])
 
 
 def split_calibration(indices: Sequence[int], tuning_share: float, seed: int) -> tuple[list[int], list[int]]:
@@ -261,6 +289,14 @@ def _knobs(row: dict[str, Any]) -> tuple[str, int, float]:
     return row["normalization"], row["k"], row["shrinkage"]
 
 
+def _score(row: dict[str, Any]) -> str:
+    """'82 / 100', or '3 of the first 20 (stopped: cannot win)' for a setting that ``prune`` stopped."""
+    evaluated = row.get("evaluated", row["images"])  # absent from records written before pruning
+    if evaluated < row["images"]:
+        return f"{row['certified']} of the first {evaluated} (stopped: cannot win)"
+    return f"{row['certified']} / {row['images']}"
+
+
 def tuning_markdown(record: dict[str, Any]) -> str:
     """Every setting of one tuning as a markdown table: its ratio, its score, and whether it was chosen or excluded."""
     floor = record.get("grid", {}).get("min_axis_ratio")
@@ -272,7 +308,7 @@ def tuning_markdown(record: dict[str, Any]) -> str:
     for row in record["table"]:
         normalization, k, shrinkage = _knobs(row)
         if row["eligible"]:
-            scores = f"{row['certified']} / {row['images']} | {row['abstained']}"
+            scores = f"{_score(row)} | {row['abstained']}"
             note = "chosen" if _knobs(row) == _knobs(record["choice"]) else ""
         else:
             scores, note = "not certified | ", f"excluded ({below})"
@@ -291,7 +327,7 @@ def choices_markdown(records: Iterable[tuple[str, dict[str, Any]]], paper: tuple
         choice = record["choice"]
         normalization, k, shrinkage = _knobs(choice)
         same = [row for row in record["table"] if _knobs(row) == paper and row["eligible"]]
-        paper_score = f"{same[0]['certified']} / {same[0]['images']}" if same else "not tried"
+        paper_score = _score(same[0]) if same else "not tried"
         excluded = sum(not row["eligible"] for row in record["table"])
         lines.append(
             f"| {label} | {record['sigma']:g} | {normalization}, {k}, {shrinkage:g}; {choice['axis_ratio']:.3g} "

@@ -151,13 +151,17 @@ def test_profile_to_a_file_reports_a_clamped_k(data_dir, tmp_path, capsys):
     profile.check_disjoint("cifar10", "train", list(profile.indices))
 
 
-def test_profile_tunes_on_held_out_calibration_images(data_dir, tmp_path, capsys):
+def test_profile_tunes_on_held_out_calibration_images(data_dir, tmp_path, capsys, monkeypatch):
+    seen = []
+    real_tune = profiles.tune_covariance
+    monkeypatch.setattr(profiles, "tune_covariance", lambda *a, **kw: seen.append(kw) or real_tune(*a, **kw))
     out = tmp_path / "tuned.pt"
     argv = ["profile", *MODEL, "--calibration-size", "10", "--n-queries", "10", "--k", "4", "--keep", "nonzero"]
-    tuning = ["--tune-sigma", "0.25", "--tune-share", "0.3", "--tune-n", "20", "--ranks", "4", "2"]
+    tuning = ["--tune-sigma", "0.25", "--tune-share", "0.3", "--tune-n", "20", "--tune-n0", "10", "--tune-prune"]
     table = tmp_path / "tables" / "tuned.json"
-    grid = ["--shrinkages", "0", "1", "--min-axis-ratio", "1.5", "--tuning-table", str(table)]
+    grid = ["--ranks", "4", "2", "--shrinkages", "0", "1", "--min-axis-ratio", "1.5", "--tuning-table", str(table)]
     assert main([*argv, *tuning, *grid, "--out", str(out)]) == 0
+    assert [(kw["n0"], kw["n"], kw["prune"]) for kw in seen] == [(10, 20, True)]
     printed = capsys.readouterr().out
     assert "tuned at sigma 0.25 on 3 held-out calibration images (fitted on 7)" in printed
     profile = ThreatProfile.load(out)

@@ -13,6 +13,7 @@ import torch
 from scipy.stats import norm
 
 from dsmooth_core import LowRankCovariance, tuning
+from dsmooth_core.cli import main
 from dsmooth_core.settings import ProfileShape
 from dsmooth_core.tuning import (
     TuningGrid,
@@ -231,9 +232,11 @@ def test_excluded_settings_cost_no_certificates(fitted, monkeypatch):
 
 def test_ties_go_to_the_first_eligible_setting_in_grid_order(fitted):
     images = torch.full((2, *SHAPE), 0.5)
-    for normalizations in (("det", "trace"), ("trace", "det")):
+    for normalizations, prune in [(("det", "trace"), False), (("trace", "det"), False), (("det", "trace"), True)]:
         grid = TuningGrid(normalizations=normalizations, ranks=(1, 4), shrinkages=(0.99, 0.0, 0.5))
-        result = tune_covariance(_always_one(), fitted, images, [1, 1], sigma=SIGMA, grid=grid, n0=5, n=10, seed=0)
+        result = tune_covariance(
+            _always_one(), fitted, images, [1, 1], sigma=SIGMA, grid=grid, n0=5, n=10, seed=0, prune=prune
+        )
         assert all(row.certified == 2 for row in result.rows if row.eligible)
         assert result.choice == result.rows[0]
         assert (result.choice.normalization, result.choice.k, result.choice.shrinkage) == (normalizations[0], 4, 0.0)
@@ -298,3 +301,53 @@ def test_the_committed_grid_ratios_and_the_math_page_match_the_bundled_profiles(
     assert f"the floor lies at `gamma` {floor_span}" in math_page
     assert f"`gamma = 0.97` falls to {ratios('0.97')}" in math_page
     assert all(row["eligible"] == "False" for row in committed if row["shrinkage"] == "0.97")
+
+
+@pytest.mark.parametrize("along_the_threat", [True, False])
+def test_pruning_keeps_the_choice_for_fewer_certificates(fitted, monkeypatch, along_the_threat):
+    calls = []
+    real_certify = tuning.certify
+    monkeypatch.setattr(tuning, "certify", lambda *args, **kwargs: calls.append(1) or real_certify(*args, **kwargs))
+    if along_the_threat:  # the most shrunk eligible setting leads
+        model, images = _along_the_threat(fitted, SIGMA * np.linspace(0.05, 1.2, 16))
+    else:  # noise across the boundary is the residual's: the least shrunk setting leads, certified last
+        w = _boundary_normal(fitted)
+        x0 = torch.full(SHAPE, 0.5, dtype=torch.float64)
+        images = torch.stack([x0 + float(m) * w.reshape(SHAPE) for m in SIGMA * np.linspace(0.02, 0.6, 16)]).float()
+        model = LinearClassifier(w.reshape(SHAPE), float((w * x0.flatten()).sum()))
+    grid = TuningGrid(normalizations=("det", "trace"), ranks=(4, 1), shrinkages=(0.0, 0.5, 0.9, 0.97))
+    common = dict(sigma=SIGMA, grid=grid, n0=20, n=100, alpha=0.01, seed=2)
+    full = tune_covariance(model, fitted, images, [1] * len(images), **common)
+    full_calls = len(calls)
+    pruned = tune_covariance(model, fitted, images, [1] * len(images), prune=True, **common)
+    assert pruned.choice == full.choice and not pruned.choice.stopped
+    assert len(calls) - full_calls == sum(row.evaluated for row in pruned.rows) < full_calls
+    stopped = [row for row in pruned.rows if row.stopped]
+    assert stopped
+    for row, reference in zip(pruned.rows, full.rows, strict=True):
+        if row.eligible and not row.stopped:
+            assert row == reference  # common random numbers: a setting certified in full scores the same
+        if row.stopped:  # even certifying every image it skipped, it would not have won
+            assert row.certified + row.images - row.evaluated <= pruned.choice.certified
+            assert reference.certified <= pruned.choice.certified
+    record = pruned.to_dict()
+    lines = tuning_markdown(record).splitlines()[2:]
+    for line, row in zip(lines, record["table"], strict=True):
+        if row["eligible"] and row["evaluated"] < row["images"]:
+            assert f"| {row['certified']} of the first {row['evaluated']} (stopped: cannot win) |" in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tuning-table", "t.json"], "give --tune-sigma too"),
+        (["--tune-sigma", "0.25", "--tuning-table", "t.csv"], "ending in .json"),
+        (["--tune-sigma", "0.25", "--tune-n0", "0"], "at least 1 each"),
+    ],
+)
+def test_profile_refuses_a_bad_tuning_request_before_attacking(extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["profile", "--model", "cifar10_resnet20", "--untrained", "--device", "cpu", *extra])
+    assert stop.value.code != 0
+    assert message in capsys.readouterr().err and not any(tmp_path.iterdir())

@@ -50,6 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--tune-sigma", type=float, default=None, help="tune at this sigma (default: no tuning)")
     tune.add_argument("--tune-share", type=float, default=0.2, help="share of the calibration images held out")
     tune.add_argument("--tune-n", type=int, default=500, help="estimation samples per tuning certificate")
+    tune.add_argument(
+        "--tune-n0", type=int, default=Tuning.n0, help="selection samples per tuning certificate (default: %(default)s)"
+    )
+    tune.add_argument(
+        "--tune-prune",
+        action="store_true",
+        help="certify the most isotropic settings first and stop a setting once it cannot win: the same choice "
+        "for fewer forwards, but the stopped settings' counts cover fewer images",
+    )
     tune.add_argument("--normalizations", nargs="+", choices=("det", "trace"), default=["det", "trace"])
     grid = TuningGrid()
     tune.add_argument(
@@ -85,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--k is the number of directions the profile keeps, at least 1; got {args.k}")
     if args.out is not None:
         check_writable_file(args.out)
+    if args.tune_sigma is not None and min(args.tune_n0, args.tune_n) < 1:  # refused before the attack, not after
+        raise ValueError(f"--tune-n0 and --tune-n count draws, at least 1 each; got {args.tune_n0} and {args.tune_n}")
     if args.tuning_table is not None:
         if args.tune_sigma is None:
             raise ValueError("--tuning-table writes the tuning's table: give --tune-sigma too")
@@ -142,7 +153,15 @@ def _tuning(args: argparse.Namespace) -> Tuning | None:
         min_axis_ratio=args.min_axis_ratio,
         shrink_to_floor=args.shrink_to_floor,
     )
-    return Tuning(sigma=args.tune_sigma, share=args.tune_share, grid=grid, n=args.tune_n, seed=args.seed)
+    return Tuning(
+        sigma=args.tune_sigma,
+        share=args.tune_share,
+        grid=grid,
+        n0=args.tune_n0,
+        n=args.tune_n,
+        seed=args.seed,
+        prune=args.tune_prune,
+    )
 
 
 def tuning_table(profile: ThreatProfile) -> str:
@@ -159,8 +178,11 @@ def tuning_table(profile: ThreatProfile) -> str:
     for row in record["table"]:
         mark = "*" if row == record["choice"] else (" " if row["eligible"] else "-")
         head = f"{mark} {row['normalization']:>13} {row['k']:>3} {row['shrinkage']:>10.3g} {row['axis_ratio']:>11.3g}"
+        evaluated = row.get("evaluated", row["images"])  # absent from records written before pruning
         if row["certified"] is None:
             lines.append(f"{head}  not certified")
+        elif evaluated < row["images"]:
+            lines.append(f"{head} {row['certified']:>6}/{evaluated:<3} {row['abstained']:>9}  stopped: cannot win")
         else:
             lines.append(f"{head} {row['certified']:>6}/{row['images']:<3} {row['abstained']:>9}")
     excluded = sum(not row["eligible"] for row in record["table"])
