@@ -99,7 +99,7 @@ def test_every_attack_field_can_be_overridden():
     parser = argparse.ArgumentParser()
     add_attack_options(parser)
     argv = ["--preset", "paper", "--eps-inf", "8/255", "--n-queries", "7", "--p-init", "0.1"]
-    args = parser.parse_args([*argv, "--fgsm", "linf", "--eps-fgsm", "0.01", "--project-linf"])
+    args = parser.parse_args([*argv, "--fgsm", "linf", "--eps-fgsm", "0.01", "--project-linf", "--window", "0,0,8"])
     config, preset = attack_config(args), PRESETS["paper"]
     for field in dataclasses.fields(AttackConfig):
         assert getattr(config, field.name) != getattr(preset, field.name), field.name
