@@ -13,7 +13,7 @@ tuning sees the same noise per image (``tune_covariance``), so a setting's count
 which others are tried; for the reachable threat at sigma 0.25 the bundled profile carries the full
 table, which tests/test_doc_numbers.py compares with these rows.
 
-Usage (DSMOOTH_DATA_DIR must hold CIFAR-10; about 10 minutes on one thread, 15 with --corners):
+Usage (DSMOOTH_DATA_DIR must hold CIFAR-10; the conventional threat's two attacks take the longest):
   python docs/reproduction/anisotropic/rebuild.py WORKDIR [--threats ...] [--corners] [--tuning-out tuning.json]
 WORKDIR/profiles/<threat>_{paper,tuned_0.25,tuned_0.5}.pt are written for ``energy.py``, and
 <threat>_fit.pt, the untuned k = 100 fit of the 400 fitting images. A rerun loads the paper-setting
