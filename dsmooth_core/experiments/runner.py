@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from dsmooth_core.attacks import square_then_fgsm
+from dsmooth_core.backends import forward_name
 from dsmooth_core.certify import Certificate, at_level, certification_checks, certify
 from dsmooth_core.comparison import compare
 from dsmooth_core.covariance import LowRankCovariance
@@ -29,6 +30,7 @@ from dsmooth_core.experiments.records import Record, RecordStore, record_key
 from dsmooth_core.noise import SmoothingNoise, make_noise, method_class
 from dsmooth_core.profiles import ThreatProfile, check_usable
 from dsmooth_core.progress import ProgressCallback
+from dsmooth_core.settings import forward_identity
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def plan_run(
         "model": model.info.name,
         "model_hash": model.info.weights_hash,
         "model_identity": model.info.identity,
+        **forward_identity(forward_name(model)),
         "profile_hash": profile.covariance.content_hash(),
         "profile_k": max_k,
         "attack": spec.attack_name,
@@ -192,11 +195,13 @@ def image_records(
     Every draw is seeded from (run seed, image, method), so the records are the same in any process.
     """
     tracker = tracker or _Tracker(None, 0)
+    forward = forward_name(model)
     units = spec.attack.n_queries
     image = _attack(model, idx, x, label, spec, tracker.part(units))
     tracker.advance(units)
     votes: dict[tuple, Certificate] = {}  # settings that differ in alpha only share their noise draws
-    for setting, identity in jobs:
+    for setting, planned in jobs:
+        identity = _made_by(planned, forward)
         noise = noises[(setting.method, setting.sigma, setting.k)]
         draws = (setting.method, setting.sigma, setting.k, setting.n)
         if draws in votes:
@@ -207,8 +212,14 @@ def image_records(
             cert = certify(model, image.x, noise, spec.n0, setting.n, setting.alpha, batch_size, generator, part)
             votes[draws] = cert
         record = {"key": record_key(identity), **identity, **_record(image, cert, noise, profile)}
-        yield {**record, "batch": batch_size}
+        yield {**record, "batch": batch_size, "forward": forward}
         tracker.advance(spec.n0 + setting.n)
+
+
+def _made_by(identity: dict, forward: str) -> dict:
+    """``identity`` naming the forward that runs here, not the planned one: on a Ray worker's GPU the
+    ONNX wrapper becomes the torch model, and its records must say so (and be keyed so)."""
+    return {**{k: v for k, v in identity.items() if k != "forward"}, **forward_identity(forward)}
 
 
 def _missing(store: RecordStore, context: dict, settings: list[Setting], idx: int) -> list[tuple[Setting, dict]]:
