@@ -3,8 +3,9 @@
 Why in the server, once: exporting the model's ONNX graph and checking it against torch take seconds for
 a new model (a fraction of a second from the disk cache); done here, cached per model, every certify job
 receives the checked graph with its work and starts computing at once, and the page knows before the job
-which forward runs (its result key names it) and why a model stays on torch. The rate is measured once
-per model, forward and thread count, so the Certify page can say which n this machine affords.
+which forward runs (its result key names it) and why a model stays on torch. The rate is measured per
+model, forward and thread count (again every :data:`RATE_SECONDS`), so the Certify page can say which n
+this machine affords.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def _torch_threads(count: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-@st.cache_data(show_spinner="Measuring this machine's forward rate (once per model) ...", max_entries=16)
+RATE_SECONDS = 900  # a measurement's life: the machine's load changes, and a new one costs under a second
+
+
+@st.cache_data(show_spinner="Measuring this machine's forward rate ...", max_entries=16, ttl=RATE_SECONDS)
 def _rate(model_key: str, forward: str, thread_count: int, batch: int, _model: torch.nn.Module) -> float:
     with _torch_threads(thread_count):
         return forward_rate(_model, batch=batch)
