@@ -15,6 +15,12 @@ median warm page switch (target < 1 s), and the time of 4 sessions certifying at
 ``DSMOOTH_DATA_DIR`` and Chromium at /usr/bin/chromium. Timings on a shared machine are noisy: run
 it on a quiet one. Writes the figures to ``benchmarks/results/bench_app-<time>.json``.
 Run: ``make bench``, or ``PYTHONPATH=. .venv/bin/python benchmarks/bench_app.py``.
+
+The library runs the forward the app runs (``DSMOOTH_BACKEND``, else auto: ONNX Runtime on a CPU), so
+app/library compares like with like. ``--backends torch,onnxruntime`` measures certify only, with one
+server per backend side by side and their runs interleaved seed by seed (each seed's library run just
+before its app run), so both backends see the same machine load: the app's speed-up of one backend over
+the other is then a ratio of runs made under the same load, which a shared machine allows.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ def library(work: str, seeds: list[int]) -> dict:
 
     from dsmooth_core import bundled, certify
     from dsmooth_core.attacks import PRESETS, square_then_fgsm
+    from dsmooth_core.backends import forward_name, inference_model
     from dsmooth_core.data import load_cifar10
     from dsmooth_core.models import DEFAULT_MODEL, load_model, prepare_image
     from dsmooth_core.noise import make_noise
@@ -90,6 +97,7 @@ def library(work: str, seeds: list[int]) -> dict:
         return {"seconds": time.perf_counter() - start}
     covariance = ThreatProfile.load(bundled.PROFILE).covariance  # as the app
     torch.set_num_threads(threads.for_batch(BATCH))
+    model, _ = inference_model(model)  # the app's forward, prepared before the clock starts (as the app's page does)
     p_lower: dict[int, dict[str, float]] = {}
     start = time.perf_counter()
     for seed in seeds:
@@ -98,12 +106,20 @@ def library(work: str, seeds: list[int]) -> dict:
             noise = make_noise(method, SIGMA, covariance if method == "dsmooth" else None)
             cert = certify(model, x, noise, N0, N, ALPHA, BATCH, torch.Generator().manual_seed(seed))
             p_lower[seed][name] = round(cert.p_lower, 4)
-    return {"seconds": time.perf_counter() - start, "p_lower": p_lower}
+    return {"seconds": time.perf_counter() - start, "p_lower": p_lower, "forward": forward_name(model)}
 
 
-def run_library(work: str, seeds: tuple[int, ...] = (0,)) -> dict:
-    """:func:`library` in a fresh process (no server, no browser in it)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def variant_env(variant: str | None) -> dict[str, str]:
+    """The environment of a ``--backends`` entry: ``BACKEND`` or ``BACKEND:THREADS`` (``DSMOOTH_TORCH_THREADS``)."""
+    if not variant:
+        return {}
+    backend, _, thread_count = variant.partition(":")
+    return {"DSMOOTH_BACKEND": backend, **({"DSMOOTH_TORCH_THREADS": thread_count} if thread_count else {})}
+
+
+def run_library(work: str, seeds: tuple[int, ...] = (0,), variant: str | None = None) -> dict:
+    """:func:`library` in a fresh process (no server, no browser in it), in ``variant``'s environment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **variant_env(variant)}
     command = [sys.executable, __file__, "--library", work, "--seeds", ",".join(map(str, seeds))]
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -118,12 +134,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, log: Path) -> subprocess.Popen:
+def start_server(port: int, log: Path, variant: str | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1"]
     command += ["--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none"]
     command += ["--browser.gatherUsageStats", "false"]
+    env = {**os.environ, **variant_env(variant)}
     with log.open("w") as out:
-        server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -275,10 +292,80 @@ def app(url: str) -> dict:
     }
 
 
+def compare_backends(backends: list[str], seeds: tuple[int, ...], results: Path) -> None:
+    """Certify only, one server per backend, runs interleaved seed by seed (see the module docstring)."""
+    from playwright.sync_api import sync_playwright
+
+    times: dict[str, dict[str, list[float]]] = {b: {"app": [], "library": []} for b in backends}
+    equal: dict[str, bool] = dict.fromkeys(backends, True)
+    loads = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
+        servers, pages = {}, {}
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        try:
+            for backend in backends:
+                port = free_port()
+                servers[backend] = start_server(port, Path(folder) / f"server{len(servers)}.log", backend)
+                pages[backend] = open_session(browser, f"http://127.0.0.1:{port}")
+                switch(pages[backend], "Certify")
+                certify_and_wait([pages[backend]], [N0])  # a first certify per server: its one-off preparation
+            for seed in seeds:
+                for backend in backends:
+                    library_run = run_library("certify", (seed,), backend)
+                    seconds, (shown,) = certify_and_wait([pages[backend]], [seed])
+                    times[backend]["app"].append(seconds)
+                    times[backend]["library"].append(library_run["seconds"])
+                    equal[backend] &= shown == library_run["p_lower"][seed]
+                    loads.append(os.getloadavg()[0])
+                    print(
+                        f"seed {seed}, {backend}: app {seconds:.2f} s ({job_note(pages[backend])}), library "
+                        f"{library_run['seconds']:.2f} s ({library_run['forward']}), load {loads[-1]:.1f}",
+                        flush=True,
+                    )
+        finally:
+            browser.close()
+            for server in servers.values():
+                server.terminate()
+                server.wait(timeout=30)
+    medians = {b: {where: statistics.median(t) for where, t in times[b].items()} for b in backends}
+    rows = [
+        {
+            "backend (DSMOOTH_BACKEND[:DSMOOTH_TORCH_THREADS])": b,
+            "app s": round(medians[b]["app"], 2),
+            "library s": round(medians[b]["library"], 2),
+            "app/library": round(medians[b]["app"] / medians[b]["library"], 2),
+            f"app, {backends[0]} / this": round(medians[backends[0]]["app"] / medians[b]["app"], 2),
+            "certificates equal the library's": equal[b],
+        }
+        for b in backends
+    ]
+    for row in rows:
+        print(row)
+    print(f"load average (1 min) during the runs: {min(loads):.1f} to {max(loads):.1f}")
+    settings = {
+        "image": f"CIFAR-10 test #{IMAGE_INDEX}",
+        "methods": "DSmooth, RandSmooth, LSmooth",
+        "n0": N0,
+        "n": N,
+        "sigma": SIGMA,
+        "alpha": ALPHA,
+        "batch": BATCH,
+        "seeds": f"medians of {len(seeds)} seeds, the backends interleaved seed by seed",
+        "load average during the runs": f"{min(loads):.1f} to {max(loads):.1f}",
+    }
+    tables = {"certify in the app and the library, per backend": rows}
+    write_result(results, "bench_app", settings, tables, ["one server per backend, side by side; see --backends"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--library", choices=["attack", "certify"], help="run this work through the library only")
     parser.add_argument("--seeds", default="0", help="seeds, comma-separated (with --library; attack uses the first)")
+    parser.add_argument(
+        "--backends",
+        help="certify only, on these backends side by side, e.g. torch,onnxruntime (seeds: --seeds); "
+        "BACKEND:THREADS sets DSMOOTH_TORCH_THREADS for that one, e.g. onnxruntime:2",
+    )
     add_results_option(parser)
     args = parser.parse_args()
     if args.library:
@@ -286,6 +373,10 @@ def main() -> None:
         return
     if not CHROMIUM.exists():
         sys.exit(f"needs Chromium at {CHROMIUM}")
+    if args.backends:
+        seeds = tuple(int(seed) for seed in args.seeds.split(","))
+        compare_backends(args.backends.split(","), seeds if len(seeds) > 1 else CERTIFY_SEEDS, args.results)
+        return
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         server = start_server(port, Path(folder) / "server.log")

@@ -111,6 +111,22 @@ class ProfileShape:
         return dataclasses.asdict(self)
 
 
+TORCH_FORWARD = "torch"  # the forward of every result written before the backends existed
+
+
+def forward_identity(forward: str) -> dict[str, str]:
+    """The forward's part of a result's identity (``forward``: ``backends.forward_name`` of the model used).
+
+    The two engines may differ by a handful of votes (float near-ties), so a result names the one that
+    made it and is never served for the other. Torch contributes nothing: results and records written
+    before the backends existed were all made by torch, and their keys stay what a torch run computes
+    today (a record or file without the field reads as torch).
+    """
+    if not isinstance(forward, str) or not forward:
+        raise InputRefused(f"forward must be an engine's name, got {forward!r}")
+    return {} if forward == TORCH_FORWARD else {"forward": forward}
+
+
 def tensor_hash(tensor: torch.Tensor) -> str:
     """sha256 of a tensor's dtype, shape and values (on the CPU, contiguous)."""
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)

@@ -13,7 +13,10 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dsmooth_lab_ui import attack_outcome_view, audit_view, figures, nav, reports, resources, state
+from dsmooth_core import SmoothingNoise, radius_ceiling
+from dsmooth_core.backends.throughput import CERTIFY_EFFICIENCY, affordable_n
+from dsmooth_core.settings import CertifySettings
+from dsmooth_lab_ui import attack_outcome_view, audit_view, figures, forward, nav, reports, resources, state
 
 TABLE_COLUMNS = (  # shown on screen; the CSV has every column (settings included)
     "method",
@@ -48,6 +51,43 @@ COMPARISON_HELP = {
         help="True label certified AND the attack perturbation inside the region"
     ),
 }
+
+
+AFFORDABLE_SECONDS = 5.0  # the wait the Certify page plans n for
+
+
+def machine_rate(model: torch.nn.Module, runs: list[tuple[CertifySettings, SmoothingNoise]]) -> None:
+    """Which forward certifies (and why a model stays on torch), this machine's measured rate, and the n
+    it affords in about :data:`AFFORDABLE_SECONDS` for the chosen methods, with the ceiling that n allows."""
+    fast = forward.prepared(model)
+    if fast.fell_back:
+        st.info(fast.note, icon=":material/info:")
+    s = runs[0][0]
+    per_second, thread_count = forward.rate(fast, s.batch)
+    draws = len(runs) * (s.n0 + s.n)
+    expected = draws / (per_second * CERTIFY_EFFICIENCY)
+    n = affordable_n(per_second, AFFORDABLE_SECONDS, len(runs), s.n0)
+    methods = f"the {len(runs)} methods" if len(runs) > 1 else runs[0][1].name
+    here = (
+        f"Forward: {fast.name}, about {per_second:,.0f} images/s on this machine ({thread_count} thread"
+        f"{'s' if thread_count > 1 else ''}, batch {min(s.batch, forward.RATE_BATCH_CAP)}): these settings take "
+        f"about {expected:.1f} s."
+    )
+    if n == 0:
+        st.caption(f"{here} Even n = 100 takes longer than {AFFORDABLE_SECONDS:g} s for {methods} here.")
+        return
+    ceilings = ", ".join(
+        f"{noise.name} {radius_ceiling(noise, n, s.alpha):.3g} ({noise.metric_label})" for _, noise in runs
+    )
+    st.caption(
+        f"{here} n = {n:,} certifies {methods} in about {AFFORDABLE_SECONDS:g} s, with a radius ceiling of "
+        f"{ceilings} at alpha = {s.alpha:g}."
+    )
+
+
+def forward_line(record: state.CertifyRecord) -> None:
+    """Which engine ran the certificates' forward, unobtrusively (its votes may differ from the other's by a few)."""
+    st.caption(f"forward: {record.forward}")
 
 
 def is_current(record: state.CertifyRecord, model: torch.nn.Module, image: state.ImageChoice) -> bool:
@@ -133,6 +173,7 @@ def results_table(record: state.CertifyRecord, rows: list[dict], comparison_rows
     table["image"] = record.image_id
     table["model"] = record.model_name
     table["model identity"] = record.model_key
+    table["forward"] = record.forward
     return table
 
 
@@ -147,6 +188,7 @@ def show(model: torch.nn.Module, image: state.ImageChoice, x: torch.Tensor, reco
     if not record.results:
         return
     rows = certificates(record, model.info.class_names)
+    forward_line(record)
     compared = comparison(record, x)
     attack_outcome_view.section(record, model.info.class_names)
     st.download_button(

@@ -152,7 +152,7 @@ class CertifyRecord:
 
     ``model_key`` is the model's identity; ``settings`` maps each method key to the settings it was
     certified with; ``profile`` and ``profile_hash`` say which threat profile, shaped how, made
-    DSmooth's noise (None when no method used one).
+    DSmooth's noise (None when no method used one). ``forward`` names the engine of the model's forward.
     """
 
     model_key: str
@@ -164,6 +164,7 @@ class CertifyRecord:
     profile_hash: str | None = None
     results: list[tuple[SmoothingNoise, Certificate]] = field(default_factory=list)
     attacked: AttackedPredictions | None = None  # when the image's attack fooled the base model
+    forward: str = "torch"  # the engine that ran the model's forward (dsmooth_core.backends.forward_name)
 
 
 def init() -> None:

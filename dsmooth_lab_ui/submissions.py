@@ -16,8 +16,8 @@ from dsmooth_core import SmoothingNoise
 from dsmooth_core.attacks import AttackConfig
 from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.seeds import derive_seed
-from dsmooth_core.settings import CertifySettings, result_key
-from dsmooth_lab_ui import attack_outcome_view, audit_view, jobs, resources, state, tasks, widgets
+from dsmooth_core.settings import CertifySettings, forward_identity, result_key
+from dsmooth_lab_ui import attack_outcome_view, audit_view, forward, jobs, resources, state, tasks, widgets
 from dsmooth_lab_ui.lesson_defaults import LessonSettings
 
 # The audit's search, kept small so it answers in seconds; the Certify page offers the full one.
@@ -84,9 +84,12 @@ def certify(
     runs: list[tuple[CertifySettings, SmoothingNoise]],
     profile: state.ProfileChoice | None,
 ) -> None:
-    """DCERT per method; each certificate is cached under the identity of all its inputs (``state.CERTIFY``)."""
+    """DCERT per method; each certificate is cached under the identity of all its inputs (``state.CERTIFY``),
+    the forward's engine included (the two engines may differ by a few near-tie votes)."""
     x = resources.model_input(model, image)
-    keys = [result_key("certificate", model.info, image.identity, noise, s) for s, noise in runs]
+    fast = forward.prepared(model)
+    engine = forward_identity(fast.name)
+    keys = [result_key("certificate", model.info, image.identity, noise, s, engine) for s, noise in runs]
     shaped = profile is not None and any(noise.needs_profile for _, noise in runs)
     label = resources.effective_label(model, image)
 
@@ -102,18 +105,19 @@ def certify(
             profile=profile.describe() if shaped else None,
             profile_hash=profile.content_hash[:16] if shaped else None,
             attacked=None if predictions is None else state.AttackedPredictions(attack, predictions),
+            forward=fast.name,
         )
         record.results.extend(results)
         state.put(state.CERTIFY, record)
 
     s = runs[0][0]
     keyed = [(noise, key) for (_, noise), key in zip(runs, keys, strict=True)]
-    work = functools.partial(tasks.certificates, model, x, keyed, s.n0, s.n, s.alpha, s.batch, s.seed)
+    work = functools.partial(tasks.certificates, fast.model, x, keyed, s.n0, s.n, s.alpha, s.batch, s.seed)
     job_key: tuple = tuple(keys)
     if attack is not None:  # the same job also asks the smoothed classifier at the attacked image
         attacked = (attack.result.adversarial[0], attack_outcome_view.attack_key(attack))
         work = functools.partial(
-            tasks.certificates_under_attack, model, x, keyed, s.n0, s.n, s.alpha, s.batch, s.seed, attacked
+            tasks.certificates_under_attack, fast.model, x, keyed, s.n0, s.n, s.alpha, s.batch, s.seed, attacked
         )
         job_key = (*keys, attacked[1])
     jobs.start(

@@ -25,7 +25,6 @@ from dsmooth_core import Certificate, SmoothingNoise, certify, predict
 from dsmooth_core.attacks import AttackConfig, AttackResult, square_then_fgsm
 from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.audit import audit as audit_certificate
-from dsmooth_core.backends import inference_model
 from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.device import generator_for
 from dsmooth_core.experiments import (
@@ -78,8 +77,12 @@ def certificates(
     seed: int,
     progress: Progress,
 ) -> list[tuple[SmoothingNoise, Certificate]]:
-    """DCERT for each ``(noise, cache key)``; every method starts from the same seed."""
-    model, _ = inference_model(model)  # ONNX Runtime on a CPU, with the job's threads; else torch as given
+    """DCERT for each ``(noise, cache key)``; every method starts from the same seed.
+
+    ``model`` is the forward the page prepared (:mod:`dsmooth_lab_ui.forward`): on ONNX Runtime it carries
+    its checked graph, so the job exports and probes nothing, and the three methods share its session,
+    which follows the job's thread budget. The keys name that forward, so it is used as given.
+    """
     out: list[tuple[SmoothingNoise, Certificate]] = []
     for noise, key in runs:
 
@@ -108,7 +111,6 @@ def certificates_under_attack(
     attack key)`` per method by display name (ABSTAIN = -1): does a successful attack fool the smoothed classifier?"""
     out = certificates(model, x, runs, n0, n, alpha, batch_size, seed, progress)
     adversarial, attack_key = attacked
-    model, _ = inference_model(model)
     predictions: dict[str, int] = {}
     for noise, key in runs:
 

@@ -90,6 +90,8 @@ if current is not None:
         st.info(f"DSmooth is unavailable: {why}.", icon=":material/info:")
         nav.link(nav.PROFILE, "Get a threat profile for DSmooth")
     chosen = settings(prof)
+    if chosen:
+        certify_view.machine_rate(current_model, chosen)
     if st.button("Certify", type="primary", disabled=not chosen, icon=":material/verified_user:"):
         submissions.certify(current_model, current_image, chosen, prof)
     last = state.get(state.CERTIFY)

@@ -201,6 +201,7 @@ def test_gradients_pickling_and_threads() -> None:
     try:
         torch.set_num_threads(1)
         assert fast.session().get_session_options().intra_op_num_threads == 1
+        assert copy.session() is fast.session()  # one warm session per graph and thread count in a process
     finally:
         torch.set_num_threads(before)
     pinned, _ = inference_model(model, "onnxruntime", threads=2)

@@ -29,12 +29,22 @@ BACKEND_ENV = "DSMOOTH_BACKEND"  # the default backend, for the commands and the
 # agreed once agrees again, and a worker's later jobs skip the export, the file and the probe.
 _CHECKED: dict[str, tuple[bytes, str]] = {}
 
-__all__ = ["BACKENDS", "BACKEND_ENV", "OnnxForward", "default_backend", "inference_model"]
+__all__ = ["BACKENDS", "BACKEND_ENV", "OnnxForward", "default_backend", "forward_name", "inference_model"]
 
 
 def default_backend() -> str:
     """``$DSMOOTH_BACKEND`` (e.g. torch where exporting does not pay, as in the test suite), else auto."""
     return os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
+
+
+def forward_name(model: nn.Module) -> str:
+    """Which engine answers ``model``'s gradient-free forward: ``"onnxruntime"`` or ``"torch"``.
+
+    Read from the object that will run, never from the backend asked for, so a fallback to torch (or a
+    wrapper moved to a GPU, which becomes the torch model) is named as what it is. Results carry this
+    name in their identity: the two engines' votes may differ by a handful of float near-ties.
+    """
+    return "onnxruntime" if isinstance(model, OnnxForward) else "torch"
 
 
 def inference_model(

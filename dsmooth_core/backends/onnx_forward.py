@@ -7,6 +7,9 @@ predict, Square's queries and the contract's probes take the fast path with no b
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -17,6 +20,13 @@ from dsmooth_core.models.info import ModelInfo
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
+
+SESSIONS_KEPT = 4  # open sessions a process keeps (a few models, or thread counts), least recently used first out
+# Sessions by (graph digest, threads), for the whole process. Why: a fresh session's first batches pay
+# for its memory arena (about 50 ms of a 1.3 s certify job, measured); the app's worker receives a new
+# wrapper with each job's work, and here finds the session its previous jobs warmed.
+_SESSIONS: OrderedDict[tuple[str, int], InferenceSession] = OrderedDict()
+_SESSIONS_LOCK = threading.Lock()
 
 
 def open_session(graph: bytes, threads: int) -> InferenceSession:
@@ -35,12 +45,26 @@ def open_session(graph: bytes, threads: int) -> InferenceSession:
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
+def shared_session(graph: bytes, digest: str, threads: int) -> InferenceSession:
+    """The process's session for ``graph`` (whose sha256 is ``digest``) at ``threads``, opened on first use."""
+    key = (digest, threads)
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            session = _SESSIONS[key] = open_session(graph, threads)
+            while len(_SESSIONS) > SESSIONS_KEPT:
+                _SESSIONS.popitem(last=False)
+        _SESSIONS.move_to_end(key)
+        return session
+
+
 class OnnxForward(nn.Module):
     """``model`` with its inference-only calls answered by its ONNX graph.
 
     ``threads=None`` follows ``torch.get_num_threads()`` at every call (one session per count, made on
-    first use), so a job runner that sets torch's threads around a job sets the graph's as well.
-    Pickling (Ray workers) sends the graph's bytes; each process opens its own sessions.
+    first use and shared in the process by every wrapper of the same graph), so a job runner that sets
+    torch's threads around a job sets the graph's as well. Pickling (the app's worker, Ray workers)
+    sends the graph's bytes; each process opens its own sessions.
     """
 
     def __init__(self, model: nn.Module, graph: bytes, threads: int | None = None) -> None:
@@ -50,8 +74,8 @@ class OnnxForward(nn.Module):
         # on 2 cores); and it has no parameters, so it is seen on the CPU, where the graph runs.
         object.__setattr__(self, "model", model)
         self.graph = graph
+        self.digest = hashlib.sha256(graph).hexdigest()
         self.threads = threads
-        self._sessions: dict[int, InferenceSession] = {}
 
     @property
     def info(self) -> ModelInfo:
@@ -62,12 +86,8 @@ class OnnxForward(nn.Module):
         return f"model={self.info.name!r}, threads={self.threads or 'torch.get_num_threads()'}"
 
     def session(self) -> InferenceSession:
-        """The session for the current thread budget (opened on first use)."""
-        threads = self.threads or torch.get_num_threads()
-        session = self._sessions.get(threads)
-        if session is None:
-            session = self._sessions[threads] = open_session(self.graph, threads)
-        return session
+        """The session for the current thread budget (the process's, opened on first use)."""
+        return shared_session(self.graph, self.digest, self.threads or torch.get_num_threads())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
@@ -84,6 +104,3 @@ class OnnxForward(nn.Module):
         if device is not None and device.type != "cpu":
             return self.model.to(*args, **kwargs)
         return self
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_sessions": {}}  # sessions cannot be pickled; the graph's bytes can

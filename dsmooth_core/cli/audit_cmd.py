@@ -25,7 +25,7 @@ from dsmooth_core.cli.certify_cmd import (
     profile_covariance,
     selected_indices,
 )
-from dsmooth_core.cli.result_files import model_settings, resumable_tsv, run_facts
+from dsmooth_core.cli.result_files import forward_settings, model_settings, resumable_tsv, run_facts
 from dsmooth_core.cli.threat_options import add_model_options, load_cifar_model
 from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.device import model_device
@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         "--split": args.split,
         "--profile": None if covariance is None else covariance.content_hash(),
         "model": model_settings(model.info),
+        **forward_settings(model),
     }
     about = run_facts(model, args)
     with contextlib.ExitStack() as checks:

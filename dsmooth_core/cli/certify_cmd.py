@@ -20,7 +20,7 @@ from dsmooth_core.certify import certification_checks, certify
 from dsmooth_core.cli.common import WEIGHTS_HELP
 from dsmooth_core.cli.engine_options import add_engine_arguments, ray_options
 from dsmooth_core.cli.model_file_options import add_model_file_options
-from dsmooth_core.cli.result_files import model_settings, resumable_tsv, run_facts
+from dsmooth_core.cli.result_files import forward_settings, model_settings, resumable_tsv, run_facts
 from dsmooth_core.cli.threat_options import load_cifar_model
 from dsmooth_core.compiled import compiled_forward
 from dsmooth_core.contract import check_input_shape
@@ -107,6 +107,7 @@ def file_settings(
         "--split": split,
         "--profile": None if covariance is None else covariance.content_hash(),
         "model": model_settings(model.info),
+        **forward_settings(model),
     }
 
 

@@ -20,9 +20,11 @@ from typing import Any
 import torch
 
 from dsmooth_core.appendfile import locked_append
+from dsmooth_core.backends import forward_name
 from dsmooth_core.device import model_device
 from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import ModelInfo
+from dsmooth_core.settings import TORCH_FORWARD
 
 SETTINGS_SUFFIX = ".settings.json"
 FORMAT = 1  # of the settings file
@@ -39,6 +41,10 @@ _MODEL_PARTS = {
     "resize_size": "the model's resize",
     "weights_hash": "the model's weights (--model, --weights, --untrained or --model-file)",  # last: any other
 }
+
+
+# Settings that a side file written before they existed holds implicitly: its rows were made by torch.
+_IMPLIED = {"--backend": TORCH_FORWARD}
 
 
 def settings_path(path: Path) -> Path:
@@ -59,6 +65,15 @@ def model_settings(info: ModelInfo) -> dict[str, Any]:
         "resize_size": info.resize_size,
     }
     return {"identity": info.identity, "name": info.name, "parts": parts}
+
+
+def forward_settings(model: torch.nn.Module) -> dict[str, str]:
+    """The engine that ran the rows' forward (``--backend`` resolved: a fallback to torch says torch).
+
+    Compared on resume like any setting: the engines' votes may differ by a handful of near-ties, so
+    rows of both never share a file.
+    """
+    return {"--backend": forward_name(model)}
 
 
 def run_facts(model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +124,7 @@ def check_settings(path: Path, kind: str, settings: Mapping[str, Any]) -> None:
         raise InputRefused(f"{side} is not a settings file of this project ({exc}); write to another --out") from None
     if stored_kind != kind or not isinstance(kept, dict):
         raise InputRefused(f"{side} belongs to a {stored_kind} file, not a {kind} TSV; write to another --out")
-    difference = _difference(kept, settings)
+    difference = _difference({**_IMPLIED, **kept}, settings)
     if difference is not None:
         raise InputRefused(
             f"--out {path} was made with other settings ({difference}); "

@@ -32,6 +32,7 @@ from scipy.stats import binom
 from dsmooth_core.certify import ABSTAIN
 from dsmooth_core.experiments.records import Record
 from dsmooth_core.noise import METHODS, method_class
+from dsmooth_core.settings import TORCH_FORWARD
 
 # radius fields of a record, and the metric each measures in (None: the method's own metric)
 RADIUS_FIELDS: dict[str, str | None] = {"radius": None, "l2_inscribed": "l2", "l1_radius": "l1"}
@@ -41,6 +42,7 @@ CONFIG_FIELDS = (
     "model",
     "model_hash",
     "model_identity",  # None in records written before it was recorded
+    "forward",  # the engine of the model's forward; "torch" in records written before it was recorded
     "profile_hash",
     "attack",
     "attack_config",
@@ -53,6 +55,7 @@ CONFIG_FIELDS = (
     "alpha",
 )
 ABLATION_PARAMS = ("k", "n", "alpha")
+_ABSENT = {"forward": TORCH_FORWARD}  # what a record without the field was made with
 _SYMBOLS = {"sigma": "σ", "k": "k", "n0": "n0", "n": "n", "alpha": "α", "seed": "seed"}
 _METHOD_ORDER = {key: i for i, key in enumerate(METHODS)}
 
@@ -82,8 +85,12 @@ def _frozen(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
 
 
+def _field(record: Record, name: str) -> Any:
+    return record.get(name, _ABSENT.get(name))
+
+
 def _config_key(record: Record, fields: Sequence[str] = CONFIG_FIELDS) -> tuple:
-    return tuple(_frozen(record.get(name)) for name in fields)
+    return tuple(_frozen(_field(record, name)) for name in fields)
 
 
 def _sort_key(config: dict[str, Any]) -> tuple:
@@ -106,7 +113,7 @@ def group_records(records: Iterable[Record]) -> list[Group]:
     buckets: dict[tuple, list[Record]] = {}
     for record in records:
         buckets.setdefault(_config_key(record), []).append(record)
-    configs = [{name: bucket[0].get(name) for name in CONFIG_FIELDS} for bucket in buckets.values()]
+    configs = [{name: _field(bucket[0], name) for name in CONFIG_FIELDS} for bucket in buckets.values()]
     varying = _varying(configs)
     groups = [
         Group(config, tuple(sorted(bucket, key=lambda r: r["idx"])), _label(config, varying))
@@ -134,6 +141,8 @@ def _label(config: dict[str, Any], varying: set[str]) -> str:
         parts.append(f"{config['model']} (identity {str(config['model_identity'])[:8]})")
     if "attack" in varying or "attack_config" in varying:
         parts.append(f"attack {config['attack']} ({config['attack_config']['n_queries']} queries)")
+    if "forward" in varying:
+        parts.append(f"forward {config['forward']}")
     if "profile_hash" in varying:
         parts.append(f"profile {str(config['profile_hash'])[:8]}")
     for name, symbol in _SYMBOLS.items():

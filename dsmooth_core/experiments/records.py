@@ -7,7 +7,7 @@ concatenation, and the analyses need nothing but the records.
 Fields: ``key``; identity: ``dataset split idx model model_hash model_identity profile_hash profile_k
 attack attack_config seed n0 method sigma k n alpha``; results: ``label prediction correct p_lower
 radius metric radius_ceiling l2_inscribed l1_radius pert_l2 pert_l1 pert_linf pert_mahalanobis covered
-attack_success clean_base_correct base_fooled adv_smoothed_prediction seconds batch``.
+attack_success clean_base_correct base_fooled adv_smoothed_prediction seconds batch forward``.
 ``attack_success`` is the base model being wrong on the attacked image (also when it was already wrong on
 the clean one); ``clean_base_correct`` is the base model being right on the clean image, and
 ``base_fooled`` both together: a *successful attack*. ``adv_smoothed_prediction`` is Cohen's PREDICT
@@ -17,6 +17,10 @@ analyses count such records as unknown, never as false.
 ``model_identity`` is ``ModelInfo.identity`` (weights, program code, normalization, input size, classes,
 architecture); records written before it have none, and a run refuses to add to their file.
 ``batch`` (the certification batch size) is recorded but not keyed.
+``forward`` names the engine that ran the model's forward (``onnxruntime`` or ``torch``): keyed when it is
+not torch (``settings.forward_identity``), so the two engines' records never stand in for each other, while
+torch records keep the keys they always had; records written before it have none and were made by torch
+(the analyses read a missing ``forward`` as ``"torch"``).
 ``pert_mahalanobis`` is measured in the St of the record's own rank k (the profile's rank for RandSmooth
 and LSmooth); ``covered`` uses the method's own metric.
 """

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dsmooth_core.attacks import square_then_fgsm
+from dsmooth_core.backends import forward_name
 from dsmooth_core.certify import (
     Certificate,
     at_level,
@@ -40,7 +41,7 @@ from dsmooth_core.experiments.records import Record, RecordStore, record_key
 from dsmooth_core.noise import SmoothingNoise, make_noise, method_class
 from dsmooth_core.profiles import ThreatProfile, check_usable
 from dsmooth_core.progress import ProgressCallback
-from dsmooth_core.settings import result_key
+from dsmooth_core.settings import forward_identity, result_key
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ def plan_run(
         "model": model.info.name,
         "model_hash": model.info.weights_hash,
         "model_identity": model.info.identity,
+        **forward_identity(forward_name(model)),
         "profile_hash": profile.covariance.content_hash(),
         "profile_k": max_k,
         "attack": spec.attack_name,
@@ -228,18 +230,20 @@ def image_records(
     """
     tracker = tracker or _Tracker(None, 0)
     memo = memo or RunMemo()
+    forward = forward_name(model)
     units = spec.attack.n_queries
-    attack_key = result_key(model.info, idx, spec.attack, spec.seed)
+    attack_key = result_key(model.info, forward, idx, spec.attack, spec.seed)
     if attack_key not in memo.attacks:
         memo.attacks[attack_key] = _attack(model, idx, x, label, spec, tracker.part(units))
     image = memo.attacks[attack_key]
     tracker.advance(units)
     votes: dict[tuple, Certificate] = {}  # settings that differ in alpha only share their noise draws
     attacked_votes: dict[tuple, tuple[int, ...]] = {}  # the same at the attacked image
-    for setting, identity in jobs:
+    for setting, planned in jobs:
+        identity = _made_by(planned, forward)
         noise = noises[(setting.method, setting.sigma, setting.k)]
         draws = (setting.method, setting.sigma, setting.k, setting.n)
-        clean_key = result_key(model.info, noise, idx, spec.n0, setting.n, spec.seed, batch_size)
+        clean_key = result_key(model.info, forward, noise, idx, spec.n0, setting.n, spec.seed, batch_size)
         if draws in votes:
             cert = at_level(votes[draws], noise, setting.alpha)
         elif clean_key in memo.certificates:
@@ -251,8 +255,14 @@ def image_records(
             votes[draws] = memo.certificates[clean_key] = cert
         adversarial = _smoothed_at_attack(model, image, setting, noise, spec, batch_size, attacked_votes, tracker)
         record = {"key": record_key(identity), **identity, **_record(image, cert, noise, profile, adversarial)}
-        yield {**record, "batch": batch_size}
+        yield {**record, "batch": batch_size, "forward": forward}
         tracker.advance(spec.n0 + setting.n)
+
+
+def _made_by(identity: dict, forward: str) -> dict:
+    """``identity`` naming the forward that runs here, not the planned one: on a Ray worker's GPU the
+    ONNX wrapper becomes the torch model, and its records must say so (and be keyed so)."""
+    return {**{k: v for k, v in identity.items() if k != "forward"}, **forward_identity(forward)}
 
 
 def _missing(store: RecordStore, context: dict, settings: list[Setting], idx: int) -> list[tuple[Setting, dict]]:

@@ -1,0 +1,82 @@
+"""The forward the app's certification runs: prepared once per model in the server, and its measured rate.
+
+Why in the server, once: exporting the model's ONNX graph and checking it against torch take seconds for
+a new model (a fraction of a second from the disk cache); done here, cached per model, every certify job
+receives the checked graph with its work and starts computing at once, and the page knows before the job
+which forward runs (its result key names it) and why a model stays on torch. The rate is measured per
+model, forward and thread count (again every :data:`RATE_SECONDS`), so the Certify page can say which n
+this machine affords.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import streamlit as st
+import torch
+
+from dsmooth_core.backends import default_backend, forward_name, inference_model
+from dsmooth_core.backends.throughput import forward_rate
+from dsmooth_lab_ui import resources, threads
+
+# The measured batch: the page's batch up to this. Small, so a measurement costs a fraction of a second even
+# on a busy machine; ONNX Runtime's rate is flat from 100 to 400 images a batch, torch's about 15% lower at
+# 100 than at 200 (measured): "about" errs on the safe side.
+RATE_BATCH_CAP = 100
+_THREADS_LOCK = threading.Lock()  # torch's thread count is the process's: one measurement sets it at a time
+
+
+@dataclass(frozen=True)
+class Forward:
+    """The model as the jobs run it, the engine's name (``onnxruntime`` or ``torch``) and why, in one line."""
+
+    model: torch.nn.Module
+    name: str
+    note: str
+
+    @property
+    def fell_back(self) -> bool:
+        """The backend asked for could not run this model: it runs on torch, and the note says why."""
+        return self.note.startswith("note:")
+
+
+@st.cache_resource(show_spinner="Preparing the model's forward (once per model) ...", max_entries=4)
+def _prepared(model_key: str, backend: str, _model: torch.nn.Module) -> Forward:
+    model, note = inference_model(_model, backend)  # threads: the job's, set by the worker around each job
+    return Forward(model, forward_name(model), note)
+
+
+def prepared(model: torch.nn.Module) -> Forward:
+    """``model`` on the app's backend (``$DSMOOTH_BACKEND``, else auto), prepared once per model identity."""
+    return _prepared(resources.model_key(model), default_backend(), model)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Torch's (and a thread-following ONNX session's) intra-op threads set to ``count`` for the body."""
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(count)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+RATE_SECONDS = 900  # a measurement's life: the machine's load changes, and a new one costs under a second
+
+
+@st.cache_data(show_spinner="Measuring this machine's forward rate ...", max_entries=16, ttl=RATE_SECONDS)
+def _rate(model_key: str, forward: str, thread_count: int, batch: int, _model: torch.nn.Module) -> float:
+    with _torch_threads(thread_count):
+        return forward_rate(_model, batch=batch)
+
+
+def rate(fast: Forward, batch: int) -> tuple[float, int]:
+    """Images per second of ``fast``'s forward at the thread count a certify job of ``batch`` gets, and that count."""
+    count = threads.for_batch(batch)
+    measured = min(batch, RATE_BATCH_CAP)
+    return _rate(resources.model_key(fast.model), fast.name, count, measured, fast.model), count

@@ -1,0 +1,120 @@
+"""The app on the ONNX Runtime backend (AppTest): the Certify page names the forward that certifies, shows
+why a model stays on torch, says which n this machine affords, and never serves one engine's certificate
+for the other's request (the engines may differ by a few near-tie votes).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from dsmooth_core import IsotropicGaussian, radius_ceiling
+from dsmooth_core.backends import onnx_graph
+from dsmooth_lab_ui import nav, state
+from tests.apptest_jobs import finish_job
+from tests.test_app_model_identity import new_session, upload
+from tests.test_backends import VOTE_SLACK
+from tests.user_models import export_bytes
+
+SIGMA, N0, N, ALPHA, SEED = 0.5, 10, 60, 0.01, 0
+
+
+class BesselHead(nn.Module):
+    """A small net ending in the Bessel function i0: an op neither ONNX exporter translates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 10, 3, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.special.i0(self.conv(x).mean(dim=(2, 3)))
+
+
+def bessel_bytes() -> bytes:
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(BesselHead().eval()), buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def onnx_app(app_env, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app with ``DSMOOTH_BACKEND=onnxruntime`` and a graph cache of its own."""
+    monkeypatch.setenv("DSMOOTH_BACKEND", "onnxruntime")
+    monkeypatch.setenv(onnx_graph.CACHE_ENV, str(tmp_path / "cache"))
+
+
+def certify(at: AppTest) -> tuple[object, object]:
+    """RandSmooth with the test's settings; the certificate the page keeps, and the job (None: from the cache)."""
+    at.switch_page(nav.CERTIFY).run()
+    at.multiselect(key="cert_methods").set_value(["RandSmooth"])
+    for key, value in {"cert_sigma": SIGMA, "cert_n0": N0, "cert_n": N, "cert_alpha": ALPHA, "cert_seed": SEED}.items():
+        at.number_input(key=key).set_value(value)
+    at.run()
+    next(b for b in at.button if b.label == "Certify").click()
+    job = finish_job(at)
+    assert not at.exception, [e.value for e in at.exception]
+    return at.session_state[state.CERTIFY], job
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def test_an_unexportable_upload_certifies_on_torch_and_the_page_says_why(onnx_app) -> None:
+    at = new_session()
+    upload(at, bessel_bytes(), {})
+    at.switch_page(nav.CERTIFY).run()
+    notes = [i.value for i in at.info if "cannot run on onnxruntime" in i.value]
+    assert len(notes) == 1 and notes[0].startswith("note: model") and notes[0].endswith("using torch"), notes
+    assert "Forward: torch, about" in captions(at)
+    record, job = certify(at)
+    assert job is not None and record.forward == "torch"
+    assert "forward: torch" in captions(at).splitlines()
+
+
+def test_each_engine_gets_its_own_certificates_and_the_page_names_it(onnx_app, monkeypatch) -> None:
+    data = export_bytes()  # a torch.export program: the dynamo exporter translates it
+    first = new_session()
+    upload(first, data, {})
+    onnx, job = certify(first)
+    assert job is not None and onnx.forward == "onnxruntime"
+    assert "forward: onnxruntime" in captions(first).splitlines()
+
+    monkeypatch.setenv("DSMOOTH_BACKEND", "torch")  # the same inputs, asked of the other engine
+    second = new_session()
+    upload(second, data, {})
+    eager, job = certify(second)
+    assert job is not None, "a certificate of onnxruntime was served for a torch request"
+    assert eager.forward == "torch" and "forward: torch" in captions(second).splitlines()
+    ((_, fast),), ((_, slow),) = onnx.results, eager.results
+    assert fast.prediction == slow.prediction
+    assert all(abs(a - b) <= VOTE_SLACK for a, b in zip(fast.counts_estimation, slow.counts_estimation, strict=True))
+
+    monkeypatch.setenv("DSMOOTH_BACKEND", "onnxruntime")
+    third = new_session()
+    upload(third, data, {})
+    again, job = certify(third)
+    assert job is None and again.forward == "onnxruntime"  # the first session's result, from the cache
+    assert again.results[0][1] == fast
+
+
+def test_the_page_says_which_n_this_machine_affords(onnx_app) -> None:
+    at = new_session()
+    upload(at, export_bytes(), {})
+    at.switch_page(nav.CERTIFY).run()
+    at.multiselect(key="cert_methods").set_value(["RandSmooth"])
+    at.number_input(key="cert_sigma").set_value(SIGMA)
+    at.number_input(key="cert_alpha").set_value(ALPHA)
+    at.run()
+    line = next(c.value for c in at.caption if c.value.startswith("Forward: onnxruntime, about"))
+    rate = float(re.search(r"about ([0-9,]+) images/s", line)[1].replace(",", ""))
+    n = int(re.search(r"n = ([0-9,]+) certifies RandSmooth in about 5 s", line)[1].replace(",", ""))
+    assert rate > 0 and n % 100 == 0
+    # the ceiling that n allows, from the core's own function, in the method's metric
+    assert f"RandSmooth {radius_ceiling(IsotropicGaussian(SIGMA), n, ALPHA):.3g} (l2)" in line
