@@ -39,7 +39,13 @@ def test_results_follow_from_the_committed_records(summarize, profiles):
 def test_the_page_shows_the_committed_tables(summarize, profiles):
     page = (ROOT / "docs" / "REPRODUCTION.md").read_text()
     results = json.loads((HERE / "results.json").read_text())
-    for table in (summarize.profile_markdown(profiles), summarize.markdown(results, profiles)):
+    energy = json.loads((HERE / "energy.json").read_text())
+    tables = (
+        summarize.profile_markdown(profiles),
+        summarize.energy_markdown(energy, profiles),
+        summarize.markdown(results, profiles),
+    )
+    for table in tables:
         for block in table.split("\n\n"):
             assert block in page, f"the page's table differs from the committed output:\n{block[:300]}"
 

@@ -218,6 +218,33 @@ def profile_markdown(profiles: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def energy_markdown(energy: dict[str, Any], profiles: dict[str, Any]) -> str:
+    """energy.py's output (``energy.json``): does each profile describe held-out test perturbations?"""
+    lines = [
+        "| threat | test images fooled | profile | k | energy in top k: calibration | test | random k-subspace "
+        "| median Mahalanobis / l2 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for threat in THREATS:
+        if threat not in energy:
+            continue
+        entry, seen = energy[threat], set()
+        for row in entry["profiles"]:
+            if row["profile_hash"] in seen:  # the same St tuned at both sigmas
+                continue
+            first = not seen
+            seen.add(row["profile_hash"])
+            described = profiles[row["profile_hash"]]
+            sigmas = " and ".join(f"{s:g}" for s in described["tuned_at_sigma"])
+            role = "paper's setting" if described["role"] == "paper" else f"tuned at sigma {sigmas}"
+            head = f"{threat} | {entry['fooled']} / {entry['images']}" if first else " | "
+            lines.append(
+                f"| {head} | {role} | {row['k']} | {row['calibration_share']:.1%} "
+                f"| {row['test_share']:.1%} | {row['random_share']:.1%} | {row['median_mahalanobis_over_l2']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("describe", "results", "show"))
@@ -229,6 +256,9 @@ def main(argv: list[str]) -> int:
     if args.command == "results":
         (HERE / "results.json").write_text(json.dumps(results(args.files, profiles), indent=1) + "\n")
     print(profile_markdown(profiles))
+    if (HERE / "energy.json").exists():
+        print()
+        print(energy_markdown(json.loads((HERE / "energy.json").read_text()), profiles))
     if (HERE / "results.json").exists():
         print()
         print(markdown(json.loads((HERE / "results.json").read_text()), profiles))
