@@ -374,6 +374,15 @@ def _url_for_script() -> None:
     st.code(links.url_for(nav.ABOUT))
 
 
+def test_address_links_a_page_with_exactly_the_given_parameters_it_reads() -> None:
+    """What a benchmark hands each browser: no session state, and a name the page does not read refused."""
+    assert links.address(nav.ATTACK, queries=200, seed=3) == "attack?queries=200&seed=3"
+    assert links.address(nav.CERTIFY, image="cifar10-test:5400", n=100) == "certify?image=cifar10-test%3A5400&n=100"
+    assert links.address(nav.ABOUT) == "about"
+    with pytest.raises(ValueError, match="reads no link parameter n"):
+        links.address(nav.ATTACK, seed=1, n=100)
+
+
 def test_url_for_links_a_page_with_the_current_state_and_overrides() -> None:
     at = AppTest.from_function(_url_for_script).run()
     clean(at)
