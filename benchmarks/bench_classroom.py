@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from bench_app import CHROMIUM, LAUNCH_ARGS, free_port, start_server
+from bench_app import CHROMIUM, LAUNCH_ARGS, free_port, start_server, stop_server
 from bench_results import add_results_option, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -309,6 +309,7 @@ async def student(browser, url: str, session: int, delay: float, options: Option
         out["certify"]["result"] = {m[1]: {"prediction": m[3] or "ABSTAIN", "p_lower": m[4], "R": m[5]} for m in found}
     except Exception as exc:  # reported per session; the others go on
         out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        print(f"session {session}: {out['error']}", file=sys.stderr, flush=True)  # now, not only at the end
     finally:
         await context.close()
     out["ended at s"] = round(time.monotonic() - t0, 1)
@@ -540,16 +541,6 @@ def summarize(path: Path) -> list[dict[str, object]]:
     return job_rows(json.loads(path.read_text())["tables"]["sessions"])
 
 
-def stop(server: subprocess.Popen) -> None:
-    """End the server; under load it took over 30 s to stop with its workers, which lost a run's figures."""
-    server.terminate()
-    try:
-        server.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=30)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", type=int, default=30, help="browser sessions (students)")
@@ -583,7 +574,7 @@ def main() -> None:
                 classroom(f"http://127.0.0.1:{port}", args.sessions, args.spread, args.seed, options, server.pid)
             )
         finally:
-            stop(server)
+            stop_server(server)
     load_after = os.getloadavg()
     sessions = run["sessions"]
     errors = [f"session {s['session']}: {s['error']}" for s in sessions if "error" in s]
