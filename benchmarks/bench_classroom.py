@@ -53,6 +53,9 @@ from urllib.parse import parse_qsl, urlsplit
 from bench_app import CHROMIUM, LAUNCH_ARGS, free_port, start_server, stop_server
 from bench_results import add_results_option, write_result
 
+# imported before the sessions start: an import inside a session blocked the event loop for over a minute
+from dsmooth_lab_ui import links, nav
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGE_TIMEOUT_MS = 1_800_000  # a session at the back of a long queue waits minutes
 IMAGE_CAPTION = re.compile(r"CIFAR-10 test #(\d+)")
@@ -205,8 +208,6 @@ async def idle(page, timeout: float = 600) -> None:
 
 def link(url: str, page_path: str, **params: object) -> str:
     """The address that opens ``page_path`` with ``params`` (``links.address`` checks each name)."""
-    from dsmooth_lab_ui import links
-
     return f"{url}/{links.address(page_path, **params)}"
 
 
@@ -273,8 +274,6 @@ async def student(browser, url: str, session: int, delay: float, options: Option
     Each link carries the session's settings (seed, queries, n), as a teacher's handout would; nothing is
     typed. The certify link also names the image the attack page showed, so both jobs work on one image.
     """
-    from dsmooth_lab_ui import nav
-
     await asyncio.sleep(delay)
     out: dict = {"session": session, "opened at s": round(time.monotonic() - t0, 1)}
     context = await browser.new_context(viewport={"width": 1400, "height": 2000})
