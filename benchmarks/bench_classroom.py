@@ -238,7 +238,8 @@ async def press_and_time(page, button: str, done: str, title: str) -> dict:
     await page.evaluate("() => window.__dslFinished")
     seen = await page.evaluate("() => window.__dslSeen")
     if seen["failed"]:  # reported as this session's error; the other sessions go on
-        raise RuntimeError(f"{button}: {seen['failed'].splitlines()[0]}")
+        # the whole alert on one line: its first line is the icon's name ("error")
+        raise RuntimeError(f"{button}: {' '.join(seen['failed'].split())[:400]}")
     note = " ".join(await page.get_by_text(DONE_IN).all_inner_texts())
     match = re.search(f"{title}: {DONE_IN.pattern}", note)  # this job's own; the previous one's may still show
     run = float(match[1]) if match else 0.0  # no panel: the result came from the cache at once
