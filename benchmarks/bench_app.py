@@ -152,6 +152,16 @@ def start_server(port: int, log: Path, variant: str | None = None) -> subprocess
             time.sleep(0.3)
 
 
+def stop_server(server: subprocess.Popen) -> None:
+    """End the server; under load it took over 30 s to stop with its workers, which lost whole runs' figures."""
+    server.terminate()
+    try:
+        server.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=30)
+
+
 def idle(page, timeout: float = 600) -> None:
     """Until the script is not running and no job panel is shown.
 

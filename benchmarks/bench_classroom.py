@@ -3,11 +3,14 @@
 Starts ``streamlit run app.py`` (as ``bench_app.py`` does) with ``DSMOOTH_JOB_SLOTS`` set to
 ``--slots``, then opens ``--sessions`` browser sessions: Chromium contexts in one headless browser,
 driven concurrently with Playwright's async API. Each session starts at a seeded random moment
-within ``--spread`` seconds, goes to the Attack page, presses "Run the attack", then goes to the
-Certify page and presses Certify, all with the app's defaults (model, image, preset, sigma, n0, n,
-alpha, seed), unless ``--queries``/``--n`` lower the work or ``--distinct-seeds`` gives each
-session its own seed (session i: seed i), which makes every job real work instead of a result that
-an equal job already computed.
+within ``--spread`` seconds, opens a link to the Attack page, presses "Run the attack", then opens a
+link to the Certify page (same image) and presses Certify, all with the app's defaults (model, image,
+preset, sigma, n0, n, alpha, seed), unless ``--queries``/``--n`` lower the work or
+``--distinct-seeds`` gives each session its own seed (session i: seed i), which makes every job real
+work instead of a result that an equal job already computed. The links carry these settings
+(``dsmooth_lab_ui.links``), as a teacher's handout would: nothing is typed, each box and the address
+bar must show the link's value before the button is pressed, and the attack's record must name the
+seed and query budget asked for; a session that ran other settings fails the run.
 
 What it reports (printed, and written to ``benchmarks/results/bench_classroom-<time>.json``):
 
@@ -45,9 +48,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
-from bench_app import CHROMIUM, LAUNCH_ARGS, free_port, start_server
+from bench_app import CHROMIUM, LAUNCH_ARGS, free_port, start_server, stop_server
 from bench_results import add_results_option, write_result
+
+# imported before the sessions start: an import inside a session blocked the event loop for over a minute
+from dsmooth_lab_ui import links, nav
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE_TIMEOUT_MS = 1_800_000  # a session at the back of a long queue waits minutes
@@ -57,12 +64,15 @@ QUEUED = re.compile(r"Queued: (\d+)\w\w in line")
 CERT_LINE = re.compile(r"^(DSmooth|RandSmooth|LSmooth) (certifies (.+?)|abstains): p_lower = ([0-9.]+), R = ([^ ]+)")
 ATTACK_PRESET = "conventional"  # the Attack page's default (pages/attack.py)
 METHODS = (("DSmooth", "dsmooth"), ("RandSmooth", "randsmooth"), ("LSmooth", "lsmooth"))
+# The boxes of each page's settings, by their link parameter names (dsmooth_lab_ui.links).
+ATTACK_INPUTS = {"queries": "Square queries (budget per image)", "seed": "Seed"}
 CERTIFY_INPUTS = {
     "sigma": "sigma (noise level)",
     "n0": "n0 (selection draws)",
     "n": "n (estimation draws)",
     "alpha": "alpha (failure probability)",
     "batch": "Batch size",
+    "seed": "Seed",
 }
 # In the page: from the click, note when the job panel first shows the job running, each queued place it
 # shows, and when the result (a text matching `done`) is drawn with no panel and the script idle.
@@ -196,28 +206,29 @@ async def idle(page, timeout: float = 600) -> None:
     raise RuntimeError("the app did not become idle")
 
 
-async def go_to(page, title: str, heading: str) -> None:
-    await page.get_by_role("link", name=title, exact=True).first.click()
+def link(url: str, page_path: str, **params: object) -> str:
+    """The address that opens ``page_path`` with ``params`` (``links.address`` checks each name)."""
+    return f"{url}/{links.address(page_path, **params)}"
+
+
+async def open_link(page, address: str, heading: str) -> None:
+    await page.goto(address)
     await page.get_by_role("heading", level=1).filter(has_text=heading).wait_for()
     await idle(page)
 
 
-async def set_number(page, label: str, value: int, tries: int = 3) -> None:
-    """Type ``value`` and let the rerun it starts finish; again while the box does not show it.
+async def expect_settings(page, boxes: dict[str, str], wanted: dict[str, object]) -> None:
+    """Before a button is pressed: each box shows the link's value, and so does the address bar, which the
+    server rewrites after every run from the session's state (``links.sync``): the server holds it too.
 
-    In the first 30-session run with ``--queries`` (bench_classroom-20261206T071513Z.json), 2 of 30
-    attacks ran with the default 1,000 queries: under load, a rerun still on its way drew the box
-    again with the old value after the typing (the library check caught both).
+    Why: typed values were lost under load (bench_classroom-20261206T071513Z.json: 2 of 30 attacks ran
+    with the default 1,000 queries), so the settings come in the session's link and are checked here.
     """
-    box = page.get_by_label(label, exact=True)
-    for _ in range(tries):
-        await box.fill(str(value))
-        await box.press("Enter")
-        await page.wait_for_timeout(1000)
-        await idle(page)
-        if await box.input_value() == str(value):
-            return
-    raise RuntimeError(f"{label!r} did not keep the value {value}")
+    query = dict(parse_qsl(urlsplit(page.url).query))
+    for name, value in wanted.items():
+        shown = await page.get_by_label(boxes[name], exact=True).input_value()
+        if shown != str(value) or query.get(name) != str(value):
+            raise RuntimeError(f"the link's {name} = {value} did not take: box {shown!r}, address {query.get(name)!r}")
 
 
 async def press_and_time(page, button: str, done: str, title: str) -> dict:
@@ -227,7 +238,8 @@ async def press_and_time(page, button: str, done: str, title: str) -> dict:
     await page.evaluate("() => window.__dslFinished")
     seen = await page.evaluate("() => window.__dslSeen")
     if seen["failed"]:  # reported as this session's error; the other sessions go on
-        raise RuntimeError(f"{button}: {seen['failed'].splitlines()[0]}")
+        # the whole alert on one line: its first line is the icon's name ("error")
+        raise RuntimeError(f"{button}: {' '.join(seen['failed'].split())[:400]}")
     note = " ".join(await page.get_by_text(DONE_IN).all_inner_texts())
     match = re.search(f"{title}: {DONE_IN.pattern}", note)  # this job's own; the previous one's may still show
     run = float(match[1]) if match else 0.0  # no panel: the result came from the cache at once
@@ -247,38 +259,47 @@ async def metric(page, label: str) -> str:
     return (await box.locator('[data-testid="stMetricValue"]').inner_text()).strip()
 
 
+async def attack_budget(page) -> int:
+    """The Square query budget the finished attack ran with, from its "Attack settings used" record."""
+    await page.get_by_text("Attack settings used", exact=True).click()
+    text = await page.locator('[data-testid="stJson"]').last.inner_text()
+    match = re.search(r'"?n_queries"?\s*:\s*(\d+)', text)
+    if match is None:
+        raise RuntimeError(f"no n_queries in the attack's settings: {text[:200]!r}")
+    return int(match[1])
+
+
 async def student(browser, url: str, session: int, delay: float, options: Options, t0: float) -> dict:
-    """One session: open the app, attack, certify; what it saw, or the error that stopped it."""
+    """One session: open the attack link, attack; open the certify link, certify; what it saw, or the error.
+
+    Each link carries the session's settings (seed, queries, n), as a teacher's handout would; nothing is
+    typed. The certify link also names the image the attack page showed, so both jobs work on one image.
+    """
     await asyncio.sleep(delay)
     out: dict = {"session": session, "opened at s": round(time.monotonic() - t0, 1)}
     context = await browser.new_context(viewport={"width": 1400, "height": 2000})
     try:
         page = await context.new_page()
         page.set_default_timeout(PAGE_TIMEOUT_MS)
-        await page.goto(url)
-        await page.locator('[data-testid="stSidebar"]').get_by_text(IMAGE_CAPTION).first.wait_for()
-        await idle(page)
+        seed = options.seed(session)
+        out["seed"] = seed
+        wanted = {"seed": seed, **({"queries": options.queries} if options.queries is not None else {})}
+        await open_link(page, link(url, nav.ATTACK, **wanted), "Attack")
         caption = await page.locator('[data-testid="stSidebar"]').get_by_text(IMAGE_CAPTION).first.inner_text()
         out["image"] = int(IMAGE_CAPTION.search(caption)[1])
-        seed = options.seed(session)
-
-        await go_to(page, "Attack", "Attack")
-        if options.queries is not None:
-            await set_number(page, "Square queries (budget per image)", options.queries)
-        if seed:
-            await set_number(page, "Seed", seed)
+        await expect_settings(page, ATTACK_INPUTS, wanted)
         out["attack"] = await press_and_time(page, "Run the attack", ATTACK_DONE, "The attack")
         out["attack"]["result"] = {
             "l2": await metric(page, "l2 norm of delta"),
             "queries": await metric(page, "Queries used"),
             "after": await metric(page, "Prediction after"),
         }
+        out["attack"]["used"] = {"seed": int(await metric(page, "Seed")), "queries": await attack_budget(page)}
 
-        await go_to(page, "Certify", "Certify")
-        if options.n is not None:
-            await set_number(page, CERTIFY_INPUTS["n"], options.n)
-        if seed:
-            await set_number(page, "Seed", seed)
+        wanted = {"seed": seed, **({"n": options.n} if options.n is not None else {})}
+        image = f"cifar10-test:{out['image']}"
+        await open_link(page, link(url, nav.CERTIFY, image=image, **wanted), "Certify")
+        await expect_settings(page, CERTIFY_INPUTS, wanted)
         out["settings"] = {
             name: await page.get_by_label(label, exact=True).input_value() for name, label in CERTIFY_INPUTS.items()
         }
@@ -286,9 +307,9 @@ async def student(browser, url: str, session: int, delay: float, options: Option
         lines = await page.locator("li").all_inner_texts()
         found = [m for m in (CERT_LINE.match(t) for t in lines) if m]
         out["certify"]["result"] = {m[1]: {"prediction": m[3] or "ABSTAIN", "p_lower": m[4], "R": m[5]} for m in found}
-        out["seed"] = seed
     except Exception as exc:  # reported per session; the others go on
         out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        print(f"session {session}: {out['error']}", file=sys.stderr, flush=True)  # now, not only at the end
     finally:
         await context.close()
     out["ended at s"] = round(time.monotonic() - t0, 1)
@@ -389,24 +410,47 @@ def run_library(cases: list[dict]) -> list[dict]:
 
 
 def case_of(session: dict, options: Options) -> dict:
+    """The library's inputs for a session: the settings its links asked for, the page's defaults for the rest."""
+    settings = {**session["settings"], "seed": str(session["seed"])}
+    if options.n is not None:
+        settings["n"] = str(options.n)
     return {
         "image": session["image"],
         "preset": ATTACK_PRESET,
         "queries": options.queries,
         "seed": session["seed"],
-        "settings": session["settings"],
+        "settings": settings,
     }
 
 
+def other_settings(done: list[dict], options: Options) -> list[str]:
+    """Sessions whose jobs ran with other settings than their links asked for (or than the other sessions')."""
+    from dsmooth_core.attacks import PRESETS
+
+    wrong = []
+    for session in done:
+        want = {"seed": session["seed"], "queries": options.queries or PRESETS[ATTACK_PRESET].n_queries}
+        if session["attack"]["used"] != want:
+            wrong.append(f"session {session['session']} attack ran with {session['attack']['used']}, not {want}")
+    defaults = {json.dumps(case_of(s, options)["settings"] | {"seed": None}, sort_keys=True) for s in done}
+    if len(defaults) > 1:
+        wrong.append(f"the sessions' certify settings differ beyond their seeds: {sorted(defaults)}")
+    return wrong
+
+
 def check(sessions: list[dict], options: Options) -> list[str]:
-    """Compare every finished session with the library (one library run per distinct case); the mismatches."""
+    """Compare every finished session with the library (one library run per distinct case); the mismatches.
+
+    The library runs with the settings each session's links asked for, so a session whose job ran with
+    other settings (a lost value) gives another result, and :func:`other_settings` names it directly.
+    """
     done = [s for s in sessions if "error" not in s]
+    wrong = other_settings(done, options)
     cases: list[dict] = []
     for session in done:
         if case_of(session, options) not in cases:
             cases.append(case_of(session, options))
     expected = run_library(cases) if cases else []
-    wrong = []
     for session in done:
         want = expected[cases.index(case_of(session, options))]
         for job in ("attack", "certify"):
@@ -530,8 +574,7 @@ def main() -> None:
                 classroom(f"http://127.0.0.1:{port}", args.sessions, args.spread, args.seed, options, server.pid)
             )
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            stop_server(server)
     load_after = os.getloadavg()
     sessions = run["sessions"]
     errors = [f"session {s['session']}: {s['error']}" for s in sessions if "error" in s]
@@ -582,6 +625,8 @@ def main() -> None:
         *wrong,
     ]
     write_result(args.results, "bench_classroom", settings, tables, notes)
+    if not correct:
+        sys.exit(f"FAILED: not all {2 * args.sessions} results equal the library's for the sessions' own settings")
 
 
 def flat(session: dict) -> dict[str, object]:

@@ -189,7 +189,7 @@ def browser_reruns(repeats: int) -> list[dict[str, object]]:
     """From a change in Chromium to the redrawn page: the user's wait, server and drawing included."""
     import socket
 
-    from bench_app import CHROMIUM, LAUNCH_ARGS, idle, start_server
+    from bench_app import CHROMIUM, LAUNCH_ARGS, idle, start_server, stop_server
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as probe:
@@ -250,8 +250,7 @@ def browser_reruns(repeats: int) -> list[dict[str, object]]:
                 )
             browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
     return rows
 
 

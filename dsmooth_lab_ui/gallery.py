@@ -35,7 +35,7 @@ class Sample:
 
 @cache
 def samples() -> tuple[Sample, ...]:
-    """The gallery's entries, in the order of gallery.json (the first is the default image)."""
+    """The gallery's entries, in the order of gallery.json."""
     entries = json.loads((FOLDER / "gallery.json").read_text())
     return tuple(Sample(e["file"], e["caption"], e["cifar10_class"], e["licence"]) for e in entries)
 
@@ -67,10 +67,6 @@ def select(index: int) -> None:
     """``on_click`` of a gallery button."""
     state.put(state.IMAGE, choice(samples()[index]))
     state.put(state.IMAGE_ERROR, None)
-
-
-def default_choice() -> state.ImageChoice:
-    return choice(samples()[0])
 
 
 def picker() -> None:

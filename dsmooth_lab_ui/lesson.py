@@ -18,7 +18,6 @@ import torch
 
 from dsmooth_core import Certificate, SmoothingNoise, radius_ceiling
 from dsmooth_core.attacks import PRESETS
-from dsmooth_core.data import DataUnavailableError
 from dsmooth_core.noise import METHOD_CLASSES, make_noise, method_class
 from dsmooth_lab_ui import (
     audit_figures,
@@ -38,7 +37,7 @@ from dsmooth_lab_ui import (
 from dsmooth_lab_ui.images import signed_to_uint8, to_uint8
 
 PAGE = "pages/lesson.py"  # nav.PAGES' first entry
-STARTED = "lesson_started"  # the lesson has set its default image in this session
+STARTED = "lesson_started"  # the lesson has read its link in this session
 STEP = "lesson_step"  # the step shown, 1-based
 SIGMA_CHOICES = (0.1, 0.25, 0.5, 1.0)  # among the Noise explorer's levels, so its link can carry them
 N_CHOICES = (200, 500, 1000)
@@ -75,15 +74,6 @@ class Lesson:
 
 
 # ---------------------------------------------------------------- the lesson's image
-def default_image() -> state.ImageChoice:
-    """The measured default: a CIFAR-10 test image when the data is there, else a gallery sample."""
-    images, _ = resources.cifar10("test")
-    if images is not None and len(images.labels) > lesson_defaults.CIFAR_INDEX:
-        return choices.cifar_choice(images, lesson_defaults.CIFAR_INDEX)
-    sample = next(s for s in gallery.samples() if s.file == lesson_defaults.GALLERY_FILE)
-    return gallery.choice(sample)
-
-
 def image_options() -> dict[str, Callable[[], state.ImageChoice]]:
     """The images step 1 offers, by caption: the lesson's default, a mistake of the base model, the gallery."""
     options: dict[str, Callable[[], state.ImageChoice]] = {}
@@ -98,19 +88,9 @@ def image_options() -> dict[str, Callable[[], state.ImageChoice]]:
     return options
 
 
-def app_default(image: state.ImageChoice | None) -> bool:
-    """Whether ``image`` is the one ``choices.ensure_defaults`` gives a new session (nobody chose it)."""
-    if image is None or image.source == "upload":
-        return False
-    images, _ = resources.cifar10("test")
-    if images is not None:
-        return image.image_id == f"cifar10-test:{int(resources.cifar_gallery_order(images)[0])}"
-    return image.image_id == gallery.default_choice().image_id
-
-
 def start() -> list[str]:
-    """The first time the lesson opens in a session: a shared link's settings, else the lesson's default
-    image in place of the app's (an image the student chose on another page stays).
+    """The first time the lesson opens in a session: a shared link's settings (the session's image is the
+    app's default, which is the lesson's own pick: ``choices.default_image``).
 
     The link is read here too because the app may have read it before this module registered the
     lesson's parameters (its first import in the server's process); returns the notes on dropped values.
@@ -118,16 +98,10 @@ def start() -> list[str]:
     if st.session_state.get(STARTED):
         return []
     st.session_state[STARTED] = True
-    if st.query_params:
-        shown = st.session_state.get(links.NOTES) or (None, [])  # what the app said when it read the link
-        return [note for note in links.restore(PAGE) if note not in shown[1]]
-    if not app_default(state.get(state.IMAGE)):
+    if not st.query_params:
         return []
-    try:
-        state.put(state.IMAGE, default_image())
-    except (DataUnavailableError, OSError) as exc:  # the session's image stays
-        state.put(state.IMAGE_ERROR, f"The lesson's image could not be loaded: {exc}")
-    return []
+    shown = st.session_state.get(links.NOTES) or (None, [])  # what the app said when it read the link
+    return [note for note in links.restore(PAGE) if note not in shown[1]]
 
 
 def next_step() -> None:

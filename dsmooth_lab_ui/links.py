@@ -718,6 +718,19 @@ def params_for(page_path: str, **overrides: Any) -> dict[str, str]:
     return {**values(page_path), **{name: _text(value) for name, value in overrides.items()}}
 
 
+def address(page_path: str, **params: Any) -> str:
+    """A relative link to the page with exactly ``params`` (query-parameter names), for clients outside a
+    session (benchmarks handing each browser its settings). A name the page does not read raises here,
+    so a renamed parameter cannot be dropped silently by the app."""
+    known = {name for group in PAGES.get(page_path, ()) for name in group.names}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"{page_path} reads no link parameter {', '.join(unknown)}")
+    query = urlencode({name: _text(value) for name, value in params.items()})
+    path = url_path(page_path) or "./"
+    return f"{path}?{query}" if query else path
+
+
 def url_for(page_path: str, **overrides: Any) -> str:
     """A relative link to the page with the session's current state and ``overrides`` (e.g. ``sigma=0.5``)."""
     query = urlencode(params_for(page_path, **overrides))

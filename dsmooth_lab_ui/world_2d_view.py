@@ -20,9 +20,12 @@ from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.noise import SmoothingNoise
 from dsmooth_lab_ui import world_2d, world_2d_figures
 
-# Chosen with benchmarks/bench_world.py so that every change redraws in under 0.5 s on 2 cores.
-GRID_SIZE = 60
-GRID_DRAWS = 64
+# Chosen with benchmarks/bench_world.py so that every change redraws in under 0.5 s on 2 cores: at 60 x 60
+# cells and 64 draws a new data set or seed took 0.76 s in Chromium, the three region maps (28 ms of CPU each,
+# 230,000 model calls) its largest piece after the training; 50 x 50 and 48 draws cost 12 ms each. The price:
+# the estimated tie line is a little rougher where P(class 1) stays near 1/2 over a wide area (large sigma).
+GRID_SIZE = 50
+GRID_DRAWS = 48
 DATA_POINTS = 200
 N0 = 100
 DRAW_MODE = "Draw the ellipse"

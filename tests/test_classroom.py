@@ -237,6 +237,39 @@ def test_the_certify_line_is_parsed_as_the_page_prints_it() -> None:
     assert abstains and abstains[3] is None and abstains[5] == "0"
 
 
+SETTINGS = {"sigma": "0.25", "n0": "100", "n": "1000", "alpha": "0.001", "batch": "100", "seed": "3"}
+
+
+def _finished(session: int, queries: int, **settings: str) -> dict:
+    """A finished session as the benchmark records it: seed = session, its page's certify settings."""
+    return {
+        "session": session,
+        "seed": session,
+        "image": 5400,
+        "settings": {**SETTINGS, "seed": str(session), **settings},
+        "attack": {"used": {"seed": session, "queries": queries}},
+    }
+
+
+def test_a_session_that_ran_other_settings_than_its_links_is_named() -> None:
+    bench = _bench()
+    options = bench.Options(queries=200, n=None, distinct_seeds=True)
+    assert bench.other_settings([_finished(3, 200), _finished(4, 200)], options) == []
+    (lost,) = bench.other_settings([_finished(3, 200), _finished(4, 1000)], options)  # the default budget
+    assert lost == "session 4 attack ran with {'seed': 4, 'queries': 1000}, not {'seed': 4, 'queries': 200}"
+    (drifted,) = bench.other_settings([_finished(3, 200), _finished(4, 200, sigma="0.5")], options)
+    assert "certify settings differ beyond their seeds" in drifted
+    defaults = bench.Options(queries=None, n=None, distinct_seeds=False)  # the preset's 1,000 queries
+    assert bench.other_settings([_finished(0, 1000)], defaults) == []
+
+
+def test_the_library_runs_the_settings_the_links_asked_for() -> None:
+    bench = _bench()
+    case = bench.case_of(_finished(7, 200, n="1000"), bench.Options(queries=200, n=300, distinct_seeds=True))
+    assert (case["queries"], case["seed"], case["image"]) == (200, 7, 5400)
+    assert case["settings"] == {**SETTINGS, "n": "300", "seed": "7"}
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_quick_mode_runs_two_sessions_with_correct_results(tmp_path: Path, app_data_dir: Path) -> None:

@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 from dsmooth_core import certify
 from dsmooth_core.models import CIFAR10_CLASSES, DEFAULT_MODEL, ModelInfo, load_model, prepare_image, wrap
 from dsmooth_core.noise import make_noise
-from dsmooth_lab_ui import gallery, jobs, nav, scheduler, state, threads
+from dsmooth_lab_ui import gallery, jobs, lesson_defaults, nav, scheduler, state, threads
 from dsmooth_lab_ui.model_upload import ModelCard
 from tests.test_app_pages import APP, assert_clean, button, finish_job, new_app
 from tests.worker_work import HangsOnLargeBatches
@@ -296,8 +296,9 @@ def test_without_a_data_folder_the_first_page_shows_a_sample_and_its_prediction(
     at = AppTest.from_file(str(APP), default_timeout=120).switch_page(nav.MODEL_IMAGE).run()
     assert_clean(at)
     image = at.session_state[state.IMAGE]
-    assert image.source == gallery.SOURCE and image.image_id == f"gallery:{gallery.samples()[0].file}"
-    assert image.label_name == "horse" and image.pixels.shape == (32, 32, 3)
+    # the guided lesson's offline pick, the app's default on every page (choices.default_image)
+    assert image.source == gallery.SOURCE and image.image_id == f"gallery:{lesson_defaults.GALLERY_FILE}"
+    assert image.pixels.shape == (32, 32, 3)
     assert [m.label for m in at.metric][:1] == ["Predicted class"]
     assert at.radio(key="image_source").value == "Sample gallery (offline)"
     assert any("probability_chart" in element.proto.id for element in at.get("plotly_chart"))

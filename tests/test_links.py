@@ -15,9 +15,10 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dsmooth_core import certify
+from dsmooth_core.data import load_cifar10
 from dsmooth_core.device import generator_for
 from dsmooth_core.models import DEFAULT_MODEL, load_model
-from dsmooth_lab_ui import gallery, links, nav, resources, state
+from dsmooth_lab_ui import gallery, lesson_defaults, links, nav, resources, state
 from tests.apptest_jobs import finish_job
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -104,6 +105,29 @@ def test_another_pages_parameters_left_in_the_url_are_not_a_link(app_env: Path) 
     clean(at)
     assert at.number_input(key="cert_seed").value == 0
     assert at.query_params["seed"] == "0"
+
+
+def lesson_image_id(data_dir: Path) -> str:
+    """The lesson's measured pick (lesson_defaults): the CIFAR-10 index when the data has it, else the gallery's."""
+    if len(load_cifar10("test", data_dir, download=False).labels) > lesson_defaults.CIFAR_INDEX:
+        return f"cifar10-test:{lesson_defaults.CIFAR_INDEX}"
+    return f"gallery:{lesson_defaults.GALLERY_FILE}"
+
+
+@pytest.mark.parametrize("page", [nav.MODEL_IMAGE, nav.ATTACK, nav.CERTIFY])
+def test_every_page_opens_on_the_lessons_image(app_env: Path, page: str) -> None:
+    """One default image for the whole app, chosen so that the three methods' radii differ (issue 24)."""
+    at = fresh(page)
+    assert at.session_state[state.IMAGE].image_id == lesson_image_id(app_env)
+    assert link_of(at)["image"] == lesson_image_id(app_env)
+
+
+def test_a_link_without_an_image_opens_on_the_default_image_with_its_settings(app_env: Path) -> None:
+    at = fresh(nav.CERTIFY, {"sigma": "0.37", "n": "200"})
+    assert not link_notes(at)
+    assert at.session_state[state.IMAGE].image_id == lesson_image_id(app_env)
+    assert (at.number_input(key="cert_sigma").value, at.number_input(key="cert_n").value) == (0.37, 200)
+    assert link_of(at)["image"] == lesson_image_id(app_env)  # and its own link now names the image
 
 
 # ---------------------------------------------------------------- restore: a link reproduces the page
@@ -348,6 +372,15 @@ def _url_for_script() -> None:
     st.code(links.url_for(nav.CERTIFY, n=200, alpha=0.01))
     st.code(links.url_for(nav.PAGES[0].path))  # the default page
     st.code(links.url_for(nav.ABOUT))
+
+
+def test_address_links_a_page_with_exactly_the_given_parameters_it_reads() -> None:
+    """What a benchmark hands each browser: no session state, and a name the page does not read refused."""
+    assert links.address(nav.ATTACK, queries=200, seed=3) == "attack?queries=200&seed=3"
+    assert links.address(nav.CERTIFY, image="cifar10-test:5400", n=100) == "certify?image=cifar10-test%3A5400&n=100"
+    assert links.address(nav.ABOUT) == "about"
+    with pytest.raises(ValueError, match="reads no link parameter n"):
+        links.address(nav.ATTACK, seed=1, n=100)
 
 
 def test_url_for_links_a_page_with_the_current_state_and_overrides() -> None:
