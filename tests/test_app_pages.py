@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -257,6 +258,25 @@ def test_attack_preset_fills_every_parameter_and_bad_values_are_refused(app_env:
     assert any("p_init" in e.value for e in at.error)
     assert button(at, "Run the attack").disabled
     assert at.selectbox(key="atk_preset").value == "custom"
+
+
+def test_a_structured_preset_attacks_only_its_window(app_env: Path) -> None:
+    """The patch preset's support has no widget: it follows the preset, survives an edit of another
+    field (custom), and the app's attack moves only the 8 x 8 corner."""
+    at = new_app().run()
+    at.switch_page(nav.ATTACK).run()
+    at.selectbox(key="atk_preset").set_value("patch").run()
+    assert any("8 x 8 window" in c.value for c in at.caption)
+    at.number_input(key="atk_n_queries").set_value(20).run()
+    assert at.selectbox(key="atk_preset").value == "custom"
+    button(at, "Run the attack").click()
+    finish_job(at)
+    assert_clean(at)
+    delta = at.session_state[state.ATTACK].result.perturbation[0]
+    outside = torch.ones_like(delta, dtype=torch.bool)
+    outside[:, -8:, -8:] = False
+    assert delta[outside].abs().max() == 0 and delta.abs().max() > 0
+    assert float(delta.abs().max()) <= 16 / 255 + 1e-6
 
 
 # ---------------------------------------------------------------- page 3: threat profile
