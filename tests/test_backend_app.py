@@ -72,7 +72,7 @@ def test_an_unexportable_upload_certifies_on_torch_and_the_page_says_why(onnx_ap
     at.switch_page(nav.CERTIFY).run()
     notes = [i.value for i in at.info if "cannot run on onnxruntime" in i.value]
     assert len(notes) == 1 and notes[0].startswith("note: model") and notes[0].endswith("using torch"), notes
-    assert "Forward: torch, about" in captions(at)
+    assert "Forward: torch. An uploaded model's rate is not measured" in captions(at)  # it may never return
     record, job = certify(at)
     assert job is not None and record.forward == "torch"
     assert "forward: torch" in captions(at).splitlines()
@@ -105,8 +105,7 @@ def test_each_engine_gets_its_own_certificates_and_the_page_names_it(onnx_app, m
 
 
 def test_the_page_says_which_n_this_machine_affords(onnx_app) -> None:
-    at = new_session()
-    upload(at, export_bytes(), {})
+    at = new_session()  # the bundled model: an upload's rate is not measured in the server
     at.switch_page(nav.CERTIFY).run()
     at.multiselect(key="cert_methods").set_value(["RandSmooth"])
     at.number_input(key="cert_sigma").set_value(SIGMA)
