@@ -217,6 +217,12 @@ async def open_link(page, address: str, heading: str) -> None:
     await idle(page)
 
 
+# How long a box may lag behind its link: under 30 sessions the page's redraw after the run that reads the
+# link can come after the script reports itself idle (bench_classroom-20261206T103138Z.json: 27 sessions
+# read the seed box as 0 while the address already held the link's seed).
+SETTLE_SECONDS = 60
+
+
 async def expect_settings(page, boxes: dict[str, str], wanted: dict[str, object]) -> None:
     """Before a button is pressed: each box shows the link's value, and so does the address bar, which the
     server rewrites after every run from the session's state (``links.sync``): the server holds it too.
@@ -224,11 +230,19 @@ async def expect_settings(page, boxes: dict[str, str], wanted: dict[str, object]
     Why: typed values were lost under load (bench_classroom-20261206T071513Z.json: 2 of 30 attacks ran
     with the default 1,000 queries), so the settings come in the session's link and are checked here.
     """
-    query = dict(parse_qsl(urlsplit(page.url).query))
-    for name, value in wanted.items():
-        shown = await page.get_by_label(boxes[name], exact=True).input_value()
-        if shown != str(value) or query.get(name) != str(value):
-            raise RuntimeError(f"the link's {name} = {value} did not take: box {shown!r}, address {query.get(name)!r}")
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        query = dict(parse_qsl(urlsplit(page.url).query))
+        wrong = []
+        for name, value in wanted.items():
+            shown = await page.get_by_label(boxes[name], exact=True).input_value()
+            if shown != str(value) or query.get(name) != str(value):
+                wrong.append(f"{name} = {value}: box {shown!r}, address {query.get(name)!r}")
+        if not wrong:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the link's settings did not take within {SETTLE_SECONDS} s: {'; '.join(wrong)}")
+        await page.wait_for_timeout(250)  # the page may still be between the link's run and its redraw
 
 
 async def press_and_time(page, button: str, done: str, title: str) -> dict:
