@@ -334,6 +334,21 @@ def _tuned_profile(
         batch_size=batch_size,
         progress=progress,
     )
+    return tune_profile(model, data, fitted, held_out, tuning, batch_size=batch_size, progress=progress)
+
+
+def tune_profile(
+    model: nn.Module,
+    data: ImageSet,
+    fitted: ThreatProfile,
+    held_out: list[int],
+    tuning: Tuning,
+    *,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> ThreatProfile:
+    """``fitted`` (a profile of the fitting part) with the knobs ``tuning`` chooses on the ``held_out`` images
+    of ``data``; the result covers both parts. One fit serves several tunings (one per sigma)."""
     result = tune_covariance(
         model,
         fitted.covariance,
@@ -349,5 +364,7 @@ def _tuned_profile(
         prune=tuning.prune,
         progress=progress,
     )
+    fitting = list(fitted.indices)
     record = {"fitting_indices": fitting, "tuning_indices": held_out, **result.to_dict()}
-    return replace(fitted, covariance=result.apply(fitted.covariance), indices=tuple(sorted(indices)), tuning=record)
+    indices = tuple(sorted([*fitting, *held_out]))
+    return replace(fitted, covariance=result.apply(fitted.covariance), indices=indices, tuning=record)

@@ -4,7 +4,7 @@ One attack run per threat: a class-balanced subset of *training* images is split
 and a tuning part (``split_calibration``); the fitting part is attacked once and its successful
 perturbations fitted at rank 100 with det normalization and no shrinkage, which is the paper's
 setting; then, per sigma, every setting of the tuning grid certifies the tuning part and the best one
-whose axis ratio reaches the floor is kept (``tune_covariance``). Test images never enter.
+whose axis ratio reaches the floor is kept (``profiles.tune_profile``). Test images never enter.
 
 Writes, per threat, ``THREAT_paper.pt`` and ``THREAT_tuned_SIGMA.pt`` (the tuning table is in the
 profile's metadata) under OUT. Usage:
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,8 +24,8 @@ from dsmooth_core.backends import inference_model
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.experiments.plan import attack_config
 from dsmooth_core.models import DEFAULT_MODEL, load_model
-from dsmooth_core.profiles import Calibration, build_profile
-from dsmooth_core.tuning import TuningGrid, split_calibration, tune_covariance
+from dsmooth_core.profiles import Calibration, Tuning, build_profile, tune_profile
+from dsmooth_core.tuning import split_calibration
 
 
 def main(argv: list[str]) -> int:
@@ -59,31 +58,17 @@ def main(argv: list[str]) -> int:
     seconds = time.perf_counter() - start
     print(f"{args.threat}: kept {fitted.n_kept} of {fitted.n_attacked} ({seconds:.0f} s)", flush=True)
     fitted.save(args.out / f"{args.threat}_paper.pt")
-    grid = TuningGrid()  # the default grid, whose axis-ratio floor binds (docs/MATH.md section 3)
     for sigma in args.sigmas:
         start = time.perf_counter()
-        result = tune_covariance(
-            model,
-            fitted.covariance,
-            train.tensor(held_out),
-            train.labels[held_out].tolist(),
-            sigma=sigma,
-            grid=grid,
-            n0=100,
-            n=args.tune_n,
-            alpha=0.001,
-            batch_size=200,
-            seed=0,
-        )
-        record = {"fitting_indices": fitting, "tuning_indices": held_out, **result.to_dict()}
-        tuned = replace(
-            fitted, covariance=result.apply(fitted.covariance), indices=tuple(sorted(indices)), tuning=record
-        )
+        # the default grid, whose axis-ratio floor binds (docs/MATH.md section 3)
+        tuning = Tuning(sigma, share=args.tune_share, n0=100, n=args.tune_n, alpha=0.001, seed=0)
+        tuned = tune_profile(model, train, fitted, held_out, tuning, batch_size=200)
         tuned.save(args.out / f"{args.threat}_tuned_{sigma:g}.pt")
-        choice = result.choice
+        choice = tuned.tuning["choice"]
         print(
-            f"{args.threat} sigma {sigma:g}: {choice.normalization}, k = {choice.k}, shrinkage {choice.shrinkage:g}, "
-            f"axis ratio {choice.axis_ratio:.2f}, {choice.certified}/{choice.images} "
+            f"{args.threat} sigma {sigma:g}: {choice['normalization']}, k = {choice['k']}, "
+            f"shrinkage {choice['shrinkage']:g}, axis ratio {choice['axis_ratio']:.2f}, "
+            f"{choice['certified']}/{choice['images']} "
             f"({time.perf_counter() - start:.0f} s)",
             flush=True,
         )
