@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from dsmooth_core.attacks import PRESETS, AttackConfig
+from dsmooth_core.attacks.support import WHOLE_IMAGE, Support
 from dsmooth_core.errors import InputRefused
 from dsmooth_core.models import MODEL_NAMES
 from dsmooth_core.noise import METHOD_CLASSES
@@ -149,8 +150,30 @@ def several(item: Callable[[str], Any]) -> Callable[[str], list[Any]]:
     return parse
 
 
+def support(text: str) -> Support:
+    """Which pixels a threat moves, as ``support_text`` writes it: ``whole``, or ``TOP,LEFT,SIDE/GRID/OUTSIDE``
+    (the window part empty for the whole image)."""
+    if text == "whole":
+        return WHOLE_IMAGE
+    try:
+        window, grid, outside = text.split("/")
+        box = tuple(int(v) for v in window.split(",")) if window else None
+        return Support(window=box, grid=int(grid), outside=float(outside))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a threat support (whole, or TOP,LEFT,SIDE/GRID/OUTSIDE): {exc}") from None
+
+
+def _support_text(value: Support) -> str:
+    if value.whole_image:
+        return "whole"
+    window = "" if value.window is None else _text(value.window)
+    return f"{window}/{value.grid}/{_text(value.outside)}"
+
+
 def _text(value: Any) -> str:
     """A value as it goes into a URL: floats in full (repr), so a number comes back bit for bit."""
+    if isinstance(value, Support):
+        return _support_text(value)
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float):
@@ -217,6 +240,7 @@ ATTACK_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "fgsm": ("fgsm", one_of(widgets.FGSM_CHOICES)),
     "eps_fgsm": ("eps_fgsm", number(0.0, 1000.0)),
     "project": ("project_linf", flag),
+    "support": ("support", support),  # a structured preset's, kept when another field makes it custom
 }
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dsmooth_core import certify
+from dsmooth_core.attacks import PRESETS
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.device import generator_for
 from dsmooth_core.models import DEFAULT_MODEL, load_model
@@ -192,6 +193,22 @@ def test_an_attack_link_restores_every_setting(app_env: Path) -> None:
     # a preset alone brings its values
     paper = fresh(nav.ATTACK, {"preset": "paper"})
     assert paper.number_input(key="atk_n_queries").value == 5000 and paper.selectbox(key="atk_preset").value == "paper"
+
+
+def test_a_custom_structured_threat_keeps_its_support_in_the_link(app_env: Path) -> None:
+    """The patch preset made custom by another field still moves only its window when the link is opened."""
+    at = fresh(nav.ATTACK)
+    at.selectbox(key="atk_preset").set_value("patch").run()
+    at.number_input(key="atk_n_queries").set_value(20).run()  # now custom
+    link = link_of(at)
+    assert link["preset"] == "custom" and link["support"] == "-8,-8,8/1/0.0"
+    other = fresh(nav.ATTACK, link)
+    assert not link_notes(other)
+    assert other.session_state["atk_support"] == PRESETS["patch"].support
+    assert link_of(other) == link
+    bad = fresh(nav.ATTACK, {**link, "support": "1,2/x/0"})
+    assert any("support" in note for note in link_notes(bad))  # a note, and the default's support
+    assert bad.session_state["atk_support"].whole_image
 
 
 def test_an_experiments_link_restores_its_grid_but_no_server_paths(app_env: Path) -> None:
