@@ -25,7 +25,7 @@ DATASETS = ("two moons", "two blobs")
 CLASSIFIERS = ("small MLP", "linear")
 CLASS_COUNT = 2
 _SAME_STEP = 1e-9  # spread of the attack steps, relative to their size, below which they count as one
-_FORWARD_CHUNK = 1 << 17  # rows of one grid batch: bounds the hidden layer's memory (about 8 MiB)
+_FORWARD_CHUNK = 1 << 15  # rows of one grid batch: its hidden layer (2 MiB) stays in cache; 1 << 17 (8 MiB) made the three region maps 40% slower (44 ms against 31 ms, 2-core machine)
 
 
 # ----------------------------------------------------------------------------- data and classifier
@@ -58,7 +58,7 @@ class PlaneClassifier(nn.Module):
         return self.body(x.reshape(x.shape[0], 2))
 
 
-def train_classifier(points: np.ndarray, labels: np.ndarray, kind: str, seed: int, steps: int = 120) -> PlaneClassifier:
+def train_classifier(points: np.ndarray, labels: np.ndarray, kind: str, seed: int, steps: int = 60) -> PlaneClassifier:
     """A small MLP or a linear classifier fitted by full-batch Adam in a fraction of a second, seeded."""
     generator = torch.Generator().manual_seed(seed)
     if kind == "small MLP":
@@ -78,7 +78,9 @@ def train_classifier(points: np.ndarray, labels: np.ndarray, kind: str, seed: in
     inputs = torch.from_numpy(points).reshape(-1, *SHAPE)
     targets = torch.from_numpy(labels).long()
     # fused: one kernel per step for all parameters instead of a Python loop over them; training is the
-    # largest piece of the redraw after a new data set or seed (benchmarks/bench_world.py)
+    # largest piece of the redraw after a new data set or seed (benchmarks/bench_world.py). 60 steps fit
+    # the training points about as well as 120 (seed 3: moons 92.5% against 93.5%, blobs 98% both) in half
+    # the time (11 ms against 21 ms)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
     for _ in range(steps):
         optimizer.zero_grad()
