@@ -48,6 +48,7 @@ FOUR_SEEDS = (1, 2, 3, 4)  # the four sessions at once
 METHODS = (("DSmooth", "dsmooth"), ("RandSmooth", "randsmooth"), ("LSmooth", "lsmooth"))
 N0, N, ALPHA, SIGMA, BATCH = 100, 1000, 0.001, 0.25, 200
 PAGES = ("Attack", "Threat profile", "Noise explorer", "Certify", "Experiments", "About", "Model & image")
+FINISH_TIMEOUT_S = 180  # a certify job takes seconds; four queued ones well under a minute
 POLL_MS = 50  # the harness's own checks; finer polling took CPU from the job it times
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 WATCH = """() => {
@@ -225,8 +226,19 @@ def watch(page) -> None:
 
 
 def finished(page) -> None:
-    """Until the job a click started (after :func:`watch`) has ended and the run drawing it is over."""
-    page.evaluate("() => window.__dslFinished")
+    """Until the job a click started (after :func:`watch`) has ended and the run drawing it is over.
+
+    A result not drawn within :data:`FINISH_TIMEOUT_S` fails the run with a screenshot and the page's
+    text (a wait without end once hid what the page showed).
+    """
+    limit = FINISH_TIMEOUT_S * 1000
+    wait = f"() => Promise.race([window.__dslFinished, new Promise((r) => setTimeout(() => r(false), {limit}))])"
+    if page.evaluate(wait):
+        return
+    shot = Path(tempfile.mkdtemp(prefix="bench_app-")) / "no-result.png"
+    page.screenshot(path=str(shot), full_page=True)
+    text = " | ".join(line for line in page.locator("body").inner_text().splitlines() if line.strip())
+    raise RuntimeError(f"no result {FINISH_TIMEOUT_S} s after the click (screenshot {shot}); the page: {text[:3000]}")
 
 
 def attack_once(page, seed: int) -> float:

@@ -6,8 +6,9 @@ certificates, the shapes and the figures serialised to JSON, summed for each kin
 point, sigma, ellipse, fitted covariance, data set). The whole app (``app.py`` with the page) under
 ``streamlit.testing.v1.AppTest``: the server-side time of the rerun after each change, app.py's
 sidebar and job panel included. And what a user waits for in Chromium, from the change to the redrawn
-page. Each change uses values not seen before, so no cache answers it. Timings on a shared machine
-are noisy: the load average is recorded.
+page. Each change uses values not seen before, so no cache answers it, and the target is for every
+run, not the median. Timings on a shared machine are noisy: the load average is recorded, and
+``--busy-core`` measures with another process spinning on one of the cores throughout.
 Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_world.py`` (``--no-browser`` without Chromium at
 /usr/bin/chromium; CIFAR-10 in ``DSMOOTH_DATA_DIR`` makes the app start with an image, as for users).
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -159,7 +162,7 @@ def app_reruns(repeats: int) -> list[dict[str, object]]:
                 "median ms": round(1000 * median, 1),
                 "max ms": round(1000 * max(times), 1),
                 "runs": repeats,
-                f"median < {TARGET_S} s": median < TARGET_S,
+                f"every run < {TARGET_S} s": max(times) < TARGET_S,
             }
         )
     PagesManager.__init__ = original
@@ -245,7 +248,7 @@ def browser_reruns(repeats: int) -> list[dict[str, object]]:
                         "median ms": round(1000 * median, 1),
                         "max ms": round(1000 * max(times), 1),
                         "runs": repeats,
-                        f"median < {TARGET_S} s": median < TARGET_S,
+                        f"every run < {TARGET_S} s": max(times) < TARGET_S,
                     }
                 )
             browser.close()
@@ -260,14 +263,22 @@ def main() -> int:
     parser.add_argument("--grid", type=int, default=world_2d_view.GRID_SIZE, help="cells per side of the region maps")
     parser.add_argument("--draws", type=int, default=world_2d_view.GRID_DRAWS, help="noise draws per cell")
     parser.add_argument("--no-browser", dest="browser", action="store_false", help="skip the Chromium measurement")
+    parser.add_argument(
+        "--busy-core", action="store_true", help="keep one core busy with a spinning process (another user's work)"
+    )
     add_results_option(parser)
     args = parser.parse_args()
     # the page reads these at each run; AppTest runs it in this process (the browser's server does not)
     world_2d_view.GRID_SIZE, world_2d_view.GRID_DRAWS = args.grid, args.draws
-    piece_rows, change_rows = pieces(args.repeats)
-    rerun_rows = app_reruns(args.repeats)
-    default = (args.grid, args.draws) == (GRID_SIZE, GRID_DRAWS)
-    browser_rows = browser_reruns(args.repeats) if args.browser and default else []
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy_core else None
+    try:
+        piece_rows, change_rows = pieces(args.repeats)
+        rerun_rows = app_reruns(args.repeats)
+        default = (args.grid, args.draws) == (GRID_SIZE, GRID_DRAWS)
+        browser_rows = browser_reruns(args.repeats) if args.browser and default else []
+    finally:
+        if spinner is not None:
+            spinner.kill()
     shown = (("pieces", piece_rows), ("changes", change_rows), ("app reruns", rerun_rows), ("browser", browser_rows))
     for title, rows in shown:
         print(title)
@@ -281,6 +292,7 @@ def main() -> int:
         "data points": world_2d_view.DATA_POINTS,
         "torch threads (pieces)": 1,
         "repeats": args.repeats,
+        "another process spinning on one core": args.busy_core,
     }
     write_result(
         args.results,
