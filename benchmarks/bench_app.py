@@ -90,6 +90,7 @@ def library(work: str, seeds: list[int]) -> dict:
     x = prepare_image(Image.fromarray(test.images[IMAGE_INDEX]), model.info)
     if work == "attack":
         torch.set_num_threads(threads.for_batch(1))
+        model, _ = inference_model(model)  # Square queries the app's forward (FGSM's gradient stays torch's)
         label = torch.tensor([int(test.labels[IMAGE_INDEX])])
         start = time.perf_counter()
         square_then_fgsm(

@@ -374,13 +374,15 @@ def library(cases: list[dict]) -> list[dict]:
 
     from dsmooth_core import bundled, certify
     from dsmooth_core.attacks import PRESETS, square_then_fgsm
+    from dsmooth_core.backends import inference_model
     from dsmooth_core.data import load_cifar10
     from dsmooth_core.device import generator_for
     from dsmooth_core.models import DEFAULT_MODEL, load_model, prepare_image
     from dsmooth_core.noise import make_noise
     from dsmooth_core.profiles import ThreatProfile
 
-    model = load_model(DEFAULT_MODEL)
+    # the forward the app's jobs run (DSMOOTH_BACKEND, else auto), for the attack's queries and the certificates
+    model, _ = inference_model(load_model(DEFAULT_MODEL))
     test = load_cifar10("test", download=False)
     classes = test.classes
     covariance = ThreatProfile.load(bundled.PROFILE).covariance  # the app's default profile

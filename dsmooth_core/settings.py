@@ -127,6 +127,13 @@ def forward_identity(forward: str) -> dict[str, str]:
     return {} if forward == TORCH_FORWARD else {"forward": forward}
 
 
+def engine_part(forward: str) -> tuple[dict[str, str], ...]:
+    """The forward's part of a key built from positional parts: none for torch, so keys made before the
+    backends existed (all torch) stay what a torch run computes today; ``(forward_identity,)`` otherwise."""
+    identity = forward_identity(forward)
+    return (identity,) if identity else ()
+
+
 def tensor_hash(tensor: torch.Tensor) -> str:
     """sha256 of a tensor's dtype, shape and values (on the CPU, contiguous)."""
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)

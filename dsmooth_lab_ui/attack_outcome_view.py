@@ -11,15 +11,16 @@ from __future__ import annotations
 import streamlit as st
 
 from dsmooth_core import ABSTAIN, compare
-from dsmooth_core.settings import result_key
+from dsmooth_core.settings import engine_part, result_key
 from dsmooth_lab_ui import nav, reports, state
 
 NOT_RUN = "not run"
 
 
 def attack_key(attack: state.AttackRecord) -> str:
-    """The identity of one attack run (model, image, label, threat, seed), as its job keys it."""
-    return result_key("attack", attack.model_key, attack.image_id, attack.label, attack.config, attack.seed)
+    """The identity of one attack run (model, image, label, threat, seed, forward), as its job keys it."""
+    parts = (attack.model_key, attack.image_id, attack.label, attack.config, attack.seed)
+    return result_key("attack", *parts, *engine_part(attack.forward))
 
 
 def base_fooled(attack: state.AttackRecord) -> bool | None:

@@ -34,7 +34,8 @@ def show_result(model, record: state.AttackRecord, image: state.ImageChoice) -> 
     st.plotly_chart(fig, key="attack_images", width="stretch")
     st.caption(
         f"The perturbation is shown as 0.5 + {factor:.1f} x delta (mid-grey = no change), amplified for "
-        "display only. Download the picture as PNG with the camera icon in the chart's toolbar."
+        "display only. Download the picture as PNG with the camera icon in the chart's toolbar. "
+        f"Square's queries ran on {record.forward}, FGSM's gradient on torch."
     )
     target = f"{classes[record.label]}" + (
         " (the model's own prediction; true label unknown)" if record.label_is_prediction else " (true label)"

@@ -19,7 +19,7 @@ from dsmooth_core import Certificate, SmoothingNoise
 from dsmooth_core.attacks import AttackResult
 from dsmooth_core.covariance import LowRankCovariance
 from dsmooth_core.profiles import ThreatProfile
-from dsmooth_core.settings import CertifySettings, ProfileShape, result_key
+from dsmooth_core.settings import TORCH_FORWARD, CertifySettings, ProfileShape, result_key
 
 # ---------------------------------------------------------------- keys
 MODEL = "dsl_model"  # ModelChoice
@@ -120,7 +120,8 @@ class ProfileChoice:
 class AttackRecord:
     """One Square + FGSM run on the current image: the library's result for a batch of one, on the CPU.
 
-    ``model_key`` is the model's identity (``resources.model_key``).
+    ``model_key`` is the model's identity (``resources.model_key``); ``forward`` the engine that answered
+    Square's queries (``backends.forward_name``).
     """
 
     model_key: str
@@ -130,6 +131,7 @@ class AttackRecord:
     config: dict[str, Any]
     seed: int
     result: AttackResult
+    forward: str = TORCH_FORWARD
 
     @property
     def perturbation(self) -> torch.Tensor:

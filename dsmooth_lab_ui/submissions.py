@@ -16,7 +16,7 @@ from dsmooth_core import SmoothingNoise
 from dsmooth_core.attacks import AttackConfig
 from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.seeds import derive_seed
-from dsmooth_core.settings import CertifySettings, forward_identity, result_key
+from dsmooth_core.settings import CertifySettings, engine_part, forward_identity, result_key
 from dsmooth_lab_ui import attack_outcome_view, audit_view, forward, jobs, resources, state, tasks, widgets
 from dsmooth_lab_ui.lesson_defaults import LessonSettings
 
@@ -25,7 +25,13 @@ AUDIT = AuditSettings(n=200, alpha=0.001, draws=8, steps=5, bisection_steps=3, b
 
 
 def attack(model: torch.nn.Module, image: state.ImageChoice, config: AttackConfig, seed: int) -> None:
-    """Square + FGSM on the image; delivers ``state.ATTACK`` (the Attack page's record)."""
+    """Square + FGSM on the image; delivers ``state.ATTACK`` (the Attack page's record).
+
+    Square's queries are gradient-free, so they run on the certify jobs' forward (ONNX Runtime answers a
+    one-image query about 4x faster than eager torch on the CPU); FGSM's gradient still comes from torch.
+    The result is keyed by that forward: a near-tie of the two engines' logits can steer Square elsewhere.
+    """
+    fast = forward.prepared(model)
     x = resources.model_input(model, image)
     label = resources.effective_label(model, image)
     is_prediction = label is None
@@ -37,14 +43,14 @@ def attack(model: torch.nn.Module, image: state.ImageChoice, config: AttackConfi
     def deliver(result) -> None:
         state.put(
             state.ATTACK,
-            state.AttackRecord(key, image.image_id, label, is_prediction, dict(items), seed, result),
+            state.AttackRecord(key, image.image_id, label, is_prediction, dict(items), seed, result, fast.name),
         )
 
     jobs.start(
         "attack",
         "The attack",
-        result_key(model.info, image.identity, label, config, seed),
-        functools.partial(tasks.attack, model, x, label, config, seed),
+        result_key(model.info, image.identity, label, config, seed, *engine_part(fast.name)),
+        functools.partial(tasks.attack, fast.model, x, label, config, seed),
         deliver,
         batch=1,
     )

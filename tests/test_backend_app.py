@@ -1,20 +1,27 @@
 """The app on the ONNX Runtime backend (AppTest): the Certify page names the forward that certifies, shows
 why a model stays on torch, says which n this machine affords, and never serves one engine's certificate
-for the other's request (the engines may differ by a few near-tie votes).
+for the other's request (the engines may differ by a few near-tie votes); the attack's Square queries run
+on the same forward and are keyed by it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 
 import pytest
 import torch
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from dsmooth_core import IsotropicGaussian, radius_ceiling
-from dsmooth_core.backends import onnx_graph
+from dsmooth_core.attacks import PRESETS, square_then_fgsm
+from dsmooth_core.backends import OnnxForward, inference_model, onnx_graph
+from dsmooth_core.device import generator_for
+from dsmooth_core.models import DEFAULT_MODEL, load_model
+from dsmooth_core.models.preprocess import prepare_image
 from dsmooth_lab_ui import nav, state
 from tests.apptest_jobs import finish_job
 from tests.test_app_model_identity import new_session, upload
@@ -117,3 +124,40 @@ def test_the_page_says_which_n_this_machine_affords(onnx_app) -> None:
     assert rate > 0 and n % 100 == 0
     # the ceiling that n allows, from the core's own function, in the method's metric
     assert f"RandSmooth {radius_ceiling(IsotropicGaussian(SIGMA), n, ALPHA):.3g} (l2)" in line
+
+
+def attack(at: AppTest, queries: int, seed: int) -> tuple[state.AttackRecord, object]:
+    """The Attack page's run on the session's image (paper preset, ``queries``); its record and job (None: cached)."""
+    at.switch_page(nav.ATTACK).run()
+    at.selectbox(key="atk_preset").set_value("paper").run()
+    at.number_input(key="atk_n_queries").set_value(queries)
+    at.number_input(key="atk_seed").set_value(seed)
+    at.run()
+    next(b for b in at.button if b.label == "Run the attack").click()
+    job = finish_job(at)
+    assert not at.exception, [e.value for e in at.exception]
+    return at.session_state[state.ATTACK], job
+
+
+def test_the_attack_queries_the_certify_forward_and_is_keyed_by_it(onnx_app, monkeypatch) -> None:
+    queries, seed = 40, 3
+    first = new_session()
+    record, job = attack(first, queries, seed)
+    assert job is not None and record.forward == "onnxruntime"
+    assert isinstance(job.work.args[0], OnnxForward)  # the model the job's Square queried
+    assert "Square's queries ran on onnxruntime, FGSM's gradient on torch." in captions(first)
+
+    # the library on the same forward and draws gives the same attack, image for image
+    bundled = load_model(DEFAULT_MODEL)
+    fast, _ = inference_model(bundled, "onnxruntime")
+    assert isinstance(fast, OnnxForward)
+    x = prepare_image(Image.fromarray(first.session_state[state.IMAGE].pixels), bundled.info).unsqueeze(0)
+    config = dataclasses.replace(PRESETS["paper"], n_queries=queries)
+    want = square_then_fgsm(fast, x, torch.tensor([record.label]), config, generator=generator_for(fast, seed))
+    assert torch.equal(record.result.adversarial, want.adversarial)
+
+    monkeypatch.setenv("DSMOOTH_BACKEND", "torch")  # the same inputs, asked of the other engine
+    second = new_session()
+    eager, job = attack(second, queries, seed)
+    assert job is not None, "an attack made on onnxruntime was served for a torch request"
+    assert eager.forward == "torch" and not isinstance(job.work.args[0], OnnxForward)
