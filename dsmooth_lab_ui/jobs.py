@@ -43,8 +43,8 @@ _FULL_RUN = threading.local()  # .drawing: the panel's fragment is being called 
 POLL_SECONDS = 1.0  # progress redraws; a finished job reruns the page at once (scheduler.changed_within)
 # The fragment's timer. Each of its runs waits up to POLL_SECONDS for the job to change, and the browser
 # sends no tick while a run is going, so runs follow one another with this gap: the first starts this
-# soon after the panel is drawn. With the timer at POLL_SECONDS, a 0.7 s attack was shown 1.1 s after
-# the panel appeared: nothing waited on the job until the first tick (measured in Chromium).
+# soon after the panel is drawn. With the timer at POLL_SECONDS, a 0.7 s attack was shown about 1 s after
+# the panel appeared, 0.3 s after it ended: nothing waited on the job until the first tick (Chromium).
 TICK_SECONDS = 0.2
 # Cancel waits this long for the outcome; a batch of the bundled model on one CPU thread takes about 0.2 s,
 # and work that does not answer is ended after the watchdog's grace (3 s)
