@@ -42,6 +42,10 @@ def open_session(graph: bytes, threads: int) -> InferenceSession:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: its optimiser notes are not the user's business
+    # Idle pool threads sleep instead of spinning: on cores shared with a browser (or any other work) a
+    # spinning thread takes the core another process needs. 2 threads, bundled ResNet-20, batch 200, 2 cores:
+    # 3,054 images/s against 2,383 with one core kept busy, 5,150 against 5,429 on a quiet machine.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
