@@ -3,14 +3,17 @@
 Why in the server, once: exporting the model's ONNX graph and checking it against torch take seconds for
 a new model (a fraction of a second from the disk cache); done here, cached per model, every certify job
 receives the checked graph with its work and starts computing at once, and the page knows before the job
-which forward runs (its result key names it) and why a model stays on torch. The rate is measured per
-model, forward and thread count (again every :data:`RATE_SECONDS`), so the Certify page can say which n
-this machine affords.
+which forward runs (its result key names it) and why a model stays on torch. An uploaded program
+(TorchScript, torch.export) is exported and probed in a worker process instead, since both run it and it
+may never return; the server only receives the checked graph. The rate is measured per model, forward
+and thread count (again every :data:`RATE_SECONDS`), so the Certify page can say which n this machine
+affords.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,9 +21,9 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from dsmooth_core.backends import default_backend, forward_name, inference_model
+from dsmooth_core.backends import OnnxForward, default_backend, forward_name, inference_model
 from dsmooth_core.backends.throughput import forward_rate
-from dsmooth_lab_ui import resources, threads
+from dsmooth_lab_ui import jobs, pool, programs, resources, tasks, threads, watchdog
 
 # The measured batch: the page's batch up to this. Small, so a measurement costs a fraction of a second even
 # on a busy machine; ONNX Runtime's rate is flat from 100 to 400 images a batch, torch's about 15% lower at
@@ -45,8 +48,41 @@ class Forward:
 
 @st.cache_resource(show_spinner="Preparing the model's forward (once per model) ...", max_entries=4)
 def _prepared(model_key: str, backend: str, _model: torch.nn.Module) -> Forward:
+    if backend != "torch" and programs.carries_program(_model):
+        return _exported_in_worker(_model, backend)
     model, note = inference_model(_model, backend)  # threads: the job's, set by the worker around each job
     return Forward(model, forward_name(model), note)
+
+
+class _Quiet:
+    """A progress callback for work nobody watches but the watchdog: it never asks to stop."""
+
+    def stage(self, label: str) -> None:
+        pass
+
+    def __call__(self, done: int, total: int) -> bool:
+        return False
+
+
+def _exported_in_worker(model: torch.nn.Module, backend: str) -> Forward:
+    """An uploaded program's checked graph, exported and probed in a worker process, never in the server.
+
+    Why: both run the program, which may never return; a worker that sends nothing for the stall limit
+    (``DSMOOTH_JOB_STALL_SECONDS``) is ended, and the model certifies on torch with a note saying why.
+    Without worker processes (``DSMOOTH_JOB_PROCESSES=0``) all work runs in the server anyway.
+    """
+    data = pool.payload(functools.partial(tasks.onnx_graph, model, backend))
+    if data is None:
+        fast, note = inference_model(model, backend)
+        return Forward(fast, forward_name(fast), note)
+    try:
+        graph, note = jobs.MANAGER.workers.run(data, 1, _Quiet(), threading.Event(), watchdog.from_environment())
+    except (pool.WorkerFailed, watchdog.NoProgress) as exc:
+        why = f"note: exporting the uploaded program to onnxruntime failed ({exc}); using torch"
+        return Forward(model, "torch", why)
+    if graph is None:
+        return Forward(model, "torch", note)
+    return Forward(OnnxForward(model, graph), "onnxruntime", note)
 
 
 def prepared(model: torch.nn.Module) -> Forward:

@@ -27,6 +27,11 @@ _EXPORT_FILES: WeakKeyDictionary[ExportedNet, bytes] = WeakKeyDictionary()
 _SCRIPT_FILES: WeakKeyDictionary[torch.jit.ScriptModule, bytes] = WeakKeyDictionary()
 
 
+def carries_program(model: nn.Module) -> bool:
+    """Whether ``model`` runs user code (a TorchScript or torch.export program), which may never return."""
+    return any(isinstance(m, (torch.jit.ScriptModule, ExportedNet)) for m in model.modules())
+
+
 def remember(model: nn.Module, data: bytes) -> None:
     """Keep the file ``model`` was loaded from when it holds a torch.export program (else nothing to do)."""
     for module in model.modules():

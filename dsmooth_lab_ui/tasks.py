@@ -25,6 +25,7 @@ from dsmooth_core import Certificate, SmoothingNoise, certify, predict
 from dsmooth_core.attacks import AttackConfig, AttackResult, square_then_fgsm
 from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.audit import audit as audit_certificate
+from dsmooth_core.backends import OnnxForward, inference_model
 from dsmooth_core.data import ImageSet, load_cifar10
 from dsmooth_core.device import generator_for
 from dsmooth_core.experiments import (
@@ -43,6 +44,16 @@ from dsmooth_lab_ui.memo import SUB_RESULTS
 from dsmooth_lab_ui.progress import JobProgress as Progress
 
 RECORDS_FILE = "records.jsonl"
+
+
+def onnx_graph(model: torch.nn.Module, backend: str, progress: Progress) -> tuple[bytes | None, str]:
+    """``model``'s checked ONNX graph on ``backend`` (``None`` where it stays on torch) and the note saying why.
+
+    For an uploaded program: exporting and probing it run it, which only a worker may do (it can be ended).
+    """
+    progress.stage("Exporting the model's forward to ONNX Runtime")
+    fast, note = inference_model(model, backend)
+    return (fast.graph if isinstance(fast, OnnxForward) else None), note
 
 
 def attack(

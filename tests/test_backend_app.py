@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+import time
 
 import pytest
 import torch
@@ -20,9 +21,10 @@ from dsmooth_core import IsotropicGaussian, radius_ceiling
 from dsmooth_core.attacks import PRESETS, square_then_fgsm
 from dsmooth_core.backends import OnnxForward, inference_model, onnx_graph
 from dsmooth_core.device import generator_for
-from dsmooth_core.models import DEFAULT_MODEL, load_model
+from dsmooth_core.models import CIFAR10_CLASSES, DEFAULT_MODEL, ModelInfo, load_model, wrap
 from dsmooth_core.models.preprocess import prepare_image
-from dsmooth_lab_ui import nav, state
+from dsmooth_lab_ui import forward, nav, state
+from tests import worker_work
 from tests.apptest_jobs import finish_job
 from tests.test_app_model_identity import new_session, upload
 from tests.test_backends import VOTE_SLACK
@@ -161,3 +163,22 @@ def test_the_attack_queries_the_certify_forward_and_is_keyed_by_it(onnx_app, mon
     eager, job = attack(second, queries, seed)
     assert job is not None, "an attack made on onnxruntime was served for a torch request"
     assert eager.forward == "torch" and not isinstance(job.work.args[0], OnnxForward)
+
+
+def test_an_uploaded_program_is_exported_in_a_worker_that_is_ended_when_it_hangs(onnx_app, monkeypatch) -> None:
+    """Exporting and probing a program run it: never in the server, and a worker that hangs is ended."""
+    monkeypatch.setenv("DSMOOTH_JOB_STALL_SECONDS", "2")
+    monkeypatch.setattr(forward.tasks, "onnx_graph", worker_work.export_never_returns)
+
+    def in_the_server(*args, **kwargs):
+        raise AssertionError("the server ran an uploaded program's export")
+
+    monkeypatch.setattr(forward, "inference_model", in_the_server)
+    info = ModelInfo("scripted.pt", "cifar10", (3, 32, 32), CIFAR10_CLASSES, "upload")
+    program = wrap(torch.jit.script(worker_work.HangsOnLargeBatches(limit=10**6)), info)
+    start = time.monotonic()
+    fast = forward._exported_in_worker(program, "onnxruntime")
+    assert time.monotonic() - start < 60
+    assert fast.name == "torch" and fast.model is program and fast.fell_back
+    assert "exporting the uploaded program to onnxruntime failed" in fast.note
+    assert "no progress report for 2 s" in fast.note
