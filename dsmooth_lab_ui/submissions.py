@@ -16,7 +16,7 @@ from dsmooth_core import SmoothingNoise
 from dsmooth_core.attacks import AttackConfig
 from dsmooth_core.audit import AuditResult, AuditSettings
 from dsmooth_core.seeds import derive_seed
-from dsmooth_core.settings import CertifySettings, engine_part, forward_identity, result_key
+from dsmooth_core.settings import CertifySettings, engine_part, result_key
 from dsmooth_lab_ui import attack_outcome_view, audit_view, forward, jobs, resources, state, tasks, widgets
 from dsmooth_lab_ui.lesson_defaults import LessonSettings
 
@@ -94,8 +94,8 @@ def certify(
     the forward's engine included (the two engines may differ by a few near-tie votes)."""
     x = resources.model_input(model, image)
     fast = forward.prepared(model)
-    engine = forward_identity(fast.name)
-    keys = [result_key("certificate", model.info, image.identity, noise, s, engine) for s, noise in runs]
+    engine = engine_part(fast.name)
+    keys = [result_key("certificate", model.info, image.identity, noise, s, *engine) for s, noise in runs]
     shaped = profile is not None and any(noise.needs_profile for _, noise in runs)
     label = resources.effective_label(model, image)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from dsmooth_lab_ui.memo import SUB_RESULTS
 from dsmooth_lab_ui.progress import JobProgress as Progress
 
 RECORDS_FILE = "records.jsonl"
+T = TypeVar("T")
 
 
 def onnx_graph(model: torch.nn.Module, backend: str, progress: Progress) -> tuple[bytes | None, str]:
@@ -77,6 +78,24 @@ def attack(
     return dataclasses.replace(result, **{f.name: getattr(result, f.name).cpu() for f in dataclasses.fields(result)})
 
 
+def _each_method(
+    runs: Sequence[tuple[SmoothingNoise, Hashable]],
+    kind: str,
+    step: str,
+    compute: Callable[[SmoothingNoise], T],
+    progress: Progress,
+    *also: Hashable,
+) -> list[tuple[SmoothingNoise, T]]:
+    """``compute(noise)`` for each ``(noise, cache key)``, kept in :data:`SUB_RESULTS` under ``(kind, key,
+    *also)``: another job asking for one method's result with the same inputs reuses it."""
+
+    def one(noise: SmoothingNoise) -> T:
+        progress.stage(f"{noise.name}: {step}")
+        return compute(noise)
+
+    return [(noise, SUB_RESULTS.memo((kind, key, *also), functools.partial(one, noise))) for noise, key in runs]
+
+
 def certificates(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -94,16 +113,12 @@ def certificates(
     its checked graph, so the job exports and probes nothing, and the three methods share its session,
     which follows the job's thread budget. The keys name that forward, so it is used as given.
     """
-    out: list[tuple[SmoothingNoise, Certificate]] = []
-    for noise, key in runs:
 
-        def one(noise: SmoothingNoise = noise) -> Certificate:
-            progress.stage(f"{noise.name}: noise draws")
-            generator = generator_for(model, seed)
-            return certify(model, x, noise, n0, n, alpha, batch_size, generator, progress=progress)
+    def one(noise: SmoothingNoise) -> Certificate:
+        generator = generator_for(model, seed)
+        return certify(model, x, noise, n0, n, alpha, batch_size, generator, progress=progress)
 
-        out.append((noise, SUB_RESULTS.memo(("certificate", key), one)))
-    return out
+    return _each_method(runs, "certificate", "noise draws", one, progress)
 
 
 def certificates_under_attack(
@@ -122,16 +137,13 @@ def certificates_under_attack(
     attack key)`` per method by display name (ABSTAIN = -1): does a successful attack fool the smoothed classifier?"""
     out = certificates(model, x, runs, n0, n, alpha, batch_size, seed, progress)
     adversarial, attack_key = attacked
-    predictions: dict[str, int] = {}
-    for noise, key in runs:
 
-        def one(noise: SmoothingNoise = noise) -> int:
-            progress.stage(f"{noise.name}: PREDICT at the attacked image")
-            generator = generator_for(model, derive_seed(seed, 0, f"{noise.key}:adversarial"))
-            return predict(model, adversarial, noise, n, alpha, batch_size, generator, progress=progress)
+    def one(noise: SmoothingNoise) -> int:
+        generator = generator_for(model, derive_seed(seed, 0, f"{noise.key}:adversarial"))
+        return predict(model, adversarial, noise, n, alpha, batch_size, generator, progress=progress)
 
-        predictions[noise.name] = SUB_RESULTS.memo(("attacked prediction", key, attack_key), one)
-    return out, predictions
+    predictions = _each_method(runs, "attacked prediction", "PREDICT at the attacked image", one, progress, attack_key)
+    return out, {noise.name: prediction for noise, prediction in predictions}
 
 
 def votes(
@@ -144,16 +156,12 @@ def votes(
     progress: Progress,
 ) -> dict[str, dict[str, np.ndarray]]:
     """The base model's votes under each ``(noise, cache key)``, by the noise's display name."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for noise, key in runs:
 
-        def one(noise: SmoothingNoise = noise) -> dict[str, np.ndarray]:
-            progress.stage(f"{noise.name}: base-model votes")
-            generator = generator_for(model, seed)
-            return compute.noise_votes(model, x, noise, count, batch_size, generator, progress=progress)
+    def one(noise: SmoothingNoise) -> dict[str, np.ndarray]:
+        generator = generator_for(model, seed)
+        return compute.noise_votes(model, x, noise, count, batch_size, generator, progress=progress)
 
-        out[noise.name] = SUB_RESULTS.memo(("votes", key), one)
-    return out
+    return {noise.name: v for noise, v in _each_method(runs, "votes", "base-model votes", one, progress)}
 
 
 def profile(

@@ -15,7 +15,7 @@ from dsmooth_core.backends import forward_name, inference_model, onnx_graph
 from dsmooth_core.cli import main
 from dsmooth_core.errors import InputRefused
 from dsmooth_core.experiments import RecordStore, evaluation_indices, group_records, read_records, run_experiment
-from dsmooth_core.settings import forward_identity, result_key
+from dsmooth_core.settings import engine_part, forward_identity, result_key
 from tests.fakedata import write_fake_cifar10
 from tests.test_backends import CERTIFY, PROGRAM
 from tests.test_experiments import one_thread, setup  # noqa: F401 (fixtures)
@@ -33,6 +33,9 @@ def test_torch_adds_nothing_to_a_key_and_another_engine_changes_it() -> None:
     assert result_key("x", 1, forward_identity("onnxruntime")) != result_key("x", 1, forward_identity("torch"))
     with pytest.raises(InputRefused):
         forward_identity("")
+    # keys built from positional parts (the app's certificates and attacks): torch's is the key without a forward
+    assert result_key("x", 1, *engine_part("torch")) == result_key("x", 1)
+    assert result_key("x", 1, *engine_part("onnxruntime")) != result_key("x", 1)
 
 
 def test_experiment_records_of_each_engine_are_keyed_apart_and_old_ones_read_as_torch(setup, tmp_path) -> None:  # noqa: F811
