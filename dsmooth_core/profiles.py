@@ -324,7 +324,23 @@ def _tuned_profile(
     """Fit on one part of the calibration subset, tune on the other; the profile covers both parts."""
     tuning = calibration.tuning
     assert tuning is not None
-    fitting, held_out = split_calibration(indices, tuning.share, tuning.seed)
+    fitted, held_out = fit_on_part(model, data, calibration, indices, tuning.share, tuning.seed, batch_size, progress)
+    return tune_profile(model, data, fitted, held_out, tuning, batch_size=batch_size, progress=progress)
+
+
+def fit_on_part(
+    model: nn.Module,
+    data: ImageSet,
+    calibration: Calibration,
+    indices: list[int],
+    held_out_share: float,
+    seed: int,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[ThreatProfile, list[int]]:
+    """The profile fitted on the calibration subset ``indices`` less a held-out share, and that share
+    (``split_calibration``): tuning must judge a profile on images it was not fitted to."""
+    fitting, held_out = split_calibration(indices, held_out_share, seed)
     fitted = build_profile(
         model,
         data.tensor(fitting),
@@ -334,7 +350,7 @@ def _tuned_profile(
         batch_size=batch_size,
         progress=progress,
     )
-    return tune_profile(model, data, fitted, held_out, tuning, batch_size=batch_size, progress=progress)
+    return fitted, held_out
 
 
 def tune_profile(

@@ -24,8 +24,7 @@ from dsmooth_core.backends import inference_model
 from dsmooth_core.data import load_cifar10
 from dsmooth_core.experiments.plan import attack_config
 from dsmooth_core.models import DEFAULT_MODEL, load_model
-from dsmooth_core.profiles import Calibration, Tuning, build_profile, tune_profile
-from dsmooth_core.tuning import split_calibration
+from dsmooth_core.profiles import Calibration, Tuning, fit_on_part, tune_profile
 
 
 def main(argv: list[str]) -> int:
@@ -44,16 +43,9 @@ def main(argv: list[str]) -> int:
     print(how, flush=True)
     train = load_cifar10("train")
     calibration = Calibration(size=args.calibration_size, attack=attack_config(args.threat), k=100)
-    indices = calibration.indices(train.labels)
-    fitting, held_out = split_calibration(indices, args.tune_share, seed=0)
     start = time.perf_counter()
-    fitted = build_profile(
-        model,
-        train.tensor(fitting),
-        torch.from_numpy(train.labels[fitting]),
-        calibration,
-        indices=fitting,
-        batch_size=100,
+    fitted, held_out = fit_on_part(
+        model, train, calibration, calibration.indices(train.labels), args.tune_share, seed=0, batch_size=100
     )
     seconds = time.perf_counter() - start
     print(f"{args.threat}: kept {fitted.n_kept} of {fitted.n_attacked} ({seconds:.0f} s)", flush=True)
