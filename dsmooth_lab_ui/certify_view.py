@@ -62,13 +62,12 @@ def machine_rate(model: torch.nn.Module, runs: list[tuple[CertifySettings, Smoot
     fast = forward.prepared(model)
     if fast.fell_back:
         st.info(fast.note, icon=":material/info:")
-    choice = state.get(state.MODEL)
-    if choice is not None and choice.upload is not None:
-        # an uploaded program may never return: it runs only inside jobs, which can be stopped
+    s = runs[0][0]
+    measured = forward.rate(fast, s.batch)
+    if measured is None:
         st.caption(f"Forward: {fast.name}. An uploaded model's rate is not measured: it runs only in its jobs.")
         return
-    s = runs[0][0]
-    per_second, thread_count = forward.rate(fast, s.batch)
+    per_second, thread_count = measured
     draws = len(runs) * (s.n0 + s.n)
     expected = draws / (per_second * CERTIFY_EFFICIENCY)
     n = affordable_n(per_second, AFFORDABLE_SECONDS, len(runs), s.n0)

@@ -111,8 +111,12 @@ def _rate(model_key: str, forward: str, thread_count: int, batch: int, _model: t
         return forward_rate(_model, batch=batch)
 
 
-def rate(fast: Forward, batch: int) -> tuple[float, int]:
-    """Images per second of ``fast``'s forward at the thread count a certify job of ``batch`` gets, and that count."""
+def rate(fast: Forward, batch: int) -> tuple[float, int] | None:
+    """Images per second of ``fast``'s forward at the thread count a certify job of ``batch`` gets, and that
+    count; ``None`` where that forward is an uploaded program, which may never return and so runs only in jobs
+    (its checked ONNX graph is measured: the graph's operators always return)."""
+    if programs.carries_program(fast.model):
+        return None
     count = threads.for_batch(batch)
     measured = min(batch, RATE_BATCH_CAP)
     return _rate(resources.model_key(fast.model), fast.name, count, measured, fast.model), count

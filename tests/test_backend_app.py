@@ -182,3 +182,25 @@ def test_an_uploaded_program_is_exported_in_a_worker_that_is_ended_when_it_hangs
     assert fast.name == "torch" and fast.model is program and fast.fell_back
     assert "exporting the uploaded program to onnxruntime failed" in fast.note
     assert "no progress report for 2 s" in fast.note
+
+
+class RefusesToRun(nn.Module):
+    """A program that fails when called: measuring its rate in the server would run it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 0:
+            raise RuntimeError("the server ran an uploaded program to measure its rate")
+        return self.linear(x.flatten(1))
+
+
+def test_the_rate_is_measured_for_every_forward_but_an_uploaded_program() -> None:
+    info = ModelInfo("refuses.pt", "cifar10", (3, 32, 32), CIFAR10_CLASSES, "upload")
+    program = wrap(torch.jit.script(RefusesToRun()), info)
+    assert forward.rate(forward.Forward(program, "torch", "forward: torch"), 20) is None
+    bundled = load_model(DEFAULT_MODEL)  # library code: measured
+    per_second, thread_count = forward.rate(forward.Forward(bundled, "torch", "forward: torch"), 20)
+    assert per_second > 0 and thread_count >= 1
