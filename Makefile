@@ -32,6 +32,7 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_certify.py
+	PYTHONPATH=. $(BIN)/python benchmarks/bench_spare_cores.py
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_threat.py
 	OMP_NUM_THREADS=1 PYTHONPATH=. $(BIN)/python benchmarks/bench_scale.py
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_app.py

@@ -27,6 +27,13 @@ BENCHMARKS = {
         "against its own backend's forward. The rounds are interleaved so a busy machine slows every "
         "contender alike.",
     ),
+    "bench_spare_cores": (
+        "Lending a certification the cores the thread budget leaves free",
+        "The app's certify job (three methods, n0 = 100, n = 1,000) on ONNX Runtime with the lab's threads, "
+        "alone and with the free cores lent to low-priority helper threads (`dsmooth_core.backends.spare_cores`): "
+        "on a quiet machine, beside a process busy on one core, and beside one busy half the time; the other "
+        "process's work rate shows what the helper takes from it.",
+    ),
     "bench_threat": (
         "Building a threat profile",
         "Model queries per second of Square + FGSM next to the raw forward, then the time and peak memory "

@@ -72,10 +72,12 @@ def machine_rate(model: torch.nn.Module, runs: list[tuple[CertifySettings, Smoot
     expected = draws / (per_second * CERTIFY_EFFICIENCY)
     n = affordable_n(per_second, AFFORDABLE_SECONDS, len(runs), s.n0)
     methods = f"the {len(runs)} methods" if len(runs) > 1 else runs[0][1].name
+    helpers = forward.spare_cores_lent(fast, thread_count)
+    lent = f" and the idle time of {helpers} more core{'s' if helpers > 1 else ''}" if helpers else ""
     here = (
         f"Forward: {fast.name}, about {per_second:,.0f} images/s on this machine ({thread_count} thread"
-        f"{'s' if thread_count > 1 else ''}, batch {min(s.batch, forward.RATE_BATCH_CAP)}): these settings take "
-        f"about {expected:.1f} s."
+        f"{'s' if thread_count > 1 else ''}{lent}, batch {min(s.batch, forward.RATE_BATCH_CAP)}): these settings "
+        f"take about {expected:.1f} s."
     )
     if n == 0:
         st.caption(f"{here} Even n = 100 takes longer than {AFFORDABLE_SECONDS:g} s for {methods} here.")

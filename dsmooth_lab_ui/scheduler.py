@@ -33,7 +33,8 @@ from typing import Any
 import torch
 
 from dsmooth_core import Cancelled
-from dsmooth_lab_ui import memo, pool, watchdog
+from dsmooth_core.backends.spare_cores import spare_cores
+from dsmooth_lab_ui import memo, pool, threads, watchdog
 from dsmooth_lab_ui.watchdog import ForcedCancel, Limits, NoProgress, Watch
 
 RESULTS_KEPT = 256
@@ -285,7 +286,8 @@ def _in_thread(job: Job, limits: Limits) -> Any:
         previous = torch.get_num_threads()
         torch.set_num_threads(job.threads)  # per job: the library takes no thread decisions
         try:
-            outcome["result"] = job.work(Progress(job, watch))
+            with spare_cores(threads.spare(job.threads)):
+                outcome["result"] = job.work(Progress(job, watch))
         except BaseException as exc:  # handed to the job's thread, which reports it
             outcome["error"] = exc
         finally:

@@ -56,6 +56,12 @@ def budget(batch: int, cores: int, fixed: int | None = None) -> int:
     return max(1, min(cores - 1, MAX_THREADS))
 
 
+def spare(threads: int) -> int:
+    """Cores a job of ``threads`` intra-op threads leaves free: its ONNX forward may use their idle time
+    at the lowest priority (:func:`dsmooth_core.backends.spare_cores.spare_cores`), never their share."""
+    return max(0, min(usable_cores() - threads, MAX_THREADS))
+
+
 def for_batch(batch: int) -> int:
     """:func:`budget` on this machine with the configured setting: what a job (or a page, batch 1) gets."""
     return budget(batch, usable_cores(), setting())

@@ -19,11 +19,11 @@ from torch import nn
 
 from dsmooth_core import IsotropicGaussian, radius_ceiling
 from dsmooth_core.attacks import PRESETS, square_then_fgsm
-from dsmooth_core.backends import OnnxForward, inference_model, onnx_graph
+from dsmooth_core.backends import OnnxForward, inference_model, onnx_graph, spare_cores
 from dsmooth_core.device import generator_for
 from dsmooth_core.models import CIFAR10_CLASSES, DEFAULT_MODEL, ModelInfo, load_model, wrap
 from dsmooth_core.models.preprocess import prepare_image
-from dsmooth_lab_ui import forward, nav, state
+from dsmooth_lab_ui import forward, nav, state, threads
 from tests import worker_work
 from tests.apptest_jobs import finish_job
 from tests.test_app_model_identity import new_session, upload
@@ -124,6 +124,9 @@ def test_the_page_says_which_n_this_machine_affords(onnx_app) -> None:
     rate = float(re.search(r"about ([0-9,]+) images/s", line)[1].replace(",", ""))
     n = int(re.search(r"n = ([0-9,]+) certifies RandSmooth in about 5 s", line)[1].replace(",", ""))
     assert rate > 0 and n % 100 == 0
+    thread_count = threads.for_batch(int(at.number_input(key="cert_batch").value))
+    lent = threads.spare(thread_count) if spare_cores.supported() else 0
+    assert (f"and the idle time of {lent} more core" in line) == (lent > 0), line  # measured as a job runs
     # the ceiling that n allows, from the core's own function, in the method's metric
     assert f"RandSmooth {radius_ceiling(IsotropicGaussian(SIGMA), n, ALPHA):.3g} (l2)" in line
 

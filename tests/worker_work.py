@@ -89,3 +89,10 @@ def export_never_returns(model: nn.Module, backend: str, progress) -> None:
     """In place of ``tasks.onnx_graph``: an upload whose export or graph probe spins for good, reporting nothing."""
     while True:
         time.sleep(0.05)
+
+
+def lent_cores(progress) -> int:
+    """The spare cores the worker lent this job's ONNX forwards."""
+    from dsmooth_core.backends.spare_cores import lent
+
+    return lent()

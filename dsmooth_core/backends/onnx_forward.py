@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from dsmooth_core.backends.spare_cores import run_in_chunks
 from dsmooth_core.contract import evaluating
 from dsmooth_core.models.info import ModelInfo
 
@@ -62,6 +65,11 @@ def shared_session(graph: bytes, digest: str, threads: int) -> InferenceSession:
         return session
 
 
+def _run(session: InferenceSession, pixels: np.ndarray) -> np.ndarray:
+    """The session's logits for a batch of pixels."""
+    return session.run(None, {session.get_inputs()[0].name: pixels})[0]
+
+
 class OnnxForward(nn.Module):
     """``model`` with its inference-only calls answered by its ONNX graph.
 
@@ -98,8 +106,11 @@ class OnnxForward(nn.Module):
             with evaluating(self.model):  # the contract's eval mode, which evaluating(self) cannot reach
                 return self.model(x)
         session = self.session()
-        (logits,) = session.run(None, {session.get_inputs()[0].name: x.contiguous().numpy()})
-        return torch.from_numpy(logits)
+        return torch.from_numpy(run_in_chunks(x.contiguous().numpy(), partial(_run, session), self._run_on_spare_core))
+
+    def _run_on_spare_core(self, pixels: np.ndarray) -> np.ndarray:
+        """A helper's chunk, on one intra-op thread: no pool thread of normal priority takes part in it."""
+        return _run(shared_session(self.graph, self.digest, 1), pixels)
 
     def to(self, *args: Any, **kwargs: Any) -> nn.Module:  # type: ignore[override]
         """On the CPU, itself; to another device (a Ray worker's GPU), the torch model moved there, the

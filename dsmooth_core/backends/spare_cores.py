@@ -1,0 +1,127 @@
+"""Lend ONNX Runtime's batches the cores a thread budget leaves free, at the lowest CPU priority.
+
+Why: the app keeps one core of two free for the browser and its server, yet while a certification runs
+that core is mostly idle (the page only redraws a progress bar). Helper threads under Linux's
+``SCHED_IDLE`` policy run only when a core has nothing else to run: any other task that wakes takes the
+core at once, and the scheduler counts a core that runs only such threads as idle when it places a
+waking task. So the browser keeps its core whenever it asks for it, and the job gets the rest.
+A batch is cut into chunks of :data:`CHUNK` images that the caller and its helpers take in turn, so a
+helper that gets no time holds up the batch by at most the chunk it is running; the caller then
+waits, its own core falls idle and the scheduler moves the helper there. Each image's logits do not
+depend on the chunk it is in: the votes are the same to the bit.
+
+Measured by ``benchmarks/bench_spare_cores.py`` (figures in ``docs/PERFORMANCE.md``): on 2 cores the
+app's three certificates take about half the time on a quiet machine, about the same with another
+process busy on a core all the time, and the helper costs such a process a few percent of its work.
+
+Linux only: elsewhere one thread's priority cannot be lowered on its own (macOS's ``setpriority`` would
+lower the whole process), and :func:`spare_cores` lends nothing there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import numpy as np
+
+CHUNK = 50  # images a thread takes at a time; ONNX Runtime's single-thread rate is highest from 50 to 100
+_LENT: ContextVar[int] = ContextVar("dsmooth_spare_cores", default=0)
+_POOL_LOCK = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_lowered = threading.local()  # .done: this helper thread runs under SCHED_IDLE
+
+
+def supported() -> bool:
+    """Whether a single thread's priority can be lowered here (Linux)."""
+    return sys.platform.startswith("linux") and hasattr(os, "SCHED_IDLE")
+
+
+@contextmanager
+def spare_cores(count: int) -> Iterator[None]:
+    """Within the body, ONNX forwards of this thread share their batches with ``count`` low-priority helpers.
+
+    ``count`` is the number of cores the caller's thread budget left free (0 lends none).
+    """
+    if count < 0:
+        raise ValueError(f"spare core count must be >= 0, got {count}")
+    token = _LENT.set(count if supported() else 0)
+    try:
+        yield
+    finally:
+        _LENT.reset(token)
+
+
+def lent() -> int:
+    """How many helpers this thread's ONNX forwards may use now."""
+    return _LENT.get()
+
+
+def _lower_priority() -> None:
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+    except OSError:  # a helper that cannot step back never works: it would take the browser's core
+        return
+    _lowered.done = True
+
+
+def _helpers(count: int) -> ThreadPoolExecutor:
+    """The process's helper threads, at least ``count`` of them (started at their low priority)."""
+    global _pool, _pool_size
+    with _POOL_LOCK:
+        if _pool is None or _pool_size < count:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(count, thread_name_prefix="dsmooth-spare", initializer=_lower_priority)
+            _pool_size = count
+        return _pool
+
+
+def run_in_chunks(
+    batch: np.ndarray, run: Callable[[np.ndarray], np.ndarray], run_helper: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """``run(batch)``, its chunks shared with the lent helpers (which call ``run_helper``), in batch order.
+
+    Each image's output does not depend on the chunk it went in, so the result equals ``run(batch)``.
+    """
+    helpers = min(lent(), len(batch) // CHUNK - 1)
+    if helpers <= 0:
+        return run(batch)
+    parts = [batch[start : start + CHUNK] for start in range(0, len(batch), CHUNK)]
+    outputs: list[np.ndarray | None] = [None] * len(parts)
+    next_part = iter(range(len(parts)))
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def take(call: Callable[[np.ndarray], np.ndarray]) -> None:
+        while not stop.is_set():
+            with lock:
+                index = next(next_part, None)
+            if index is None:
+                return
+            outputs[index] = call(parts[index])
+
+    def help_out() -> None:
+        if getattr(_lowered, "done", False):
+            take(run_helper)
+
+    pending = [_helpers(helpers).submit(help_out) for _ in range(helpers)]
+    try:
+        take(run)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for future in pending:
+            if not future.cancel():  # a helper that has not started (busy with another caller's batch) never will
+                future.exception()  # wait: no helper may still be running when this returns
+    for future in pending:
+        if not future.cancelled():
+            future.result()  # a helper's failure is the caller's
+    return np.concatenate(outputs)
