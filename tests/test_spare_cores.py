@@ -84,6 +84,20 @@ def test_helpers_share_the_chunks_in_order_at_the_lowest_priority() -> None:
 
 
 @linux_only
+def test_the_caller_takes_a_chunk_per_intra_op_thread() -> None:
+    batch = np.arange(9 * CHUNK, dtype=np.float32)
+    run, helper = Recorder(0.02), Recorder(0.02)
+    with spare_cores.spare_cores(1):
+        out = spare_cores.run_in_chunks(batch, run, helper, caller_threads=3)
+    np.testing.assert_array_equal(out, batch * 2)
+    assert run.calls[0][0] == 3 * CHUNK and {rows for rows, _, _ in helper.calls} == {CHUNK}
+    assert all(rows % CHUNK == 0 and rows <= 3 * CHUNK for rows, _, _ in run.calls)  # the last piece may be short
+    with spare_cores.spare_cores(1):
+        spare_cores.run_in_chunks(batch[: 4 * CHUNK - 1], run, helper, caller_threads=3)  # no room for a helper
+    assert run.calls[-1][0] == 4 * CHUNK - 1
+
+
+@linux_only
 def test_small_batches_are_not_split() -> None:
     batch = np.arange(2 * CHUNK - 1, dtype=np.float32)
     run, helper = Recorder(), Recorder()

@@ -105,8 +105,10 @@ class OnnxForward(nn.Module):
         if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
             with evaluating(self.model):  # the contract's eval mode, which evaluating(self) cannot reach
                 return self.model(x)
-        session = self.session()
-        return torch.from_numpy(run_in_chunks(x.contiguous().numpy(), partial(_run, session), self._run_on_spare_core))
+        threads = self.threads or torch.get_num_threads()
+        session = shared_session(self.graph, self.digest, threads)
+        pixels = x.contiguous().numpy()
+        return torch.from_numpy(run_in_chunks(pixels, partial(_run, session), self._run_on_spare_core, threads))
 
     def _run_on_spare_core(self, pixels: np.ndarray) -> np.ndarray:
         """A helper's chunk, on one intra-op thread: no pool thread of normal priority takes part in it."""

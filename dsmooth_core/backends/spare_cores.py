@@ -84,36 +84,42 @@ def _helpers(count: int) -> ThreadPoolExecutor:
 
 
 def run_in_chunks(
-    batch: np.ndarray, run: Callable[[np.ndarray], np.ndarray], run_helper: Callable[[np.ndarray], np.ndarray]
+    batch: np.ndarray,
+    run: Callable[[np.ndarray], np.ndarray],
+    run_helper: Callable[[np.ndarray], np.ndarray],
+    caller_threads: int = 1,
 ) -> np.ndarray:
-    """``run(batch)``, its chunks shared with the lent helpers (which call ``run_helper``), in batch order.
+    """``run(batch)``, with chunks of it run by the lent helpers (which call ``run_helper``), in batch order.
 
-    Each image's output does not depend on the chunk it went in, so the result equals ``run(batch)``.
+    The caller takes ``caller_threads`` chunks at a time, so its intra-op threads keep work enough to
+    share; each helper takes one. An image's output does not depend on the chunk it went in, so the result
+    equals ``run(batch)``.
     """
-    helpers = min(lent(), len(batch) // CHUNK - 1)
+    own = CHUNK * max(1, caller_threads)
+    helpers = min(lent(), (len(batch) - own) // CHUNK)
     if helpers <= 0:
         return run(batch)
-    parts = [batch[start : start + CHUNK] for start in range(0, len(batch), CHUNK)]
-    outputs: list[np.ndarray | None] = [None] * len(parts)
-    next_part = iter(range(len(parts)))
+    outputs: dict[int, np.ndarray] = {}  # by first row
+    cursor = [0]
     lock = threading.Lock()
     stop = threading.Event()
 
-    def take(call: Callable[[np.ndarray], np.ndarray]) -> None:
+    def take(call: Callable[[np.ndarray], np.ndarray], rows: int) -> None:
         while not stop.is_set():
             with lock:
-                index = next(next_part, None)
-            if index is None:
+                first = cursor[0]
+                cursor[0] = min(first + rows, len(batch))
+            if first >= len(batch):
                 return
-            outputs[index] = call(parts[index])
+            outputs[first] = call(batch[first : first + rows])
 
     def help_out() -> None:
         if getattr(_lowered, "done", False):
-            take(run_helper)
+            take(run_helper, CHUNK)
 
     pending = [_helpers(helpers).submit(help_out) for _ in range(helpers)]
     try:
-        take(run)
+        take(run, own)
     except BaseException:
         stop.set()
         raise
@@ -124,4 +130,4 @@ def run_in_chunks(
     for future in pending:
         if not future.cancelled():
             future.result()  # a helper's failure is the caller's
-    return np.concatenate(outputs)
+    return np.concatenate([outputs[first] for first in sorted(outputs)])
