@@ -7,17 +7,26 @@ a quiet machine; another process busy on one core all the time (a browser that n
 another process busy 20 ms of every 40 on one core (a browser that redraws now and then). Prints the
 certification's median seconds, and the other process's work per second against its rate alone
 (the share of its work the helper took). Rounds of each setting alternate lent and not lent.
+
+``--app`` measures what the user meets instead: two app servers, ``DSMOOTH_SPARE_CORES=off`` and ``on``,
+driven in Chromium (as ``bench_app.py``). In each round each server certifies the three methods with
+n = 20,000 while the session switches between the Attack and Noise explorer pages; it reports the
+certification's time from the click to the drawn result and the page switches' times during it (from
+the click on a page's link until its run has ended and its charts are drawn).
 Writes ``benchmarks/results/bench_spare_cores-<time>.json``.
-Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_spare_cores.py [--rounds 5]``.
+Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_spare_cores.py [--rounds 5] [--app]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from bench_results import add_results_option, write_result
@@ -32,6 +41,8 @@ from dsmooth_lab_ui import threads
 
 N0, N, ALPHA, SIGMA, BATCH = 100, 1000, 0.001, 0.25, 200
 METHODS = ("dsmooth", "randsmooth", "lsmooth")
+APP_N = 20_000  # a job of several seconds, long enough for the page switches made during it
+APP_SWITCHES = ("Attack", "Noise explorer") * 3
 # The other process: busy for ON ms, then asleep for OFF ms, until its stdin closes; prints loops per second.
 OTHER = """
 import sys, threading, time
@@ -67,11 +78,106 @@ def other_alone(duty: tuple[int, int], seconds: float) -> float:
     return stop_other(other)
 
 
+# Resolves when the script run a click starts has ended: the first change to "notRunning" after this call.
+# The job panel's fragment runs again and again while a job runs, so "not running" alone would wait for a
+# gap between two of those runs, which may come seconds after the page is drawn.
+RUN_ENDED = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  window.__runEnded = new Promise((resolve) => {
+    const observer = new MutationObserver(() => {
+      if (app.getAttribute('data-test-script-state') === 'notRunning') { observer.disconnect(); resolve(true); }
+    });
+    observer.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+  });
+}"""
+CHARTS_DRAWN = """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].every(
+  (chart) => chart.querySelector('.main-svg') !== null)"""
+
+
+def switch_during_job(page, title: str) -> float:
+    """Seconds from clicking a page's link until its run has ended and its charts are drawn (a job running)."""
+    page.evaluate(RUN_ENDED)
+    start = time.perf_counter()
+    page.get_by_role("link", name=title, exact=True).first.click()
+    page.get_by_role("heading", level=1).filter(has_text=title.split(" ")[0]).wait_for(timeout=120_000)
+    page.evaluate("() => window.__runEnded")
+    page.wait_for_function(CHARTS_DRAWN, polling=20)
+    return time.perf_counter() - start
+
+
+def in_the_app(rounds: int, results: Path) -> None:
+    """Certify with n = APP_N in two servers, spare cores off and on, switching pages while each job runs."""
+    import bench_app as harness
+    from playwright.sync_api import sync_playwright
+
+    modes = ("off", "on")
+    certify_s: dict[str, list[float]] = {mode: [] for mode in modes}
+    switch_s: dict[str, list[float]] = {mode: [] for mode in modes}
+    with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
+        servers, pages = {}, {}
+        browser = playwright.chromium.launch(
+            executable_path=str(harness.CHROMIUM), headless=True, args=harness.LAUNCH_ARGS
+        )
+        try:
+            for mode in modes:
+                os.environ[threads.SPARE_ENV] = mode  # the server's environment, passed on to its workers
+                port = harness.free_port()
+                servers[mode] = harness.start_server(port, Path(folder) / f"{mode}.log")
+                pages[mode] = harness.open_session(browser, f"http://127.0.0.1:{port}")
+                harness.switch(pages[mode], "Certify")
+                harness.set_number(pages[mode], "n (estimation draws)", APP_N)
+            del os.environ[threads.SPARE_ENV]  # the servers have it; the result file's command must not
+            for seed in range(1, rounds + 1):
+                for mode in modes:
+                    page = pages[mode]
+                    harness.switch(page, "Certify")
+                    harness.set_number(page, "Seed", seed)
+                    harness.watch(page)
+                    start = time.perf_counter()
+                    page.get_by_role("button", name="Certify", exact=True).click()
+                    page.locator(".st-key-dsl_job_panel").wait_for()
+                    for title in APP_SWITCHES:
+                        switch_s[mode].append(switch_during_job(page, title))
+                    harness.finished(page)
+                    certify_s[mode].append(time.perf_counter() - start)
+                    print(
+                        f"round {seed}, spare cores {mode}: certify {certify_s[mode][-1]:.2f} s, switches "
+                        f"{[round(t, 2) for t in switch_s[mode][-len(APP_SWITCHES) :]]}",
+                        flush=True,
+                    )
+        finally:
+            browser.close()
+            for server in servers.values():
+                harness.stop_server(server)
+    rows = [
+        {
+            "DSMOOTH_SPARE_CORES": mode,
+            "certify s (click to result), median": round(statistics.median(certify_s[mode]), 2),
+            "page switch during the job, median s": round(statistics.median(switch_s[mode]), 3),
+            "max s": round(max(switch_s[mode]), 3),
+            "switches": len(switch_s[mode]),
+        }
+        for mode in modes
+    ]
+    for row in rows:
+        print(row)
+    settings = {
+        "work": f"DSmooth, RandSmooth and LSmooth, n0 = {N0}, n = {APP_N}, batch {BATCH}, in the app (Chromium)",
+        "during each job": f"page switches: {', '.join(APP_SWITCHES)}",
+        "rounds": f"{rounds}, the two servers alternating",
+    }
+    write_result(results, "bench_spare_cores", settings, {"in the app: certify and page switches during it": rows})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--app", action="store_true", help="measure in the app, in Chromium (see above)")
     add_results_option(parser)
     args = parser.parse_args()
+    if args.app:
+        in_the_app(args.rounds, args.results)
+        return
     if not supported():
         sys.exit("spare cores are lent on Linux only")
     thread_count = threads.for_batch(BATCH)

@@ -32,7 +32,9 @@ BENCHMARKS = {
         "The app's certify job (three methods, n0 = 100, n = 1,000) on ONNX Runtime with the lab's threads, "
         "alone and with the free cores lent to low-priority helper threads (`dsmooth_core.backends.spare_cores`): "
         "on a quiet machine, beside a process busy on one core, and beside one busy half the time; the other "
-        "process's work rate shows what the helper takes from it.",
+        "process's work rate shows what the helper takes from it. With `--app`: two app servers "
+        "(`DSMOOTH_SPARE_CORES=off` and `on`) in Chromium, certifying with n = 20,000 while the session switches "
+        "pages; the certification's time and the page switches' during it.",
     ),
     "bench_threat": (
         "Building a threat profile",

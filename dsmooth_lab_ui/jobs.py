@@ -41,10 +41,11 @@ __all__ = ["MANAGER", "METHODS_KEPT", "NOTHING_KEPT", "Progress", "collect", "pa
 SESSION_JOB = "dsl_job"  # the session's current or last Job
 _FULL_RUN = threading.local()  # .drawing: the panel's fragment is being called inside a full run
 POLL_SECONDS = 1.0  # progress redraws; a finished job reruns the page at once (scheduler.changed_within)
-# The fragment's timer. Each of its runs waits up to POLL_SECONDS for the job to change, and the browser
-# sends no tick while a run is going, so runs follow one another with this gap: the first starts this
-# soon after the panel is drawn. With the timer at POLL_SECONDS, a 0.7 s attack was shown about 1 s after
-# the panel appeared, 0.3 s after it ended: nothing waited on the job until the first tick (Chromium).
+# The fragment's timer. Each of its runs waits up to POLL_SECONDS for the job to change; a tick that falls
+# due during a run starts the next run as soon as it ends (3-15 ms later in Chromium), so some run is
+# always waiting on the job, the first from this soon after the panel is drawn. With the timer at
+# POLL_SECONDS, a 0.7 s attack was shown about 1 s after the panel appeared, 0.3 s after it ended:
+# nothing waited on the job until the first tick (Chromium).
 TICK_SECONDS = 0.2
 # Cancel waits this long for the outcome; a batch of the bundled model on one CPU thread takes about 0.2 s,
 # and work that does not answer is ended after the watchdog's grace (3 s)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 ENV = "DSMOOTH_TORCH_THREADS"
+SPARE_ENV = "DSMOOTH_SPARE_CORES"
 LARGE_BATCH = 64  # from this many images per model call, extra threads pay off
 MAX_THREADS = 16
 
@@ -58,8 +59,12 @@ def budget(batch: int, cores: int, fixed: int | None = None) -> int:
 
 def spare(threads: int) -> int:
     """Cores a job of ``threads`` intra-op threads leaves free: its ONNX forward may use their idle time
-    at the lowest priority (:func:`dsmooth_core.backends.spare_cores.spare_cores`), never their share."""
-    return max(0, min(usable_cores() - threads, MAX_THREADS))
+    at the lowest priority (:func:`dsmooth_core.backends.spare_cores.spare_cores`), never their share.
+    ``DSMOOTH_SPARE_CORES=off`` lends none (a machine whose idle cores must stay idle)."""
+    raw = os.environ.get(SPARE_ENV, "on").strip().lower()
+    if raw not in ("", "on", "off"):
+        raise ValueError(f"{SPARE_ENV} must be 'on' or 'off', got {raw!r}")
+    return 0 if raw == "off" else max(0, min(usable_cores() - threads, MAX_THREADS))
 
 
 def for_batch(batch: int) -> int:

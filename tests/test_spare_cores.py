@@ -160,6 +160,11 @@ def test_logits_and_certificates_equal_with_and_without_a_spare_core() -> None:
 def test_the_spare_cores_are_those_the_threads_leave(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     assert [threads.spare(t) for t in (1, 3, 4, 6)] == [3, 1, 0, 0]
+    monkeypatch.setenv(threads.SPARE_ENV, "off")
+    assert threads.spare(1) == 0
+    monkeypatch.setenv(threads.SPARE_ENV, "2")
+    with pytest.raises(ValueError, match="'on' or 'off'"):
+        threads.spare(1)
 
 
 def test_a_job_lends_the_cores_its_threads_leave() -> None:

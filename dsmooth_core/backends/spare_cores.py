@@ -10,9 +10,11 @@ helper that gets no time holds up the batch by at most the chunk it is running; 
 waits, its own core falls idle and the scheduler moves the helper there. Each image's logits do not
 depend on the chunk it is in: the votes are the same to the bit.
 
-Measured by ``benchmarks/bench_spare_cores.py`` (figures in ``docs/PERFORMANCE.md``): on 2 cores the
-app's three certificates take about half the time on a quiet machine, about the same with another
-process busy on a core all the time, and the helper costs such a process a few percent of its work.
+Measured by ``benchmarks/bench_spare_cores.py`` (figures in ``docs/PERFORMANCE.md``), on 2 cores: the
+app's three certificates take about half the time on a quiet machine and about the same beside a
+process busy on a core all the time, which loses nothing measurable; a process busy half the time
+loses about a tenth of its work rate. In the app, page switches during a certification take as long
+with the helper as without.
 
 Linux only: elsewhere one thread's priority cannot be lowered on its own (macOS's ``setpriority`` would
 lower the whole process), and :func:`spare_cores` lends nothing there.
