@@ -3,10 +3,11 @@
 The app's certify job (bundled ResNet-20, DSmooth, RandSmooth and LSmooth, n0 = 100, n = 1,000,
 batch 200) on ONNX Runtime with the intra-op threads the lab's rule gives it, once alone and once with
 the cores that rule leaves free lent to it (``dsmooth_core.backends.spare_cores``), in three settings:
-a quiet machine; another process busy on one core all the time (a browser that never rests); and
-another process busy 20 ms of every 40 on one core (a browser that redraws now and then). Prints the
-certification's median seconds, and the other process's work per second against its rate alone
-(the share of its work the helper took). Rounds of each setting alternate lent and not lent.
+a quiet machine; another process busy on one core all the time (a browser that never rests);
+another process busy 20 ms of every 40 on one core (a browser that redraws now and then); and two
+processes busy all the time (every core taken: the helper gets no time, and must not hold the job
+up). Prints the certification's median seconds, and the other processes' work per second against
+their rate alone (the share of their work the helper took). Rounds of each setting alternate lent and not lent.
 
 ``--app`` measures what the user meets instead: two app servers, ``DSMOOTH_SPARE_CORES=off`` and ``on``,
 driven in Chromium (as ``bench_app.py``). In each round each server certifies the three methods with
@@ -58,24 +59,30 @@ while not stop.is_set():
         time.sleep(off)
 print(loops / (time.perf_counter() - start))
 """
-SETTINGS = {"quiet": None, "another process busy on one core": (1000, 0), "another process busy 20 ms of 40": (20, 20)}
+# What else runs: (busy ms, asleep ms, how many such processes), or nothing.
+SETTINGS = {
+    "quiet": None,
+    "another process busy on one core": (1000, 0, 1),
+    "another process busy 20 ms of 40": (20, 20, 1),
+    "two processes busy on both cores": (1000, 0, 2),
+}
 
 
-def start_other(duty: tuple[int, int]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", OTHER, *map(str, duty)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+def start_other(duty: tuple[int, int, int]) -> list[subprocess.Popen]:
+    on, off, count = duty
+    command = [sys.executable, "-c", OTHER, str(on), str(off)]
+    return [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(count)]
 
 
-def stop_other(other: subprocess.Popen) -> float:
-    out, _ = other.communicate("", timeout=30)
-    return float(out)
+def stop_other(others: list[subprocess.Popen]) -> float:
+    """The other processes' work per second, summed."""
+    return sum(float(other.communicate("", timeout=30)[0]) for other in others)
 
 
-def other_alone(duty: tuple[int, int], seconds: float) -> float:
-    other = start_other(duty)
+def other_alone(duty: tuple[int, int, int], seconds: float) -> float:
+    others = start_other(duty)
     time.sleep(seconds)
-    return stop_other(other)
+    return stop_other(others)
 
 
 # Resolves when the script run a click starts has ended: the first change to "notRunning" after this call.
@@ -224,8 +231,8 @@ def main() -> None:
         }
         if duty:
             alone = other_alone(duty, statistics.median(seconds[0]))
-            row["other process's work, job alone / other alone"] = round(statistics.median(others[0]) / alone, 3)
-            row["other process's work, job lent / other alone"] = round(statistics.median(others[lent]) / alone, 3)
+            row["other processes' work, job alone / others alone"] = round(statistics.median(others[0]) / alone, 3)
+            row["other processes' work, job lent / others alone"] = round(statistics.median(others[lent]) / alone, 3)
         rows.append(row)
         print(row, flush=True)
     print(f"votes equal with and without the helper: {same_votes}")

@@ -1,6 +1,6 @@
 """Spare cores: ONNX Runtime batches shared with low-priority helper threads give exactly the same logits
-and certificates, in batch order; helpers run under SCHED_IDLE or not at all; a helper's failure is the
-caller's."""
+and certificates, in batch order; helpers run under SCHED_IDLE or not at all; a helper that fails or
+falls behind costs only time."""
 
 from __future__ import annotations
 
@@ -107,12 +107,39 @@ def test_small_batches_are_not_split() -> None:
 
 
 @linux_only
-def test_a_helpers_failure_reaches_the_caller() -> None:
+def test_a_failing_helper_costs_only_its_chunk() -> None:
     def broken(part: np.ndarray) -> np.ndarray:
         raise RuntimeError("the graph failed in a helper")
 
-    with spare_cores.spare_cores(1), pytest.raises(RuntimeError, match="failed in a helper"):
-        spare_cores.run_in_chunks(np.zeros(6 * CHUNK, np.float32), Recorder(0.02), broken)
+    batch = np.arange(6 * CHUNK, dtype=np.float32)
+    run = Recorder(0.02)
+    with spare_cores.spare_cores(1):
+        np.testing.assert_array_equal(spare_cores.run_in_chunks(batch, run, broken), batch * 2)
+    assert sum(rows for rows, _, _ in run.calls) == len(batch)  # the caller ran the helper's chunk again
+
+
+@linux_only
+def test_a_starved_helper_never_holds_the_batch_up() -> None:
+    """On a machine busy everywhere a SCHED_IDLE helper may get no time: the caller runs its chunk."""
+    batch = np.arange(4 * CHUNK, dtype=np.float32)
+    run, release, taken = Recorder(0.02), threading.Event(), threading.Event()
+
+    def stuck(part: np.ndarray) -> np.ndarray:
+        taken.set()
+        release.wait(10)  # a helper that gets no CPU time until the test ends
+        return part * 2
+
+    start = time.perf_counter()
+    try:
+        with spare_cores.spare_cores(1):
+            out = spare_cores.run_in_chunks(batch, run, stuck)
+        took = time.perf_counter() - start
+    finally:
+        release.set()  # the pool's thread is free again for the next test
+    np.testing.assert_array_equal(out, batch * 2)
+    assert taken.is_set(), "the helper took a chunk"
+    assert took < 1.0, f"the caller waited {took:.2f} s for a stuck helper"
+    assert sum(rows for rows, _, _ in run.calls) == len(batch)
 
 
 @linux_only

@@ -5,10 +5,11 @@ that core is mostly idle (the page only redraws a progress bar). Helper threads 
 ``SCHED_IDLE`` policy run only when a core has nothing else to run: any other task that wakes takes the
 core at once, and the scheduler counts a core that runs only such threads as idle when it places a
 waking task. So the browser keeps its core whenever it asks for it, and the job gets the rest.
-A batch is cut into chunks of :data:`CHUNK` images that the caller and its helpers take in turn, so a
-helper that gets no time holds up the batch by at most the chunk it is running; the caller then
-waits, its own core falls idle and the scheduler moves the helper there. Each image's logits do not
-depend on the chunk it is in: the votes are the same to the bit.
+A batch is cut into chunks of :data:`CHUNK` images that the caller and its helpers take in turn. When
+none is left, the caller waits for the helpers' chunks, but only about as long as a chunk takes it
+(:data:`PATIENCE` times): on a machine busy everywhere a ``SCHED_IDLE`` helper may get no time at all,
+and the caller then runs its chunk itself, so a starved helper never holds a job up. Each image's
+logits do not depend on the chunk it is in or on who ran it: the votes are the same to the bit.
 
 Measured by ``benchmarks/bench_spare_cores.py`` (figures in ``docs/PERFORMANCE.md``), on 2 cores: the
 app's three certificates take about half the time on a quiet machine and about the same beside a
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,6 +35,7 @@ from contextvars import ContextVar
 import numpy as np
 
 CHUNK = 50  # images a thread takes at a time; ONNX Runtime's single-thread rate is highest from 50 to 100
+PATIENCE = 2.0  # how many of its own chunk times the caller waits for a helper's chunk before running it
 _LENT: ContextVar[int] = ContextVar("dsmooth_spare_cores", default=0)
 _POOL_LOCK = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -95,41 +98,55 @@ def run_in_chunks(
 
     The caller takes ``caller_threads`` chunks at a time, so its intra-op threads keep work enough to
     share; each helper takes one. An image's output does not depend on the chunk it went in, so the result
-    equals ``run(batch)``.
+    equals ``run(batch)``. A helper that fails or falls behind costs only time: the caller runs its chunk.
     """
     own = CHUNK * max(1, caller_threads)
     helpers = min(lent(), (len(batch) - own) // CHUNK)
     if helpers <= 0:
         return run(batch)
     outputs: dict[int, np.ndarray] = {}  # by first row
+    helping: dict[int, threading.Event] = {}  # first row of each helper's chunk: set when its output is in
     cursor = [0]
     lock = threading.Lock()
     stop = threading.Event()
 
-    def take(call: Callable[[np.ndarray], np.ndarray], rows: int) -> None:
-        while not stop.is_set():
-            with lock:
-                first = cursor[0]
-                cursor[0] = min(first + rows, len(batch))
-            if first >= len(batch):
-                return
-            outputs[first] = call(batch[first : first + rows])
+    def next_rows(rows: int, helper: bool = False) -> int | None:
+        with lock:
+            first = cursor[0]
+            if first >= len(batch) or stop.is_set():
+                return None
+            cursor[0] = min(first + rows, len(batch))
+            if helper:
+                helping[first] = threading.Event()
+            return first
 
     def help_out() -> None:
-        if getattr(_lowered, "done", False):
-            take(run_helper, CHUNK)
+        if not getattr(_lowered, "done", False):
+            return
+        while (first := next_rows(CHUNK, helper=True)) is not None:
+            try:
+                outputs.setdefault(first, run_helper(batch[first : first + CHUNK]))
+            except Exception:  # the caller runs this chunk itself when it finds no output for it
+                return
+            finally:
+                helping[first].set()
 
+    first = next_rows(own)  # the caller's first piece, taken before any helper starts: it times a chunk
     pending = [_helpers(helpers).submit(help_out) for _ in range(helpers)]
     try:
-        take(run, own)
-    except BaseException:
-        stop.set()
-        raise
+        while first is not None:
+            start = time.perf_counter()
+            outputs[first] = run(batch[first : first + own])
+            seconds_per_chunk = (time.perf_counter() - start) * CHUNK / len(outputs[first])
+            first = next_rows(own)
     finally:
+        with lock:
+            stop.set()  # helpers take no new chunk
+            claimed = sorted(helping)
         for future in pending:
-            if not future.cancel():  # a helper that has not started (busy with another caller's batch) never will
-                future.exception()  # wait: no helper may still be running when this returns
-    for future in pending:
-        if not future.cancelled():
-            future.result()  # a helper's failure is the caller's
+            future.cancel()  # a helper not yet started (busy with another call's chunk) never will
+    for first in claimed:
+        helping[first].wait(PATIENCE * seconds_per_chunk)
+        if first not in outputs:  # the helper fell behind (or failed): its chunk is run here
+            outputs[first] = run(batch[first : first + CHUNK])
     return np.concatenate([outputs[first] for first in sorted(outputs)])
