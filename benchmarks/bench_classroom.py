@@ -58,6 +58,9 @@ from dsmooth_lab_ui import links, nav
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE_TIMEOUT_MS = 1_800_000  # a session at the back of a long queue waits minutes
+# A result not drawn this long after its click fails that session with a screenshot (the longest wait
+# measured at the back of the queue was 60 s); a wait without end once held a whole run for minutes.
+FINISH_TIMEOUT_S = 300
 IMAGE_CAPTION = re.compile(r"CIFAR-10 test #(\d+)")
 DONE_IN = re.compile(r"done in ([0-9.]+) s")
 QUEUED = re.compile(r"Queued: (\d+)\w\w in line")
@@ -249,7 +252,16 @@ async def press_and_time(page, button: str, done: str, title: str) -> dict:
     """Click ``button``; until its result is drawn. The wait, the run time and the places in line."""
     await page.evaluate(WATCH, done)
     await page.get_by_role("button", name=button, exact=True).click()
-    await page.evaluate("() => window.__dslFinished")
+    limit = FINISH_TIMEOUT_S * 1000
+    if not await page.evaluate(
+        f"() => Promise.race([window.__dslFinished, new Promise((r) => setTimeout(() => r(false), {limit}))])"
+    ):
+        shot = Path(tempfile.mkdtemp(prefix="bench_classroom-")) / "no-result.png"
+        await page.screenshot(path=str(shot), full_page=True)
+        text = " | ".join(line for line in (await page.locator("body").inner_text()).splitlines() if line.strip())
+        raise RuntimeError(
+            f"{button}: no result {FINISH_TIMEOUT_S} s after its click (screenshot {shot}): {text[:1500]}"
+        )
     seen = await page.evaluate("() => window.__dslSeen")
     if seen["failed"]:  # reported as this session's error; the other sessions go on
         # the whole alert on one line: its first line is the icon's name ("error")
