@@ -92,7 +92,6 @@ def library(work: str, seeds: list[int]) -> dict:
     from dsmooth_core import bundled, certify
     from dsmooth_core.attacks import PRESETS, square_then_fgsm
     from dsmooth_core.backends import forward_name, inference_model
-    from dsmooth_core.backends.spare_cores import spare_cores
     from dsmooth_core.data import load_cifar10
     from dsmooth_core.models import DEFAULT_MODEL, load_model, prepare_image
     from dsmooth_core.noise import make_noise
@@ -116,7 +115,7 @@ def library(work: str, seeds: list[int]) -> dict:
     model, _ = inference_model(model)  # the app's forward, prepared before the clock starts (as the app's page does)
     p_lower: dict[int, dict[str, float]] = {}
     start = time.perf_counter()
-    with spare_cores(threads.spare(threads.for_batch(BATCH))):  # as the app's worker lends them to a job
+    with threads.lending_spare_cores(threads.for_batch(BATCH)):  # as the app's worker runs a job
         for seed in seeds:
             p_lower[seed] = {}
             for name, method in METHODS:
@@ -151,13 +150,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, log: Path, variant: str | None = None) -> subprocess.Popen:
+def start_server(
+    port: int, log: Path, variant: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``streamlit run app.py`` on ``port`` in ``variant``'s environment plus ``env``, once it accepts connections."""
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1"]
     command += ["--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none"]
     command += ["--browser.gatherUsageStats", "false"]
-    env = {**os.environ, **variant_env(variant)}
     with log.open("w") as out:
-        server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+        server = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **variant_env(variant), **(env or {})},
+        )
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -379,8 +386,7 @@ def compare_backends(backends: list[str], seeds: tuple[int, ...], results: Path)
         finally:
             browser.close()
             for server in servers.values():
-                server.terminate()
-                server.wait(timeout=30)
+                stop_server(server)
     medians = {b: {where: statistics.median(t) for where, t in times[b].items()} for b in backends}
     rows = [
         {

@@ -21,7 +21,6 @@ Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_spare_cores.py [--rounds 5
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -127,13 +126,11 @@ def in_the_app(rounds: int, results: Path) -> None:
         )
         try:
             for mode in modes:
-                os.environ[threads.SPARE_ENV] = mode  # the server's environment, passed on to its workers
                 port = harness.free_port()
-                servers[mode] = harness.start_server(port, Path(folder) / f"{mode}.log")
+                servers[mode] = harness.start_server(port, Path(folder) / f"{mode}.log", env={threads.SPARE_ENV: mode})
                 pages[mode] = harness.open_session(browser, f"http://127.0.0.1:{port}")
                 harness.switch(pages[mode], "Certify")
                 harness.set_number(pages[mode], "n (estimation draws)", APP_N)
-            del os.environ[threads.SPARE_ENV]  # the servers have it; the result file's command must not
             for seed in range(1, rounds + 1):
                 for mode in modes:
                     page = pages[mode]

@@ -22,7 +22,7 @@ import streamlit as st
 import torch
 
 from dsmooth_core.backends import OnnxForward, default_backend, forward_name, inference_model
-from dsmooth_core.backends.spare_cores import spare_cores, supported
+from dsmooth_core.backends.spare_cores import supported
 from dsmooth_core.backends.throughput import forward_rate
 from dsmooth_lab_ui import jobs, pool, programs, resources, tasks, threads, watchdog
 
@@ -108,7 +108,7 @@ RATE_SECONDS = 900  # a measurement's life: the machine's load changes, and a ne
 
 @st.cache_data(show_spinner="Measuring this machine's forward rate ...", max_entries=16, ttl=RATE_SECONDS)
 def _rate(model_key: str, forward: str, thread_count: int, batch: int, _model: torch.nn.Module) -> float:
-    with _torch_threads(thread_count), spare_cores(threads.spare(thread_count)):  # as a job runs it
+    with _torch_threads(thread_count), threads.lending_spare_cores(thread_count):  # as a job runs it
         return forward_rate(_model, batch=batch)
 
 

@@ -33,7 +33,6 @@ from typing import Any
 import torch
 
 from dsmooth_core import Cancelled
-from dsmooth_core.backends.spare_cores import spare_cores
 from dsmooth_lab_ui import memo, pool, threads, watchdog
 from dsmooth_lab_ui.watchdog import ForcedCancel, Limits, NoProgress, Watch
 
@@ -286,7 +285,7 @@ def _in_thread(job: Job, limits: Limits) -> Any:
         previous = torch.get_num_threads()
         torch.set_num_threads(job.threads)  # per job: the library takes no thread decisions
         try:
-            with spare_cores(threads.spare(job.threads)):
+            with threads.lending_spare_cores(job.threads):
                 outcome["result"] = job.work(Progress(job, watch))
         except BaseException as exc:  # handed to the job's thread, which reports it
             outcome["error"] = exc

@@ -15,6 +15,9 @@ and 0.09 s with 1 (the region slice's small tensor ops waiting on a busy second 
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
+
+from dsmooth_core.backends.spare_cores import spare_cores
 
 ENV = "DSMOOTH_TORCH_THREADS"
 SPARE_ENV = "DSMOOTH_SPARE_CORES"
@@ -65,6 +68,12 @@ def spare(threads: int) -> int:
     if raw not in ("", "on", "off"):
         raise ValueError(f"{SPARE_ENV} must be 'on' or 'off', got {raw!r}")
     return 0 if raw == "off" else max(0, min(usable_cores() - threads, MAX_THREADS))
+
+
+def lending_spare_cores(threads: int) -> AbstractContextManager[None]:
+    """The body's ONNX forwards lent the idle time of the cores a job of ``threads`` threads leaves free
+    (:func:`spare`): how the worker, the server's job thread and the rate measurement run the work."""
+    return spare_cores(spare(threads))
 
 
 def for_batch(batch: int) -> int:

@@ -62,9 +62,8 @@ def serve(conn: Connection) -> None:
     """A worker's loop: one job at a time, until the server closes the connection."""
     import torch
 
-    from dsmooth_core.backends.spare_cores import spare_cores
     from dsmooth_lab_ui import memo, tasks  # imported now, so the first job does not wait for them
-    from dsmooth_lab_ui.threads import spare
+    from dsmooth_lab_ui.threads import lending_spare_cores
 
     # The imports leave about 275,000 long-lived objects; the first full collection walks them all
     # (0.13 s quiet, 0.2 s of the first job beside a browser, measured). Frozen, they are never walked.
@@ -85,7 +84,7 @@ def serve(conn: Connection) -> None:
         _, threads, data = message
         torch.set_num_threads(threads)
         try:
-            with spare_cores(spare(threads)):
+            with lending_spare_cores(threads):
                 result = pickle.loads(data)(_Reporter(conn))
         except Cancelled:
             send(conn, ("cancelled",))

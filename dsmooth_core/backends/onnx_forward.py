@@ -97,18 +97,21 @@ class OnnxForward(nn.Module):
     def extra_repr(self) -> str:
         return f"model={self.info.name!r}, threads={self.threads or 'torch.get_num_threads()'}"
 
+    def thread_count(self) -> int:
+        """Intra-op threads for a call now: the fixed count, else torch's."""
+        return self.threads or torch.get_num_threads()
+
     def session(self) -> InferenceSession:
         """The session for the current thread budget (the process's, opened on first use)."""
-        return shared_session(self.graph, self.digest, self.threads or torch.get_num_threads())
+        return shared_session(self.graph, self.digest, self.thread_count())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
             with evaluating(self.model):  # the contract's eval mode, which evaluating(self) cannot reach
                 return self.model(x)
-        threads = self.threads or torch.get_num_threads()
-        session = shared_session(self.graph, self.digest, threads)
         pixels = x.contiguous().numpy()
-        return torch.from_numpy(run_in_chunks(pixels, partial(_run, session), self._run_on_spare_core, threads))
+        run = partial(_run, self.session())
+        return torch.from_numpy(run_in_chunks(pixels, run, self._run_on_spare_core, self.thread_count()))
 
     def _run_on_spare_core(self, pixels: np.ndarray) -> np.ndarray:
         """A helper's chunk, on one intra-op thread: no pool thread of normal priority takes part in it."""
